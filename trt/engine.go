@@ -1,0 +1,133 @@
+package trt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// TensorDesc describes one input or output of an engine. Shape[0] is the
+// batch dimension (Dynamic for engines with a dynamic batch).
+type TensorDesc struct {
+	Name  string
+	DType DType
+	Shape Shape
+}
+
+// RowShape is the shape of one sample: Shape without the batch dimension.
+func (t TensorDesc) RowShape() Shape {
+	if len(t.Shape) == 0 {
+		return nil
+	}
+	return t.Shape[1:]
+}
+
+// Profile is an optimization profile: for every input, the smallest,
+// preferred and largest concrete shape (batch dimension included) that the
+// engine accepts while this profile is selected.
+type Profile struct {
+	Min, Opt, Max map[string]Shape
+}
+
+// Contains reports whether the concrete shape of input name lies inside the
+// profile's [Min, Max] box.
+func (p Profile) Contains(name string, s Shape) bool {
+	lo, ok1 := p.Min[name]
+	hi, ok2 := p.Max[name]
+	if !ok1 || !ok2 || len(lo) != len(s) || len(hi) != len(s) {
+		return false
+	}
+	for i := range s {
+		if s[i] < lo[i] || s[i] > hi[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Spec is what an engine accepts and produces.
+type Spec struct {
+	Inputs   []TensorDesc
+	Outputs  []TensorDesc
+	Profiles []Profile // at least one; index is the profile number
+}
+
+// Input returns the input named name.
+func (s Spec) Input(name string) (TensorDesc, bool) {
+	for _, t := range s.Inputs {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return TensorDesc{}, false
+}
+
+// ProfileFor returns the index of the first profile that contains every
+// input shape in shapes (keyed by input name).
+func (s Spec) ProfileFor(shapes map[string]Shape) (int, error) {
+	for i, p := range s.Profiles {
+		ok := true
+		for name, sh := range shapes {
+			if !p.Contains(name, sh) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("no optimization profile accepts input shapes %v", shapes)
+}
+
+// Tensor is a concrete tensor: raw little-endian row-major bytes. Data is
+// exactly ByteSize(DType, Shape) long.
+type Tensor struct {
+	Name  string
+	DType DType
+	Shape Shape
+	Data  []byte
+}
+
+// Batch is one unit of engine work. Inputs are given in Spec().Inputs order
+// with concrete shapes. Outputs are filled by Run in Spec().Outputs order:
+// an output whose Data already has the exact byte size is written in place
+// (caller-provided buffer); otherwise Run allocates it.
+type Batch struct {
+	Profile int
+	Inputs  []Tensor
+	Outputs []Tensor
+}
+
+// Device identifies where an engine runs, for manifests, result headers
+// and scaling reports.
+type Device struct {
+	Kind    string // "cpu" or "cuda"
+	Name    string // e.g. "NVIDIA H100 80GB HBM3" or the CPU backend's name
+	UUID    string // GPU UUID; empty on CPU
+	Compute string // compute capability "9.0"; empty on CPU
+}
+
+// Engine runs batches. Implementations document their own concurrency; the
+// ONNX Runtime and TensorRT backends accept concurrent Run calls.
+type Engine interface {
+	// Spec describes the engine's IO tensors and optimization profiles.
+	Spec() Spec
+	// Run executes one batch. It returns an error wrapping ErrInvalidInput
+	// when the batch itself is wrong, and any other error for failures
+	// that a retry may cure.
+	Run(ctx context.Context, b *Batch) error
+	// Device reports where the engine runs.
+	Device() Device
+	// Close releases the engine. No Run may be in flight.
+	Close() error
+}
+
+// ErrInvalidInput marks an engine error caused by the batch, not by the
+// engine: retrying the same input cannot succeed.
+var ErrInvalidInput = errors.New("invalid engine input")
+
+// ErrUnavailable is returned by backends that were not compiled into this
+// binary (for example TensorRT without the "tensorrt" build tag) or whose
+// runtime library is missing on this node.
+var ErrUnavailable = errors.New("engine backend unavailable")
