@@ -1,0 +1,152 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config configures a Worker. The env tags are relative: binaries parse
+// them with the JETINFER_ prefix (JETINFER_MODEL, JETINFER_MAX_DELAY, ...).
+// Zero values are replaced by the defaults documented on each field.
+type Config struct {
+	// Prefix is the first token of every subject (default "jetinfer").
+	Prefix string `env:"SUBJECT_PREFIX"`
+	// Model is the model name served; requests arrive on <prefix>.req.<model>.
+	Model string `env:"MODEL"`
+	// ModelVersion is reported in result headers and matched against a
+	// request's Jetinfer-Model-Version pin (default "1").
+	ModelVersion string `env:"MODEL_VERSION"`
+
+	// RequestStream and ResultStream name the two streams
+	// (defaults "JETINFER_REQ" and "JETINFER_RES").
+	RequestStream string `env:"REQUEST_STREAM"`
+	ResultStream  string `env:"RESULT_STREAM"`
+	// Replicas is the stream replication factor (default 1).
+	Replicas int `env:"STREAM_REPLICAS"`
+	// MemoryStorage stores streams in memory instead of files (tests).
+	MemoryStorage bool `env:"MEMORY_STORAGE"`
+	// DuplicateWindow is both streams' Nats-Msg-Id window (default 2m).
+	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW"`
+	// ResultMaxAge is how long results are kept (default 24h).
+	ResultMaxAge time.Duration `env:"RESULT_MAX_AGE"`
+	// MaxMsgSize bounds a request body plus headers (default 8 MiB). It
+	// must not exceed the server's max_payload.
+	MaxMsgSize int `env:"MAX_MSG_SIZE"`
+
+	// AckWait is the consumer's ack wait (default 30s).
+	AckWait time.Duration `env:"ACK_WAIT"`
+	// MaxAttempts is the number of deliveries after which a request that
+	// keeps failing transiently gets an INTERNAL error result (default 5).
+	MaxAttempts int `env:"MAX_ATTEMPTS"`
+	// RetryBackoff is the first redelivery delay after a transient failure;
+	// it doubles per attempt up to 30s (default 500ms).
+	RetryBackoff time.Duration `env:"RETRY_BACKOFF"`
+	// MaxAckPending bounds requests delivered but not yet acked across all
+	// workers of the model (default 4096).
+	MaxAckPending int `env:"MAX_ACK_PENDING"`
+
+	// MaxPullBytes bounds the bytes of requests buffered by the client
+	// (default 64 MiB). It is raised to at least 2*MaxMsgSize, since a
+	// byte limit below one message stalls the pull.
+	MaxPullBytes int `env:"MAX_PULL_BYTES"`
+	// MaxBatchRows is the most rows coalesced into one engine batch
+	// (default: the engine profile's max batch, at most 64).
+	MaxBatchRows int `env:"MAX_BATCH_ROWS"`
+	// MaxDelay is the longest the first request of a batch waits for
+	// others (default 2ms).
+	MaxDelay time.Duration `env:"MAX_DELAY"`
+	// MaxRequestRows bounds the rows of one request (default 65536).
+	MaxRequestRows int `env:"MAX_REQUEST_ROWS"`
+	// RejectNonFinite answers requests holding NaN or Inf with an
+	// INVALID_ARGUMENT error result.
+	RejectNonFinite bool `env:"REJECT_NON_FINITE"`
+	// Executors is the number of batches run concurrently (default 1).
+	Executors int `env:"EXECUTORS"`
+	// PublishInflight bounds results published but not yet acknowledged
+	// by the server (default 32).
+	PublishInflight int `env:"PUBLISH_INFLIGHT"`
+	// PublishTimeout bounds the wait for one result's PubAck (default 10s).
+	PublishTimeout time.Duration `env:"PUBLISH_TIMEOUT"`
+	// DrainTimeout bounds shutdown after the context is cancelled
+	// (default 25s; keep it below the pod's termination grace period).
+	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT"`
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	set := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setD := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setS := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	setS(&c.Prefix, "jetinfer")
+	setS(&c.ModelVersion, "1")
+	setS(&c.RequestStream, "JETINFER_REQ")
+	setS(&c.ResultStream, "JETINFER_RES")
+	set(&c.Replicas, 1)
+	setD(&c.DuplicateWindow, 2*time.Minute)
+	setD(&c.ResultMaxAge, 24*time.Hour)
+	set(&c.MaxMsgSize, 8<<20)
+	setD(&c.AckWait, 30*time.Second)
+	set(&c.MaxAttempts, 5)
+	setD(&c.RetryBackoff, 500*time.Millisecond)
+	set(&c.MaxAckPending, 4096)
+	set(&c.MaxPullBytes, 64<<20)
+	c.MaxPullBytes = max(c.MaxPullBytes, 2*c.MaxMsgSize)
+	setD(&c.MaxDelay, 2*time.Millisecond)
+	set(&c.MaxRequestRows, 65536)
+	set(&c.Executors, 1)
+	set(&c.PublishInflight, 32)
+	setD(&c.PublishTimeout, 10*time.Second)
+	setD(&c.DrainTimeout, 25*time.Second)
+	return c
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.Model == "" {
+		errs = append(errs, errors.New("model name is empty"))
+	}
+	for _, tok := range []struct{ name, v string }{{"subject prefix", c.Prefix}, {"model", c.Model}} {
+		if !validToken(tok.v) {
+			errs = append(errs, fmt.Errorf("%s %q must be one subject token: letters, digits, '-' or '_'", tok.name, tok.v))
+		}
+	}
+	if c.MaxBatchRows < 0 || c.MaxRequestRows < 0 || c.Executors < 0 || c.PublishInflight < 0 {
+		errs = append(errs, errors.New("row, executor and in-flight limits must not be negative"))
+	}
+	if c.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("max attempts %d must be at least 1", c.MaxAttempts))
+	}
+	if c.MaxDelay < 0 || c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("max delay %v must be ≥ 0 and ack wait %v ≥ 1s", c.MaxDelay, c.AckWait))
+	}
+	return errors.Join(errs...)
+}
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}

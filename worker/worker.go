@@ -1,0 +1,201 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/jetinfer/jetinfer/codec"
+	"github.com/jetinfer/jetinfer/trt"
+)
+
+// Engine is what the worker needs of an execution backend; trt.Engine
+// implementations satisfy it.
+type Engine interface {
+	Spec() trt.Spec
+	Run(ctx context.Context, b *trt.Batch) error
+	Device() trt.Device
+}
+
+// Option configures optional collaborators of a Worker.
+type Option func(*Worker)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(w *Worker) { w.log = l } }
+
+// WithTracerProvider sets the tracer provider (default: no-op).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(w *Worker) { w.tracer = tp.Tracer("github.com/jetinfer/jetinfer/worker") }
+}
+
+// WithPropagator sets the propagator used to read and write trace context
+// in NATS headers (default: W3C trace context).
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(w *Worker) { w.prop = p }
+}
+
+// WithMetrics sets the metrics sink (default: none).
+func WithMetrics(m *Metrics) Option { return func(w *Worker) { w.metrics = m } }
+
+// Worker serves one model from JetStream. Create it with New and start it
+// with Run; a Worker runs once.
+type Worker struct {
+	cfg      Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	engine   Engine
+	spec     trt.Spec
+	maxBatch int // rows per engine call, from the engine's profiles
+	engineID string
+	log      *slog.Logger
+	tracer   trace.Tracer
+	prop     propagation.TextMapPropagator
+	metrics  *Metrics
+	limits   codec.Limits
+}
+
+// New returns a Worker serving eng under cfg over nc.
+func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("validating worker config: %w", err)
+	}
+	w := &Worker{
+		cfg:    cfg,
+		nc:     nc,
+		engine: eng,
+		spec:   eng.Spec(),
+		log:    slog.New(slog.DiscardHandler),
+		tracer: noop.NewTracerProvider().Tracer(""),
+		prop:   propagation.TraceContext{},
+	}
+	for _, o := range opts {
+		o(w)
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.PublishInflight),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("creating JetStream context: %w", err)
+	}
+	w.js = js
+	w.maxBatch, err = profileMaxBatch(w.spec)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.MaxBatchRows == 0 {
+		w.cfg.MaxBatchRows = min(w.maxBatch, 64)
+	}
+	w.cfg.MaxBatchRows = min(w.cfg.MaxBatchRows, w.maxBatch)
+	d := eng.Device()
+	w.engineID = d.Kind + ":" + d.Name
+	w.limits = codec.DefaultLimits()
+	w.limits.MaxBodyBytes = cfg.MaxMsgSize
+	w.limits.MaxRows = cfg.MaxRequestRows
+	return w, nil
+}
+
+// profileMaxBatch is the largest batch every input accepts in profile 0.
+func profileMaxBatch(s trt.Spec) (int, error) {
+	if len(s.Profiles) == 0 || len(s.Inputs) == 0 {
+		return 0, errors.New("engine reports no inputs or no optimization profile")
+	}
+	m := int64(1 << 30)
+	for _, in := range s.Inputs {
+		sh, ok := s.Profiles[0].Max[in.Name]
+		if !ok || len(sh) == 0 || sh[0] < 1 {
+			return 0, fmt.Errorf("engine profile 0 has no max batch for input %q", in.Name)
+		}
+		m = min(m, sh[0])
+	}
+	return int(m), nil
+}
+
+// Run serves requests until ctx is cancelled, then drains as the package
+// documentation describes and returns nil. It returns an error if the
+// streams cannot be set up or the pull subscription fails.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := EnsureStreams(ctx, w.js, w.cfg)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxBytes(w.cfg.MaxPullBytes))
+	if err != nil {
+		return fmt.Errorf("subscribing to %s: %w", RequestSubject(w.cfg.Prefix, w.cfg.Model), err)
+	}
+	w.log.Info("worker started", "model", w.cfg.Model, "version", w.cfg.ModelVersion,
+		"engine", w.engineID, "max_batch_rows", w.cfg.MaxBatchRows, "max_delay", w.cfg.MaxDelay)
+
+	// drainCtx outlives ctx by DrainTimeout: in-flight work finishes under it.
+	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDrain()
+	stopWatch := make(chan struct{})
+	defer close(stopWatch)
+	go func() {
+		select {
+		case <-ctx.Done():
+			w.log.Info("draining", "model", w.cfg.Model, "timeout", w.cfg.DrainTimeout)
+			it.Drain()
+			t := time.NewTimer(w.cfg.DrainTimeout)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				w.log.Warn("drain timeout reached; unsettled requests are handed back", "model", w.cfg.Model)
+				cancelDrain()
+			case <-stopWatch:
+			}
+		case <-stopWatch:
+		}
+	}()
+
+	batches := make(chan *batch, w.cfg.Executors)
+	outcomes := make(chan *outcome, w.cfg.PublishInflight)
+	settles := make(chan *settlement, w.cfg.PublishInflight)
+
+	var producers sync.WaitGroup // collector + executors write outcomes
+	var collectErr error
+	producers.Add(1 + w.cfg.Executors)
+	go func() {
+		defer producers.Done()
+		defer close(batches)
+		collectErr = w.collect(it, batches, outcomes)
+	}()
+	for range w.cfg.Executors {
+		go func() {
+			defer producers.Done()
+			for b := range batches {
+				w.execute(drainCtx, b, outcomes)
+			}
+		}()
+	}
+	go func() {
+		producers.Wait()
+		close(outcomes)
+	}()
+	var tail sync.WaitGroup
+	tail.Add(2)
+	go func() {
+		defer tail.Done()
+		defer close(settles)
+		w.publish(drainCtx, outcomes, settles)
+	}()
+	go func() {
+		defer tail.Done()
+		w.settle(drainCtx, settles)
+	}()
+	tail.Wait()
+	w.log.Info("worker stopped", "model", w.cfg.Model)
+	if collectErr != nil && ctx.Err() == nil {
+		return collectErr
+	}
+	return nil
+}
