@@ -1,0 +1,156 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+
+	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
+)
+
+var chartDir = filepath.Join("..", "helm", "jetinfer")
+
+// TestChart lints, renders and strictly decodes the chart for its defaults
+// and every ci/*-values.yaml, then cross-checks the objects.
+func TestChart(t *testing.T) {
+	sets, err := valueSets(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sets) < 2 {
+		t.Fatalf("only %d value sets: ci/*-values.yaml missing", len(sets))
+	}
+	for name, vals := range sets {
+		t.Run(name, func(t *testing.T) {
+			objs, err := checkChart(chartDir, vals)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds := map[string]int{}
+			for _, o := range objs {
+				kinds[o.kind]++
+			}
+			if kinds["apps/v1/Deployment"] < 1 {
+				t.Fatalf("no Deployment rendered: %v", kinds)
+			}
+			t.Logf("%d objects: %v", len(objs), kinds)
+		})
+	}
+}
+
+// TestDefaultsWireKEDAToScheduler pins what the default install must
+// contain: a GPU worker pool at zero, its ScaledObject on the scheduler's
+// hint plus the activation trigger, and the drain contract.
+func TestDefaultsWireKEDAToScheduler(t *testing.T) {
+	objs, err := checkChart(chartDir, map[string]any{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var worker *appsv1.Deployment
+	var so *kedav1alpha1.ScaledObject
+	for _, o := range objs {
+		switch v := o.obj.(type) {
+		case *appsv1.Deployment:
+			if v.Spec.Template.Labels["app.kubernetes.io/component"] == "worker" {
+				worker = v
+			}
+		case *kedav1alpha1.ScaledObject:
+			so = v
+		}
+	}
+	if worker == nil || so == nil {
+		t.Fatal("worker Deployment or ScaledObject missing")
+	}
+	c := worker.Spec.Template.Spec.Containers[0]
+	if q, ok := c.Resources.Limits["nvidia.com/gpu"]; !ok || q.Value() != 1 {
+		t.Fatalf("GPU limit: %v", c.Resources.Limits)
+	}
+	if *worker.Spec.Template.Spec.TerminationGracePeriodSeconds != 75 {
+		t.Fatalf("grace %d; want drain 60 + 15", *worker.Spec.Template.Spec.TerminationGracePeriodSeconds)
+	}
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.HTTPGet == nil {
+		t.Fatal("no preStop drain hook")
+	}
+	if so.Spec.MinReplicaCount == nil || *so.Spec.MinReplicaCount != 0 {
+		t.Fatal("default pool does not scale to zero")
+	}
+	types := []string{}
+	for _, tr := range so.Spec.Triggers {
+		types = append(types, tr.Type)
+	}
+	if strings.Join(types, ",") != "metrics-api,nats-jetstream" {
+		t.Fatalf("triggers %v", types)
+	}
+	want := "http://demo-jetinfer-scheduler.inference.svc.cluster.local:8080/v1/models/digits/hint"
+	if got := so.Spec.Triggers[0].Metadata["url"]; got != want {
+		t.Fatalf("hint url %q; want %q", got, want)
+	}
+}
+
+// TestStrictDecodingRejects proves the decoder is strict: each mutation of a
+// valid manifest must fail.
+func TestStrictDecodingRejects(t *testing.T) {
+	valid := `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: x
+spec:
+  selector:
+    matchLabels: {a: b}
+  template:
+    metadata:
+      labels: {a: b}
+    spec:
+      containers:
+        - name: c
+          image: i
+`
+	if _, err := decodeStrict([]byte(valid)); err != nil {
+		t.Fatalf("valid manifest rejected: %v", err)
+	}
+	bad := map[string]string{
+		"unknown field":        strings.Replace(valid, "  selector:", "  replicaz: 3\n  selector:", 1),
+		"wrong case":           strings.Replace(valid, "  selector:", "  Selector:", 1),
+		"duplicate key":        strings.Replace(valid, "  name: x\n", "  name: x\n  name: y\n", 1),
+		"wrong type":           strings.Replace(valid, "  selector:", "  replicas: three\n  selector:", 1),
+		"unknown kind":         strings.Replace(valid, "kind: Deployment", "kind: Deploymnet", 1),
+		"field at wrong level": strings.Replace(valid, "          image: i", "          image: i\n          replicas: 1", 1),
+	}
+	for name, doc := range bad {
+		if _, err := decodeStrict([]byte(doc)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	so := `apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: s
+spec:
+  scaleTargetRef:
+    name: x
+  triggers:
+    - type: metrics-api
+      metadata: {url: "http://a/b"}
+      metricType: AverageValue
+      activationThreshold: "1"
+`
+	if _, err := decodeStrict([]byte(so)); err == nil {
+		t.Error("ScaledObject with unknown trigger field accepted")
+	}
+}
+
+// TestRenderRejectsBadValues checks the chart's own guards.
+func TestRenderRejectsBadValues(t *testing.T) {
+	cases := map[string]map[string]any{
+		"model name with a dot":  {"models": []any{map[string]any{"name": "a.b", "minReplicas": 0, "maxReplicas": 1}}},
+		"max below min":          {"models": []any{map[string]any{"name": "a", "minReplicas": 3, "maxReplicas": 2}}},
+		"keda without scheduler": {"scheduler": map[string]any{"enabled": false}},
+	}
+	for name, vals := range cases {
+		if _, err := renderChart(chartDir, vals); err == nil {
+			t.Errorf("%s: rendered", name)
+		}
+	}
+}
