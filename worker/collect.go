@@ -55,6 +55,7 @@ func (w *Worker) collect(it jetstream.MessagesContext, batches chan<- *batch, ou
 		order = order[:0]
 	}
 	add := func(msg jetstream.Msg) {
+		w.stats.inFlight.Add(1)
 		r, rejected := w.accept(msg)
 		if rejected != nil {
 			outcomes <- rejected
@@ -185,6 +186,8 @@ func (w *Worker) accept(msg jetstream.Msg) (*request, *outcome) {
 		fmt.Fprintf(&key, "%s%v;", c.DType, c.RowShape)
 	}
 	r.req, r.rows, r.shapeKey = req, req.Rows, key.String()
+	w.stats.msgs.Add(1)
+	w.stats.msgRows.Add(int64(r.rows))
 	r.span.SetAttributes(attribute.Int("jetinfer.rows", r.rows))
 	return r, nil
 }

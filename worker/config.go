@@ -3,7 +3,10 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
+
+	"github.com/jetinfer/jetinfer/scheduler"
 )
 
 // Config configures a Worker. The env tags are relative: binaries parse
@@ -71,6 +74,16 @@ type Config struct {
 	// DrainTimeout bounds shutdown after the context is cancelled
 	// (default 25s; keep it below the pod's termination grace period).
 	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT"`
+
+	// WorkerID names this worker in scaling reports (default
+	// "<hostname>-<pid>", e.g. the pod name).
+	WorkerID string `env:"WORKER_ID"`
+	// ReportInterval is how often the worker publishes its measurements
+	// for the scheduler (default 5s; negative disables reports).
+	ReportInterval time.Duration `env:"REPORT_INTERVAL"`
+	// ReportBucket is the KV bucket of worker reports (default
+	// "jetinfer_workers"; must match the scheduler's).
+	ReportBucket string `env:"REPORT_BUCKET"`
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -110,6 +123,12 @@ func (c Config) withDefaults() Config {
 	set(&c.PublishInflight, 32)
 	setD(&c.PublishTimeout, 10*time.Second)
 	setD(&c.DrainTimeout, 25*time.Second)
+	setD(&c.ReportInterval, 5*time.Second)
+	setS(&c.ReportBucket, scheduler.DefaultReportBucket)
+	if c.WorkerID == "" {
+		host, _ := os.Hostname()
+		c.WorkerID = tokenize(fmt.Sprintf("%s-%d", host, os.Getpid()))
+	}
 	return c
 }
 
@@ -120,7 +139,7 @@ func (c Config) Validate() error {
 	if c.Model == "" {
 		errs = append(errs, errors.New("model name is empty"))
 	}
-	for _, tok := range []struct{ name, v string }{{"subject prefix", c.Prefix}, {"model", c.Model}} {
+	for _, tok := range []struct{ name, v string }{{"subject prefix", c.Prefix}, {"model", c.Model}, {"worker id", c.WorkerID}} {
 		if !validToken(tok.v) {
 			errs = append(errs, fmt.Errorf("%s %q must be one subject token: letters, digits, '-' or '_'", tok.name, tok.v))
 		}

@@ -80,6 +80,8 @@ func (w *Worker) execute(ctx context.Context, b *batch, outcomes chan<- *outcome
 		outcomes <- o
 		return
 	}
+	w.stats.rows.Add(int64(rows))
+	w.stats.busyNs.Add(int64(compute))
 	off := 0
 	for _, r := range live {
 		outs := make([]trt.Tensor, len(outputs))
@@ -92,6 +94,8 @@ func (w *Worker) execute(ctx context.Context, b *batch, outcomes chan<- *outcome
 		}
 		off += r.rows
 		w.metrics.observeQueue(ctx, start.Sub(r.received))
+		w.stats.queueNs.Add(int64(start.Sub(r.received)))
+		w.stats.queued.Add(1)
 		outcomes <- &outcome{r: r, code: codec.CodeOK, outputs: outs, queue: start.Sub(r.received), compute: compute}
 	}
 }

@@ -127,6 +127,7 @@ func (w *Worker) settle(ctx context.Context, settles <-chan *settlement) {
 			case <-s.fut.Ok():
 				var err error
 				if s.code == codec.CodeOK {
+					w.stats.firstResult.CompareAndSwap(0, time.Now().UnixNano())
 					err = r.msg.Ack()
 				} else {
 					err = r.msg.Term()
@@ -149,6 +150,7 @@ func (w *Worker) settle(ctx context.Context, settles <-chan *settlement) {
 			r.req.Release()
 		}
 		r.span.End()
+		w.stats.inFlight.Add(-1)
 	}
 }
 

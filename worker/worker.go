@@ -43,6 +43,10 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 	return func(w *Worker) { w.prop = p }
 }
 
+// WithStartTime sets the process start time from which the cold start
+// reported to the scheduler is measured (default: when New was called).
+func WithStartTime(t time.Time) Option { return func(w *Worker) { w.started = t } }
+
 // WithMetrics sets the metrics sink (default: none).
 func WithMetrics(m *Metrics) Option { return func(w *Worker) { w.metrics = m } }
 
@@ -61,6 +65,8 @@ type Worker struct {
 	prop     propagation.TextMapPropagator
 	metrics  *Metrics
 	limits   codec.Limits
+	stats    stats
+	started  time.Time
 }
 
 // New returns a Worker serving eng under cfg over nc.
@@ -70,13 +76,14 @@ func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error)
 		return nil, fmt.Errorf("validating worker config: %w", err)
 	}
 	w := &Worker{
-		cfg:    cfg,
-		nc:     nc,
-		engine: eng,
-		spec:   eng.Spec(),
-		log:    slog.New(slog.DiscardHandler),
-		tracer: noop.NewTracerProvider().Tracer(""),
-		prop:   propagation.TraceContext{},
+		cfg:     cfg,
+		nc:      nc,
+		engine:  eng,
+		spec:    eng.Spec(),
+		log:     slog.New(slog.DiscardHandler),
+		tracer:  noop.NewTracerProvider().Tracer(""),
+		prop:    propagation.TraceContext{},
+		started: time.Now(),
 	}
 	for _, o := range opts {
 		o(w)
@@ -182,6 +189,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		close(outcomes)
 	}()
 	var tail sync.WaitGroup
+	if w.cfg.ReportInterval > 0 {
+		tail.Go(func() { w.runReporter(ctx) })
+	}
 	tail.Add(2)
 	go func() {
 		defer tail.Done()
