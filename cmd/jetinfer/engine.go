@@ -1,0 +1,516 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jetinfer/jetinfer/codec"
+	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/trt/cuda"
+	"github.com/jetinfer/jetinfer/trt/gpuinfo"
+	"github.com/jetinfer/jetinfer/trt/tensorrt"
+)
+
+const engineUsage = `Usage: jetinfer engine <command> [flags]
+
+Commands:
+  build    ONNX model -> TensorRT plan + manifest (needs a binary built with -tags tensorrt and a GPU)
+  inspect  print a plan's manifest and verify the plan file beside it (no GPU or TensorRT needed)
+  check    check a manifest against this node's GPU (NVML) and linked TensorRT
+
+Run 'jetinfer engine <command> -h' for a command's flags.
+`
+
+// tensorRTBuildHint says how to get a binary that can build plans.
+const tensorRTBuildHint = "this jetinfer was built without TensorRT; build one with " +
+	"`CGO_ENABLED=1 go build -tags tensorrt ./cmd/jetinfer` on a machine with CUDA and TensorRT 10.1+ or 11.x " +
+	"(see docs/tensorrt.md)"
+
+// engineCmd implements `jetinfer engine <build|inspect|check> ...`.
+func engineCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, engineUsage)
+		return nil
+	}
+	switch args[0] {
+	case "build":
+		return engineBuild(ctx, args[1:], stdout, stderr, log)
+	case "inspect":
+		return engineInspect(args[1:], stdout, stderr)
+	case "check":
+		return engineCheck(args[1:], stdout, stderr)
+	default:
+		fmt.Fprint(stderr, engineUsage)
+		return fmt.Errorf("unknown engine command %q", args[0])
+	}
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// profileList is a repeatable -profile flag; each occurrence is one
+// optimization profile: "name=min:opt:max,name2=...", shapes as 1x8x8.
+type profileList []trt.Profile
+
+func (p *profileList) String() string { return fmt.Sprint(len(*p), " profiles") }
+
+func (p *profileList) Set(v string) error {
+	prof, err := parseProfile(v)
+	if err != nil {
+		return err
+	}
+	*p = append(*p, prof)
+	return nil
+}
+
+func parseProfile(v string) (trt.Profile, error) {
+	prof := trt.Profile{Min: map[string]trt.Shape{}, Opt: map[string]trt.Shape{}, Max: map[string]trt.Shape{}}
+	for _, part := range strings.Split(v, ",") {
+		name, shapes, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || name == "" {
+			return prof, fmt.Errorf("profile entry %q is not name=min:opt:max", part)
+		}
+		s := strings.Split(shapes, ":")
+		if len(s) != 3 {
+			return prof, fmt.Errorf("profile entry %q needs three shapes min:opt:max", part)
+		}
+		var dims [3]trt.Shape
+		for i, str := range s {
+			sh, err := parseShape(str)
+			if err != nil {
+				return prof, fmt.Errorf("profile entry %q: %w", part, err)
+			}
+			dims[i] = sh
+		}
+		prof.Min[name], prof.Opt[name], prof.Max[name] = dims[0], dims[1], dims[2]
+	}
+	return prof, nil
+}
+
+func parseShape(s string) (trt.Shape, error) {
+	var sh trt.Shape
+	for _, d := range strings.Split(s, "x") {
+		n, err := strconv.ParseInt(d, 10, 64)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("shape %q is not dimensions joined by x (e.g. 32x3x224x224)", s)
+		}
+		sh = append(sh, n)
+	}
+	return sh, nil
+}
+
+// parseBytes reads "4GiB", "512MiB", "1048576".
+func parseBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(s, suffix) {
+			s, mult = strings.TrimSuffix(s, suffix), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q is not a byte count like 4GiB", s)
+	}
+	return n * mult, nil
+}
+
+func engineBuild(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("jetinfer engine build", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	onnxPath := fs.String("onnx", "", "ONNX model to build from (required)")
+	out := fs.String("out", "", "plan file to write (required); the manifest goes to <out>.json")
+	var profiles profileList
+	fs.Var(&profiles, "profile", "optimization profile, repeatable: name=min:opt:max[,name=...], shapes like 1x8x8")
+	device := fs.Int("device", 0, "CUDA device ordinal")
+	strongly := fs.Bool("strongly-typed", false, "strongly typed network: precision from the ONNX model (always so on TensorRT 11)")
+	fp16 := fs.Bool("fp16", false, "TensorRT 10 only: allow FP16 kernels in a weakly typed network")
+	bf16 := fs.Bool("bf16", false, "TensorRT 10 only: allow BF16 kernels in a weakly typed network")
+	int8 := fs.Bool("int8", false, "TensorRT 10 only: INT8 with entropy calibration (-calib) or Q/DQ scales")
+	var calib stringList
+	fs.Var(&calib, "calib", "TensorRT 10 only: Arrow IPC calibration file (a request body), one batch each, repeatable")
+	calibCache := fs.String("calib-cache", "", "calibration cache file: read if present, written after the build")
+	workspace := fs.String("workspace", "", "builder workspace limit, e.g. 4GiB (default: TensorRT's)")
+	optLevel := fs.Int("opt-level", -1, "builder optimization level 0..5 (-1: TensorRT's default, 3)")
+	timingCache := fs.String("timing-cache", "", "timing cache file: read if present, updated after the build")
+	var plugins stringList
+	fs.Var(&plugins, "plugin", "plugin library to load, repeatable")
+	hw := fs.String("hardware-compat", trt.HardwareCompatNone, "none | ampere_plus | same_compute_capability (the latter two run on more GPUs, slower)")
+	vc := fs.Bool("version-compatible", false, "plan runs on later TensorRT of the same major (slower; loader needs host code allowed)")
+	lean := fs.Bool("exclude-lean-runtime", false, "with -version-compatible: do not embed the lean runtime")
+	verbose := fs.Bool("verbose", false, "log TensorRT's info lines")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if !tensorrt.Available {
+		return fmt.Errorf("engine build: %s: %w", tensorRTBuildHint, trt.ErrUnavailable)
+	}
+	if *onnxPath == "" || *out == "" || len(profiles) == 0 {
+		fs.Usage()
+		return errors.New("engine build: -onnx, -out and at least one -profile are required")
+	}
+	o := tensorrt.NewBuildOptions()
+	o.Device, o.Profiles, o.StronglyTyped = *device, profiles, *strongly
+	o.Precision = tensorrt.Precision{FP16: *fp16, BF16: *bf16, INT8: *int8}
+	o.OptimizationLevel, o.Plugins, o.HardwareCompat = *optLevel, plugins, *hw
+	o.VersionCompatible, o.ExcludeLeanRuntime = *vc, *lean
+	o.ONNXPath, o.Logger, o.Verbose = *onnxPath, log, *verbose
+	var err error
+	if o.WorkspaceBytes, err = parseBytes(*workspace); err != nil {
+		return fmt.Errorf("engine build: %w", err)
+	}
+	onnx, err := os.ReadFile(*onnxPath)
+	if err != nil {
+		return fmt.Errorf("engine build: reading the model: %w", err)
+	}
+	if o.TimingCache, err = readOptional(*timingCache); err != nil {
+		return fmt.Errorf("engine build: reading the timing cache: %w", err)
+	}
+	if len(calib) > 0 || *calibCache != "" {
+		cd := &tensorrt.CalibrationData{}
+		if cd.Cache, err = readOptional(*calibCache); err != nil {
+			return fmt.Errorf("engine build: reading the calibration cache: %w", err)
+		}
+		for _, path := range calib {
+			batch, err := readCalibrationBatch(path)
+			if err != nil {
+				return fmt.Errorf("engine build: %w", err)
+			}
+			cd.Batches = append(cd.Batches, batch)
+		}
+		o.Calibration = cd
+	}
+
+	res, err := tensorrt.Build(ctx, onnx, o)
+	if err != nil {
+		return fmt.Errorf("engine build: %w", err)
+	}
+	spec, err := tensorrt.Inspect(ctx, res.Plan, tensorrt.Config{Device: *device, Plugins: plugins, AllowHostCode: *vc, Logger: log})
+	if err != nil {
+		return fmt.Errorf("engine build: reading back the plan: %w", err)
+	}
+	dev, err := cuda.Open(*device)
+	if err != nil {
+		return fmt.Errorf("engine build: %w", err)
+	}
+	info := dev.Info()
+	gpu := trt.Device{Kind: "cuda", Name: info.Name, Compute: info.Compute()}
+	driver := ""
+	if in, err := gpuinfo.Probe(); err == nil {
+		driver = in.DriverVersion
+		for _, g := range in.GPUs {
+			if g.Name == info.Name && g.Compute() == info.Compute() && gpu.UUID == "" {
+				gpu.UUID = g.UUID
+			}
+		}
+	} else {
+		log.Warn("NVML unavailable: the manifest records no driver version", "err", err)
+	}
+	m := tensorrt.NewManifest(res, spec, o, onnx, gpu, driver)
+	m.CUDARuntime = fmt.Sprintf("%d.%d", info.RuntimeVersion/1000, info.RuntimeVersion%1000/10)
+	m.Build.TimingCache = *timingCache
+	mb, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(*out, res.Plan); err != nil {
+		return fmt.Errorf("engine build: writing the plan: %w", err)
+	}
+	if err := writeAtomic(*out+".json", mb); err != nil {
+		return fmt.Errorf("engine build: writing the manifest: %w", err)
+	}
+	if *timingCache != "" && len(res.TimingCache) > 0 {
+		if err := writeAtomic(*timingCache, res.TimingCache); err != nil {
+			return fmt.Errorf("engine build: writing the timing cache: %w", err)
+		}
+	}
+	if *calibCache != "" && len(res.CalibrationCache) > 0 {
+		if err := writeAtomic(*calibCache, res.CalibrationCache); err != nil {
+			return fmt.Errorf("engine build: writing the calibration cache: %w", err)
+		}
+	}
+	fmt.Fprintf(stdout, "built %s (%d bytes, TensorRT %s, %s compute %s) and %s.json\n",
+		*out, len(res.Plan), res.TensorRT, gpu.Name, gpu.Compute, *out)
+	return nil
+}
+
+// readCalibrationBatch reads one calibration batch: an Arrow IPC request
+// body whose tensor columns are the network inputs.
+func readCalibrationBatch(path string) ([]trt.Tensor, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading calibration file: %w", err)
+	}
+	lim := codec.DefaultLimits()
+	lim.MaxBodyBytes = max(lim.MaxBodyBytes, len(b))
+	req, err := codec.DecodeRequest(b, lim)
+	if err != nil {
+		return nil, fmt.Errorf("decoding calibration file %s: %w", path, err)
+	}
+	defer req.Release()
+	var batch []trt.Tensor
+	for i := range req.Columns {
+		t, ok := req.Columns[i].Tensor()
+		if !ok {
+			return nil, fmt.Errorf("calibration file %s: column %s is ragged; calibration needs fixed shapes", path, req.Columns[i].Name)
+		}
+		batch = append(batch, t)
+	}
+	if len(batch) == 0 {
+		return nil, fmt.Errorf("calibration file %s has no tensor column", path)
+	}
+	return batch, nil
+}
+
+func readOptional(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+func writeAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// parseInterspersed parses flags that may come before or after the
+// positional arguments (`check m.json -gpu 1`) and returns the positionals.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// readManifest reads a manifest and names the plan file beside it.
+func readManifest(path string) (trt.Manifest, string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return trt.Manifest{}, "", fmt.Errorf("reading manifest: %w", err)
+	}
+	m, err := trt.ParseManifest(b)
+	if err != nil {
+		return trt.Manifest{}, "", fmt.Errorf("%s: %w", path, err)
+	}
+	return m, strings.TrimSuffix(path, ".json"), nil
+}
+
+// checkPlanFile verifies the plan beside a manifest, if there is one; the
+// error is non-nil only when a plan is there and does not match.
+func checkPlanFile(m trt.Manifest, planPath string) (string, error) {
+	plan, err := os.ReadFile(planPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return "not found at " + planPath, nil
+	}
+	if err != nil {
+		return "unreadable: " + err.Error(), nil
+	}
+	if err := m.CheckPlan(plan); err != nil {
+		return "MISMATCH: " + err.Error(), err
+	}
+	return "ok (" + planPath + ", sha256 matches)", nil
+}
+
+func engineInspect(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("jetinfer engine inspect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the manifest as JSON")
+	planFlag := fs.String("plan", "", "plan file (default: the manifest path without .json)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: jetinfer engine inspect [-json] [-plan file] <manifest.json>")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errors.New("engine inspect: one manifest path expected")
+	}
+	m, planPath, err := readManifest(pos[0])
+	if err != nil {
+		return fmt.Errorf("engine inspect: %w", err)
+	}
+	if *planFlag != "" {
+		planPath = *planFlag
+	}
+	if *asJSON {
+		b, err := m.Marshal()
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(b)
+		return err
+	}
+	w := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
+	w("manifest:        %s (schema %d)", pos[0], m.Schema)
+	planState, planErr := checkPlanFile(m, planPath)
+	w("plan:            %s", planState)
+	w("tensorrt:        %s", m.TensorRT)
+	w("built on:        %s, compute %s, driver %s, CUDA %s", m.GPU.Name, m.GPU.ComputeCapability, orDash(m.DriverVersion), orDash(m.CUDARuntime))
+	w("compatibility:   hardware %s, version-compatible %v", m.Compatibility.Hardware, m.Compatibility.VersionCompatible)
+	w("precision:       %s", precisionString(m.Precision))
+	for _, t := range m.Inputs {
+		w("input:           %s %s %v", t.Name, t.DType, t.Shape)
+	}
+	for _, t := range m.Outputs {
+		w("output:          %s %s %v", t.Name, t.DType, t.Shape)
+	}
+	for i, p := range m.Profiles {
+		names := make([]string, 0, len(p.Min))
+		for n := range p.Min {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			w("profile %d:       %s min %v opt %v max %v", i, n, p.Min[n], p.Opt[n], p.Max[n])
+		}
+	}
+	w("plan sha256:     %s (%d bytes)", m.PlanSHA256, m.PlanBytes)
+	if m.ONNXSHA256 != "" {
+		w("onnx sha256:     %s", m.ONNXSHA256)
+	}
+	if planErr != nil {
+		return fmt.Errorf("engine inspect: %w", planErr)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func precisionString(p trt.Precision) string {
+	if p.StronglyTyped {
+		return "strongly typed (from the ONNX model)"
+	}
+	var flags []string
+	for name, on := range map[string]bool{"fp16": p.FP16, "bf16": p.BF16, "int8": p.INT8} {
+		if on {
+			flags = append(flags, name)
+		}
+	}
+	sort.Strings(flags)
+	s := "weakly typed, fp32"
+	if len(flags) > 0 {
+		s = "weakly typed, flags " + strings.Join(flags, "+")
+	}
+	if p.Calibration != nil {
+		s += fmt.Sprintf(", INT8 calibration over %d batches", p.Calibration.Batches)
+	}
+	return s
+}
+
+func engineCheck(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("jetinfer engine check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	index := fs.Int("gpu", 0, "NVML index of the GPU to check against")
+	version := fs.String("tensorrt-version", "", "TensorRT version to check against (default: the linked one)")
+	planFlag := fs.String("plan", "", "plan file to verify (default: the manifest path without .json)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: jetinfer engine check [-gpu N] [-tensorrt-version X.Y.Z] [-plan file] <manifest.json>")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errors.New("engine check: one manifest path expected")
+	}
+	m, planPath, err := readManifest(pos[0])
+	if err != nil {
+		return fmt.Errorf("engine check: %w", err)
+	}
+	if *planFlag != "" {
+		planPath = *planFlag
+	}
+	var gpu trt.Device
+	info, err := gpuinfo.Probe()
+	if err == nil {
+		var g gpuinfo.GPU
+		if g, err = info.GPU(*index); err == nil {
+			gpu = g.Device()
+			fmt.Fprintf(stdout, "gpu %d:          %s, compute %s, driver %s\n", g.Index, g.Name, g.Compute(), info.DriverVersion)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stdout, "gpu:            none (%v)\n", err)
+	}
+	trtVersion := *version
+	if trtVersion == "" {
+		if v, err := tensorrt.LinkedVersion(); err == nil {
+			trtVersion = v
+			fmt.Fprintf(stdout, "tensorrt:       %s (linked)\n", v)
+		} else {
+			fmt.Fprintf(stdout, "tensorrt:       none linked (%s)\n", tensorRTBuildHint)
+		}
+	} else {
+		fmt.Fprintf(stdout, "tensorrt:       %s (given)\n", trtVersion)
+	}
+	planState, planErr := checkPlanFile(m, planPath)
+	fmt.Fprintf(stdout, "plan:           %s\n", planState)
+	if err := m.CompatibleWith(gpu, trtVersion); err != nil {
+		var ie *trt.IncompatibleError
+		if errors.As(err, &ie) {
+			for _, mm := range ie.Mismatches {
+				fmt.Fprintf(stdout, "MISMATCH        %s\n", mm)
+			}
+		}
+		return fmt.Errorf("engine check: %w", err)
+	}
+	if planErr != nil {
+		return fmt.Errorf("engine check: %w", planErr)
+	}
+	fmt.Fprintf(stdout, "compatible:     plan built with TensorRT %s on %s (compute %s) can run here\n",
+		m.TensorRT, m.GPU.Name, m.GPU.ComputeCapability)
+	return nil
+}

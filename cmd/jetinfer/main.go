@@ -1,0 +1,85 @@
+// Command jetinfer is jetinfer's single binary: the worker, the demo, the
+// job submitter, stream setup, the scaling scheduler and the TensorRT
+// engine tools. Run `jetinfer help` for the subcommands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `jetinfer — batch inference from NATS JetStream
+
+Usage: jetinfer <command> [flags]
+
+Commands:
+  worker     serve a model from JetStream (config from JETINFER_* env; --embedded starts a local server)
+  demo       embedded server + worker + producer: score the digits test split and print a summary
+  submit     publish the rows of an Arrow IPC file as jobs and collect the results into another
+  streams    create or update the request/result streams and the model's consumer, then exit
+  scheduler  compute and serve autoscaling hints
+  engine     build, inspect and check TensorRT engine plans
+
+Run 'jetinfer <command> -h' for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "jetinfer:", err)
+		}
+		stop()
+		os.Exit(1)
+	}
+}
+
+// run dispatches to a subcommand.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	log := newLogger(stderr)
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "worker":
+		return workerCmd(ctx, rest, stdout, stderr, log)
+	case "demo":
+		return demoCmd(ctx, rest, stdout, stderr, log)
+	case "submit":
+		return submitCmd(ctx, rest, stdout, stderr, log)
+	case "streams":
+		return streamsCmd(ctx, rest, stdout, stderr, log)
+	case "scheduler":
+		return schedulerCmd(ctx, rest, stdout, stderr, log)
+	case "engine":
+		return engineCmd(ctx, rest, stdout, stderr, log)
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+// newLogger returns a text logger on w at the level named by
+// JETINFER_LOG_LEVEL (debug, info, warn, error; default info), or a JSON
+// logger when JETINFER_LOG_FORMAT=json.
+func newLogger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv("JETINFER_LOG_LEVEL"))); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if os.Getenv("JETINFER_LOG_FORMAT") == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

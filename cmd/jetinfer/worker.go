@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/caarlos0/env/v10"
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetinfer/jetinfer/trt/onnxrt"
+	"github.com/jetinfer/jetinfer/worker"
+)
+
+// workerConfig is `jetinfer worker`'s configuration, from JETINFER_* env.
+type workerConfig struct {
+	NATSURL    string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	Embedded   bool   `env:"EMBEDDED"`
+	EmbedPort  int    `env:"EMBEDDED_PORT" envDefault:"4222"`
+	EmbedDir   string `env:"EMBEDDED_STORE_DIR"`
+	ModelPath  string `env:"MODEL_PATH" envDefault:"testdata/models/digits.onnx"`
+	ORTLibrary string `env:"ORT_LIBRARY"`
+	// IntraOpThreads is ONNX Runtime's per-session thread count.
+	IntraOpThreads int `env:"ORT_INTRA_OP_THREADS" envDefault:"1"`
+	// HTTPListen serves /metrics, /healthz, /readyz and /drain; empty
+	// disables the server.
+	HTTPListen string `env:"HTTP_LISTEN" envDefault:":9464"`
+
+	Worker worker.Config
+	NATS   natsConfig
+}
+
+func (c *workerConfig) parse(args []string, stderr io.Writer) error {
+	c.Worker.Model = "digits"
+	if err := env.ParseWithOptions(c, env.Options{Prefix: "JETINFER_"}); err != nil {
+		return fmt.Errorf("reading JETINFER_* environment: %w", err)
+	}
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&c.Embedded, "embedded", c.Embedded, "start an in-process JetStream server (JETINFER_EMBEDDED)")
+	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS server URL (JETINFER_NATS_URL)")
+	fs.StringVar(&c.Worker.Model, "model", c.Worker.Model, "model name served (JETINFER_MODEL)")
+	fs.StringVar(&c.ModelPath, "model-path", c.ModelPath, "ONNX model file (JETINFER_MODEL_PATH)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return c.Worker.Validate()
+}
+
+func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+	started := time.Now()
+	var cfg workerConfig
+	if err := cfg.parse(args, stderr); err != nil {
+		return err
+	}
+	url := cfg.NATSURL
+	if cfg.Embedded {
+		dir := cfg.EmbedDir
+		if dir == "" {
+			dir = filepath.Join(os.TempDir(), "jetinfer-embedded")
+		}
+		ns, err := startEmbedded(cfg.EmbedPort, dir, int32(max(cfg.Worker.MaxMsgSize, 8<<20)))
+		if err != nil {
+			return err
+		}
+		defer ns.Shutdown()
+		url = ns.ClientURL()
+		log.Info("embedded JetStream server started", "url", url, "store_dir", dir)
+	}
+	nc, err := cfg.NATS.connect(url, "jetinfer worker "+cfg.Worker.Model, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	eng, closeEngine, err := openONNX(ctx, cfg.ORTLibrary, cfg.ModelPath, cfg.IntraOpThreads)
+	if err != nil {
+		return err
+	}
+	defer closeEngine()
+
+	tp, shutdownTracing, err := newTracerProvider(ctx, 4096)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(sctx); err != nil {
+			log.Warn("flushing traces", "err", err)
+		}
+	}()
+	mp, metricsHandler, err := newPrometheus()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
+	metrics, err := worker.NewMetrics(mp, cfg.Worker.Model)
+	if err != nil {
+		return err
+	}
+	w, err := worker.New(nc, eng, cfg.Worker, worker.WithLogger(log), worker.WithTracerProvider(tp),
+		worker.WithMetrics(metrics), worker.WithStartTime(started))
+	if err != nil {
+		return err
+	}
+
+	// The worker runs until a signal or GET /drain; the HTTP server
+	// outlives it so that /drain can answer once the drain is complete.
+	wctx, drain := context.WithCancel(ctx)
+	defer drain()
+	drained := make(chan struct{})
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	if cfg.HTTPListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metricsHandler)
+		mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) { fmt.Fprintln(rw, "ok") })
+		mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
+			if !w.Ready() || !nc.IsConnected() {
+				http.Error(rw, "not ready", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(rw, "ready")
+		})
+		mux.HandleFunc("GET /drain", func(rw http.ResponseWriter, r *http.Request) {
+			drain()
+			select {
+			case <-drained:
+				fmt.Fprintln(rw, "drained")
+			case <-r.Context().Done():
+			}
+		})
+		addr, _, err := serveHTTP(httpCtx, cfg.HTTPListen, mux, log)
+		if err != nil {
+			return err
+		}
+		log.Info("worker HTTP listening", "addr", addr.String())
+	}
+	err = w.Run(wctx)
+	close(drained)
+	if err != nil {
+		return err
+	}
+	if err := nc.Drain(); err != nil {
+		log.Warn("draining NATS connection", "err", err)
+	}
+	return nil
+}
+
+// openONNX loads the ONNX Runtime library and the model at path. The
+// returned function closes both.
+func openONNX(ctx context.Context, lib, path string, threads int) (*onnxrt.Engine, func(), error) {
+	libPath, err := onnxrt.FindLibrary(lib)
+	if err != nil {
+		return nil, nil, fmt.Errorf("finding the ONNX Runtime library (run `make ort` or set JETINFER_ORT_LIBRARY): %w", err)
+	}
+	rt, err := onnxrt.NewRuntime(libPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	eng, err := rt.LoadFile(ctx, path, onnxrt.Options{IntraOpThreads: threads})
+	if err != nil {
+		_ = rt.Close()
+		return nil, nil, fmt.Errorf("loading model %s: %w", path, err)
+	}
+	return eng, func() { _ = eng.Close(); _ = rt.Close() }, nil
+}
+
+// natsConfig holds connection settings and credentials, from JETINFER_NATS_*.
+type natsConfig struct {
+	CredsFile string `env:"NATS_CREDS"`
+	NKeySeed  string `env:"NATS_NKEY_SEED_FILE"`
+	User      string `env:"NATS_USER"`
+	Password  string `env:"NATS_PASSWORD"`
+	Token     string `env:"NATS_TOKEN"`
+	CAFile    string `env:"NATS_TLS_CA"`
+	CertFile  string `env:"NATS_TLS_CERT"`
+	KeyFile   string `env:"NATS_TLS_KEY"`
+}
+
+// connect dials url with the configured credentials. The connection
+// reconnects forever; name identifies it in the server's monitoring.
+func (c natsConfig) connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrl()) }),
+	}
+	if c.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	if c.NKeySeed != "" {
+		o, err := nats.NkeyOptionFromSeed(c.NKeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("reading NKey seed %s: %w", c.NKeySeed, err)
+		}
+		opts = append(opts, o)
+	}
+	if c.User != "" {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.Token != "" {
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.CAFile != "" {
+		opts = append(opts, nats.RootCAs(c.CAFile))
+	}
+	if c.CertFile != "" || c.KeyFile != "" {
+		opts = append(opts, nats.ClientCert(c.CertFile, c.KeyFile))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}
