@@ -1,0 +1,52 @@
+# jetinfer development targets. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ORT_VERSION ?= 1.30.0
+ORT_DIR     ?= $(HOME)/.cache/jetinfer/onnxruntime-$(ORT_VERSION)
+export JETINFER_ORT_LIBRARY ?= $(ORT_DIR)/lib/libonnxruntime.so.1
+GO          ?= go
+FUZZTIME    ?= 10s
+BENCHTIME   ?= 1s
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: ort
+ort: $(JETINFER_ORT_LIBRARY) ## fetch the ONNX Runtime CPU library (npm package onnxruntime-node), cached
+$(JETINFER_ORT_LIBRARY):
+	bash scripts/install-onnxruntime.sh $(ORT_DIR)
+
+bin/jetinfer: $(shell find . -name '*.go' -not -path './deploy/*') go.mod go.sum
+	$(GO) build -o bin/jetinfer ./cmd/jetinfer
+
+.PHONY: build
+build: bin/jetinfer ## build bin/jetinfer (ONNX Runtime backend; TensorRT needs -tags tensorrt)
+
+.PHONY: demo
+demo: ort bin/jetinfer ## embedded JetStream + ONNX Runtime: score the digits test split
+	./bin/jetinfer demo
+
+.PHONY: test
+test: ort lint test-nocgo ## vet, gofmt, race tests, CGO_ENABLED=0 build, fuzz smoke
+	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz-smoke
+
+.PHONY: test-nocgo
+test-nocgo: ## the module builds without cgo (backends report ErrUnavailable)
+	CGO_ENABLED=0 $(GO) build ./...
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: fuzz-smoke
+fuzz-smoke: ## run each codec fuzzer briefly (FUZZTIME=10s)
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=$(FUZZTIME) ./codec
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeResult$$' -fuzztime=$(FUZZTIME) ./codec
+
+.PHONY: bench
+bench: ort ## codec, engine and worker-overhead benchmarks
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./codec ./trt/onnxrt ./worker
