@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -67,7 +68,12 @@ type Worker struct {
 	limits   codec.Limits
 	stats    stats
 	started  time.Time
+	ready    atomic.Bool
 }
+
+// Ready reports whether the worker is pulling requests: true from the
+// moment its subscription exists until shutdown begins.
+func (w *Worker) Ready() bool { return w.ready.Load() }
 
 // New returns a Worker serving eng under cfg over nc.
 func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error) {
@@ -139,6 +145,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribing to %s: %w", RequestSubject(w.cfg.Prefix, w.cfg.Model), err)
 	}
+	w.ready.Store(true)
 	w.log.Info("worker started", "model", w.cfg.Model, "version", w.cfg.ModelVersion,
 		"engine", w.engineID, "max_batch_rows", w.cfg.MaxBatchRows, "max_delay", w.cfg.MaxDelay)
 
@@ -150,6 +157,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() {
 		select {
 		case <-ctx.Done():
+			w.ready.Store(false)
 			w.log.Info("draining", "model", w.cfg.Model, "timeout", w.cfg.DrainTimeout)
 			it.Drain()
 			t := time.NewTimer(w.cfg.DrainTimeout)
