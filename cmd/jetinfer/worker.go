@@ -20,18 +20,15 @@ import (
 
 // workerConfig is `jetinfer worker`'s configuration, from JETINFER_* env.
 type workerConfig struct {
-	NATSURL    string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
-	Embedded   bool   `env:"EMBEDDED"`
-	EmbedPort  int    `env:"EMBEDDED_PORT" envDefault:"4222"`
-	EmbedDir   string `env:"EMBEDDED_STORE_DIR"`
-	ModelPath  string `env:"MODEL_PATH" envDefault:"testdata/models/digits.onnx"`
-	ORTLibrary string `env:"ORT_LIBRARY"`
-	// IntraOpThreads is ONNX Runtime's per-session thread count.
-	IntraOpThreads int `env:"ORT_INTRA_OP_THREADS" envDefault:"1"`
+	NATSURL   string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	Embedded  bool   `env:"EMBEDDED"`
+	EmbedPort int    `env:"EMBEDDED_PORT" envDefault:"4222"`
+	EmbedDir  string `env:"EMBEDDED_STORE_DIR"`
 	// HTTPListen serves /metrics, /healthz, /readyz and /drain; empty
 	// disables the server.
 	HTTPListen string `env:"HTTP_LISTEN" envDefault:":9464"`
 
+	Engine backendConfig
 	Worker worker.Config
 	NATS   natsConfig
 }
@@ -46,7 +43,9 @@ func (c *workerConfig) parse(args []string, stderr io.Writer) error {
 	fs.BoolVar(&c.Embedded, "embedded", c.Embedded, "start an in-process JetStream server (JETINFER_EMBEDDED)")
 	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS server URL (JETINFER_NATS_URL)")
 	fs.StringVar(&c.Worker.Model, "model", c.Worker.Model, "model name served (JETINFER_MODEL)")
-	fs.StringVar(&c.ModelPath, "model-path", c.ModelPath, "ONNX model file (JETINFER_MODEL_PATH)")
+	fs.StringVar(&c.Engine.ModelPath, "model-path", c.Engine.ModelPath, "ONNX model file (JETINFER_MODEL_PATH)")
+	fs.StringVar(&c.Engine.Backend, "backend", c.Engine.Backend, "auto, tensorrt or onnxruntime (JETINFER_BACKEND)")
+	fs.StringVar(&c.Engine.PlanPath, "plan", c.Engine.PlanPath, "TensorRT plan; manifest at <plan>.json (JETINFER_PLAN_PATH)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -79,7 +78,7 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 	}
 	defer nc.Close()
 
-	eng, closeEngine, err := openONNX(ctx, cfg.ORTLibrary, cfg.ModelPath, cfg.IntraOpThreads)
+	eng, closeEngine, err := openEngine(ctx, cfg.Engine, log)
 	if err != nil {
 		return err
 	}
