@@ -50,3 +50,16 @@ fuzz-smoke: ## run each codec fuzzer briefly (FUZZTIME=10s)
 .PHONY: bench
 bench: ort ## codec, engine and worker-overhead benchmarks
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./codec ./trt/onnxrt ./worker
+
+.PHONY: bench-scaler
+bench-scaler: ## autoscaling simulation: jetinfer policy vs KEDA's lag scaler vs a fixed pool
+	$(GO) run ./cmd/scalersim
+
+.PHONY: deploy-check
+deploy-check: ## helm lint + template, strict decoding of rendered objects, compose validation (offline)
+	cd deploy/validate && $(GO) test -count=1 ./...
+
+TRT_HEADERS ?=
+.PHONY: check-tensorrt
+check-tensorrt: ## compile the TensorRT shim against real header sets: TRT_HEADERS="dir ..."
+	bash scripts/check-tensorrt.sh $(TRT_HEADERS)
