@@ -63,3 +63,7 @@ TRT_HEADERS ?=
 .PHONY: check-tensorrt
 check-tensorrt: ## compile the TensorRT shim against real header sets: TRT_HEADERS="dir ..."
 	bash scripts/check-tensorrt.sh $(TRT_HEADERS)
+
+.PHONY: bench-batcher
+bench-batcher: ort ## simulate the shape-aware batcher vs a Triton-style batcher (cost measured on ONNX Runtime)
+	$(GO) run ./cmd/batchsim

@@ -1,0 +1,100 @@
+package batcher
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// BenchmarkGather copies the ragged x input ([64, seq, 16] float32) of a
+// plan of 64 rows from 8 items, row lengths in (seq/2, seq], and reports its time per byte relative to a
+// plain copy of the same number of bytes measured in the same run
+// (x_memmove: 1 means as fast as memmove).
+func BenchmarkGather(b *testing.B) {
+	for _, seq := range []int{64, 256} {
+		b.Run(fmt.Sprintf("seq=%d", seq), func(b *testing.B) {
+			bt := newTestBatcher(b, Config{})
+			rng := rand.New(rand.NewPCG(1, 2))
+			srcs := map[uint64]Rows{}
+			p := Plan{Batch: 64, Seq: seq, Rows: 64, Lens: make([]int, 64)}
+			for id := uint64(1); id <= 8; id++ {
+				r := Rows{Offsets: []int32{0}}
+				p.Slots = append(p.Slots, Slot{Item: id, ItemRow: 0, Rows: 8, BatchRow: 8 * int(id-1)})
+				for i := range 8 {
+					n := seq/2 + rng.IntN(seq/2) + 1
+					p.Lens[8*int(id-1)+i] = n
+					r.Offsets = append(r.Offsets, r.Offsets[i]+int32(n))
+				}
+				r.Data = make([]byte, int(r.Offsets[8])*16*4)
+				srcs[id] = r
+			}
+			x := bt.Inputs()[0]
+			dst := make([]byte, x.Size(p))
+			src := func(id uint64) (Rows, bool) { r, ok := srcs[id]; return r, ok }
+			flat := make([]byte, len(dst))
+			// Baseline: one memmove of the same size, timed here.
+			const reps = 200
+			start := time.Now()
+			for range reps {
+				copy(dst, flat)
+			}
+			baseNs := float64(time.Since(start).Nanoseconds()) / reps
+			b.SetBytes(int64(len(dst)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := x.Gather(dst, p, src); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if baseNs > 0 {
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/baseNs, "x_memmove")
+			}
+		})
+	}
+}
+
+// BenchmarkNext measures planning: each op is one Next that returns a
+// plan plus the Adds that refill the queue to a constant depth.
+// plan_share is that time over the plan's predicted engine time on the
+// stand-in cost model (200µs + 5µs/row + 0.1µs/token).
+func BenchmarkNext(b *testing.B) {
+	for _, depth := range []int{256, 4096} {
+		b.Run(fmt.Sprintf("queued=%d", depth), func(b *testing.B) {
+			bt := newTestBatcher(b, Config{MaxQueueRows: 4 * depth})
+			rng := rand.New(rand.NewPCG(3, 4))
+			id := uint64(0)
+			now := t0
+			add := func(rows int) {
+				ls := make([]int, rows)
+				for i := range ls {
+					ls[i] = min(512, 8+int(rng.ExpFloat64()*60))
+				}
+				id++
+				if err := bt.Add(now, Item{ID: id, Rows: rows, SeqLens: ls}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for _, q := bt.Len(); q < depth; _, q = bt.Len() {
+				add(1 + rng.IntN(64))
+			}
+			var predicted time.Duration
+			b.ReportAllocs()
+			for b.Loop() {
+				now = now.Add(time.Millisecond)
+				p, ok := bt.Next(now)
+				if !ok {
+					p, ok = bt.Flush(now)
+				}
+				if !ok {
+					b.Fatal("no plan from a full queue")
+				}
+				predicted += p.Cost
+				for _, q := bt.Len(); q < depth; _, q = bt.Len() {
+					add(1 + rng.IntN(64))
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed())/float64(predicted), "plan_share")
+		})
+	}
+}
