@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -12,109 +11,78 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jetinfer/jetinfer/batcher"
 	"github.com/jetinfer/jetinfer/codec"
 )
 
 // request is one received message on its way through the pipeline.
 type request struct {
-	msg       jetstream.Msg
-	meta      requestMeta
-	subject   string // where its result goes
-	attempt   uint64 // delivery count, 1 on first delivery
-	received  time.Time
-	req       *codec.Request // nil when the request was rejected
-	rows      int
-	shapeKey  string
-	ctx       context.Context // carries the request span
-	span      trace.Span
-	published time.Time // stream timestamp
+	msg        jetstream.Msg
+	meta       requestMeta
+	subject    string // where its result goes
+	attempt    uint64 // delivery count, 1 on first delivery
+	received   time.Time
+	req        *codec.Request // nil when the request was rejected
+	rows       int
+	columns    map[string]batcher.Rows // per engine data input, aliasing the message
+	seqLens    []int                   // per row, for engines with a sequence dimension
+	ctx        context.Context         // carries the request span
+	span       trace.Span
+	published  time.Time     // stream timestamp
+	dispatched time.Time     // first batch holding its rows started
+	compute    time.Duration // engine time of the batches holding its rows
+	held       int64         // bytes held against the in-flight budget
 }
 
-// batch is a group of requests with equal row shapes run together.
-type batch struct {
-	reqs []*request
-	rows int
-}
-
-// collect pulls requests and hands batches to the executors until the
-// iterator is closed (by Drain on shutdown). Rejected requests go straight
-// to outcomes.
-func (w *Worker) collect(it jetstream.MessagesContext, batches chan<- *batch, outcomes chan<- *outcome) error {
-	groups := map[string]*batch{}
-	var order []string
-	flush := func(key string) {
-		if b := groups[key]; b != nil {
-			delete(groups, key)
-			batches <- b
-		}
-	}
-	flushAll := func() {
-		for _, k := range order {
-			flush(k)
-		}
-		order = order[:0]
-	}
-	add := func(msg jetstream.Msg) {
-		w.stats.inFlight.Add(1)
-		r, rejected := w.accept(msg)
-		if rejected != nil {
-			outcomes <- rejected
-			return
-		}
-		if r.rows >= w.cfg.MaxBatchRows {
-			// Large requests run alone, split into engine-sized chunks.
-			batches <- &batch{reqs: []*request{r}, rows: r.rows}
-			return
-		}
-		b := groups[r.shapeKey]
-		if b != nil && b.rows+r.rows > w.cfg.MaxBatchRows {
-			flush(r.shapeKey)
-			b = nil
-		}
-		if b == nil {
-			b = &batch{}
-			groups[r.shapeKey] = b
-			order = append(order, r.shapeKey)
-		}
-		b.reqs = append(b.reqs, r)
-		b.rows += r.rows
-		if b.rows == w.cfg.MaxBatchRows {
-			flush(r.shapeKey)
-		}
-	}
+// collect pulls requests and hands each decoded one to the scheduler
+// until the iterator is closed (by Drain on shutdown). Rejected requests go
+// straight to outcomes.
+func (w *Worker) collect(cons jetstream.Consumer, it jetstream.MessagesContext, arrivals chan<- *request, outcomes chan<- *outcome) error {
 	for {
 		msg, err := it.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				flushAll()
 				if errors.Is(err, jetstream.ErrConnectionClosed) {
 					return fmt.Errorf("pulling requests: %w", err)
 				}
 				return nil
 			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// Silence from the server: a disconnect (the client
+				// reconnects by itself) or a deleted consumer.
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err = cons.Info(ctx)
+				cancel()
+				if err == nil {
+					continue
+				}
+			}
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				// Without its consumer the worker would idle forever; stop
+				// so that the orchestrator restarts it, which recreates
+				// the consumer.
+				it.Stop()
+				return fmt.Errorf("pulling requests: consumer %s: %w", w.cfg.Model, err)
+			}
 			w.log.Warn("pulling requests", "model", w.cfg.Model, "err", err)
 			continue
 		}
-		add(msg)
-		// Coalesce: keep collecting until the window closes or every
-		// group has been flushed full.
-		windowEnd := time.Now().Add(w.cfg.MaxDelay)
-		for len(groups) > 0 {
-			wait := time.Until(windowEnd)
-			if wait <= 0 {
-				break
-			}
-			msg, err := it.Next(jetstream.NextMaxWait(wait))
-			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					flushAll()
-					return nil
-				}
-				break // timeout: the window closed
-			}
-			add(msg)
+		// Hold the request's bytes against the in-flight budget until it
+		// is settled: pulling stops while the pipeline is full.
+		held := min(int64(len(msg.Data())), int64(w.cfg.MaxPullBytes))
+		_ = w.budget.Acquire(context.Background(), held)
+		w.stats.inFlight.Add(1)
+		r, rejected := w.accept(msg)
+		r0 := r
+		if r0 == nil {
+			r0 = rejected.r
 		}
-		flushAll()
+		r0.held = held
+		if rejected != nil {
+			outcomes <- rejected
+			continue
+		}
+		arrivals <- r
 	}
 }
 
@@ -171,21 +139,38 @@ func (w *Worker) accept(msg jetstream.Msg) (*request, *outcome) {
 	if err != nil {
 		return reject(errorCode(err), fmt.Sprintf("decoding request: %v", err))
 	}
-	if err := codec.ValidateRequest(req, w.spec, codec.ValidateOptions{RejectNonFinite: w.cfg.RejectNonFinite}); err != nil {
+	if err := codec.ValidateRequest(req, w.reqSpec, codec.ValidateOptions{RejectNonFinite: w.cfg.RejectNonFinite}); err != nil {
 		req.Release()
 		return reject(errorCode(err), err.Error())
 	}
-	var key strings.Builder
-	for _, in := range w.spec.Inputs {
-		c, _ := req.Column(in.Name)
-		if c.Ragged {
+	r.req, r.rows = req, req.Rows
+	r.columns = make(map[string]batcher.Rows, len(w.reqSpec.Inputs))
+	for _, desc := range w.reqSpec.Inputs {
+		c, _ := req.Column(desc.Name)
+		rows := batcher.Rows{Data: c.Data}
+		if in := w.inputs[desc.Name]; in.Ragged() {
+			rows.Offsets = c.Offsets
+			if !c.Ragged {
+				// A fixed-shape column for a sequence input: every row
+				// has RowShape[0] positions.
+				n := int32(c.RowShape[0])
+				rows.Offsets = make([]int32, req.Rows+1)
+				for i := range rows.Offsets {
+					rows.Offsets[i] = int32(i) * n
+				}
+			}
+			if r.seqLens == nil {
+				r.seqLens = make([]int, req.Rows)
+				for i := range r.seqLens {
+					r.seqLens[i] = int(rows.Offsets[i+1] - rows.Offsets[i])
+				}
+			}
+		} else if c.Ragged {
 			req.Release()
-			return reject(codec.CodeInvalidArgument, fmt.Sprintf(
-				"column %q: ragged (List) rows are not supported by this worker's batcher; send a fixed_shape_tensor", c.Name))
+			return reject(codec.CodeInvalidArgument, fmt.Sprintf("column %q: ragged rows for an input without a sequence dimension", c.Name))
 		}
-		fmt.Fprintf(&key, "%s%v;", c.DType, c.RowShape)
+		r.columns[desc.Name] = rows
 	}
-	r.req, r.rows, r.shapeKey = req, req.Rows, key.String()
 	w.stats.msgs.Add(1)
 	w.stats.msgRows.Add(int64(r.rows))
 	r.span.SetAttributes(attribute.Int("jetinfer.rows", r.rows))

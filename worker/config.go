@@ -50,15 +50,29 @@ type Config struct {
 	MaxAckPending int `env:"MAX_ACK_PENDING"`
 
 	// MaxPullBytes bounds the bytes of requests buffered by the client
-	// (default 64 MiB). It is raised to at least 2*MaxMsgSize, since a
+	// and, separately, the bytes of requests held in the pipeline between
+	// pull and settle (default 64 MiB each; pulling pauses when the
+	// pipeline is full). It is raised to at least 2*MaxMsgSize, since a
 	// byte limit below one message stalls the pull.
 	MaxPullBytes int `env:"MAX_PULL_BYTES"`
 	// MaxBatchRows is the most rows coalesced into one engine batch
 	// (default: the engine profile's max batch, at most 64).
 	MaxBatchRows int `env:"MAX_BATCH_ROWS"`
-	// MaxDelay is the longest the first request of a batch waits for
-	// others (default 2ms).
+	// MaxDelay is the longest a row waits for company before its batch
+	// is released (default 2ms); deadlines may release it sooner.
 	MaxDelay time.Duration `env:"MAX_DELAY"`
+	// MaxPadding caps the fraction of padded positions in a batch of
+	// ragged rows (default 0.1).
+	MaxPadding float64 `env:"MAX_PADDING"`
+	// MaskInputs and LengthInputs name engine inputs the worker fills
+	// itself for padded sequence batches (1/0 masks; row lengths).
+	// Default: inputs named "mask" or "attention_mask" of shape
+	// [batch, seq] are masks.
+	MaskInputs   []string `env:"MASK_INPUTS" envSeparator:","`
+	LengthInputs []string `env:"LENGTH_INPUTS" envSeparator:","`
+	// CostModelPath keeps the engine latency model measured at warm-up,
+	// so that a restart does not measure again ("" measures every start).
+	CostModelPath string `env:"COST_MODEL_PATH"`
 	// MaxRequestRows bounds the rows of one request (default 65536).
 	MaxRequestRows int `env:"MAX_REQUEST_ROWS"`
 	// RejectNonFinite answers requests holding NaN or Inf with an

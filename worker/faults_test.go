@@ -15,19 +15,21 @@ import (
 )
 
 // flakyEngine is a stand-in that wraps the real ONNX Runtime engine and
-// injects failures: the first failFirst calls fail, and so does every
-// call whose batch holds a row whose first pixel equals poison.
+// injects failures: the next failNext calls fail (armed by the test once
+// the worker's warm-up measurements are done), and so does every call
+// whose batch holds a row whose first pixel equals poison.
 type flakyEngine struct {
 	worker.Engine
-	failFirst int64
-	calls     atomic.Int64
-	poison    float32
+	failNext atomic.Int64
+	calls    atomic.Int64
+	poison   float32
 }
 
 var errInjected = errors.New("injected engine failure")
 
 func (f *flakyEngine) Run(ctx context.Context, b *trt.Batch) error {
-	if f.calls.Add(1) <= f.failFirst {
+	f.calls.Add(1)
+	if f.failNext.Add(-1) >= 0 {
 		return errInjected
 	}
 	if f.poison != 0 {
@@ -42,11 +44,14 @@ func (f *flakyEngine) Run(ctx context.Context, b *trt.Batch) error {
 }
 
 func TestTransientEngineFailuresAreRetried(t *testing.T) {
-	eng := &flakyEngine{Engine: loadEngine(t, "digits.onnx"), failFirst: 2}
+	eng := &flakyEngine{Engine: loadEngine(t, "digits.onnx")}
+	eng.failNext.Store(-1 << 40)
 	d := loadDigits(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "digits", RetryBackoff: 20 * time.Millisecond, MaxAttempts: 5})
+	eng.calls.Store(0)
+	eng.failNext.Store(2)
 	c, _ := worker.NewClient(nc, "", "", "digits", 0)
 	if _, err := c.PublishAsync(context.Background(), worker.Request{ID: "r1", Job: "flaky", Body: d.request(t, 10, 15)}); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"strings"
 	"time"
@@ -81,7 +83,10 @@ func parseMeta(h nats.Header, seq uint64) (requestMeta, string) {
 		m.id = "seq-" + strconv.FormatUint(seq, 10)
 	}
 	if len(m.id) > maxHeaderValue {
-		m.id = m.id[:maxHeaderValue]
+		// Keep distinct ids distinct (the result's Nats-Msg-Id derives
+		// from the id) without echoing an unbounded header.
+		sum := sha256.Sum256([]byte(m.id))
+		m.id = "sha256-" + hex.EncodeToString(sum[:])
 		return m, "header " + HeaderMsgID + " is longer than " + strconv.Itoa(maxHeaderValue) + " bytes"
 	}
 	for _, hv := range []struct {

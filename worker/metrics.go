@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jetinfer/jetinfer/batcher"
 	"github.com/jetinfer/jetinfer/codec"
 )
 
@@ -19,6 +20,7 @@ type Metrics struct {
 	engine    metric.Float64Histogram
 	queue     metric.Float64Histogram
 	results   metric.Int64Counter
+	padding   metric.Float64Histogram
 	model     attribute.KeyValue
 }
 
@@ -43,25 +45,32 @@ func NewMetrics(mp metric.MeterProvider, model string) (*Metrics, error) {
 		metric.WithDescription("time from receipt to execution"), secs); err != nil {
 		return nil, fmt.Errorf("creating queue histogram: %w", err)
 	}
+	if x.padding, err = m.Float64Histogram("jetinfer.batch.padding", metric.WithDescription("fraction of a batch's positions that are padding"),
+		metric.WithExplicitBucketBoundaries(0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1)); err != nil {
+		return nil, fmt.Errorf("creating padding histogram: %w", err)
+	}
 	if x.results, err = m.Int64Counter("jetinfer.results", metric.WithDescription("results published, by status")); err != nil {
 		return nil, fmt.Errorf("creating results counter: %w", err)
 	}
 	return x, nil
 }
 
-func (m *Metrics) observeBatch(ctx context.Context, reqs, rows int, d time.Duration, err error) {
-	if m == nil || err != nil {
+func (m *Metrics) observeBatch(ctx context.Context, p batcher.Plan, d time.Duration) {
+	if m == nil {
 		return
 	}
-	_ = reqs
-	m.rows.Add(ctx, int64(rows), metric.WithAttributes(m.model))
-	m.batchRows.Record(ctx, int64(rows), metric.WithAttributes(m.model))
-	m.engine.Record(ctx, d.Seconds(), metric.WithAttributes(m.model))
+	attrs := metric.WithAttributes(m.model)
+	m.rows.Add(ctx, int64(p.Rows), attrs)
+	m.batchRows.Record(ctx, int64(p.Rows), attrs)
+	m.padding.Record(ctx, p.Padding(), attrs)
+	m.engine.Record(ctx, d.Seconds(), attrs)
 }
 
-func (m *Metrics) observeQueue(ctx context.Context, d time.Duration) {
+// observeQueue records a request's wait from receipt to its first batch,
+// by the sequence bucket that batch was padded to (0 without a sequence).
+func (m *Metrics) observeQueue(ctx context.Context, d time.Duration, bucket int) {
 	if m != nil {
-		m.queue.Record(ctx, d.Seconds(), metric.WithAttributes(m.model))
+		m.queue.Record(ctx, d.Seconds(), metric.WithAttributes(m.model, attribute.Int("bucket", bucket)))
 	}
 }
 

@@ -34,6 +34,10 @@ func ResultMsgID(requestID string) string { return requestID + "/result" }
 func (w *Worker) publish(ctx context.Context, outcomes <-chan *outcome, settles chan<- *settlement) {
 	var buf bytes.Buffer
 	for o := range outcomes {
+		if o.requeue {
+			settles <- &settlement{r: o.r, code: o.code, delay: w.cfg.RetryBackoff}
+			continue
+		}
 		if o.retry && o.r.attempt < uint64(w.cfg.MaxAttempts) {
 			settles <- &settlement{r: o.r, code: o.code, delay: w.backoff(o.r.attempt)}
 			continue
@@ -151,6 +155,7 @@ func (w *Worker) settle(ctx context.Context, settles <-chan *settlement) {
 		}
 		r.span.End()
 		w.stats.inFlight.Add(-1)
+		w.budget.Release(r.held)
 	}
 }
 

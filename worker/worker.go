@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +15,9 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/sync/semaphore"
 
+	"github.com/jetinfer/jetinfer/batcher"
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 )
@@ -69,6 +72,14 @@ type Worker struct {
 	stats    stats
 	started  time.Time
 	ready    atomic.Bool
+	// budget bounds the bytes of requests held between pull and settle.
+	budget *semaphore.Weighted
+
+	// Set up by warmUp at the start of Run.
+	reqSpec   trt.Spec                 // what requests must carry
+	batcher   *batcher.Batcher         // owned by the schedule goroutine
+	assembler *batcher.Assembler       // owned by the schedule goroutine
+	inputs    map[string]batcher.Input // read-only after warmUp
 }
 
 // Ready reports whether the worker is pulling requests: true from the
@@ -111,10 +122,35 @@ func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error)
 	w.cfg.MaxBatchRows = min(w.cfg.MaxBatchRows, w.maxBatch)
 	d := eng.Device()
 	w.engineID = d.Kind + ":" + d.Name
+	w.budget = semaphore.NewWeighted(int64(w.cfg.MaxPullBytes))
 	w.limits = codec.DefaultLimits()
 	w.limits.MaxBodyBytes = cfg.MaxMsgSize
 	w.limits.MaxRows = cfg.MaxRequestRows
 	return w, nil
+}
+
+// warmUp prepares batching: which inputs the worker generates, what
+// requests must carry, and the engine's cost model (loaded or measured).
+func (w *Worker) warmUp(ctx context.Context) error {
+	masks, lengths := generatedInputs(w.spec, w.cfg.MaskInputs, w.cfg.LengthInputs)
+	w.reqSpec = requestSpec(w.spec, append(slices.Clone(masks), lengths...))
+	bspec := batcherSpec(w.spec, w.cfg.MaxBatchRows)
+	bcfg := batcher.Config{MaxDelay: w.cfg.MaxDelay, MaxPadding: w.cfg.MaxPadding, Masks: masks, Lengths: lengths}
+	cost, err := w.loadCostModel(ctx, bspec, bcfg)
+	if err != nil {
+		return err
+	}
+	if w.batcher, err = batcher.New(bspec, cost, bcfg); err != nil {
+		return fmt.Errorf("creating batcher: %w", err)
+	}
+	if w.assembler, err = batcher.NewAssembler(bspec); err != nil {
+		return fmt.Errorf("creating assembler: %w", err)
+	}
+	w.inputs = map[string]batcher.Input{}
+	for _, in := range w.batcher.Inputs() {
+		w.inputs[in.Name] = in
+	}
+	return nil
 }
 
 // profileMaxBatch is the largest batch every input accepts in profile 0.
@@ -137,11 +173,15 @@ func profileMaxBatch(s trt.Spec) (int, error) {
 // documentation describes and returns nil. It returns an error if the
 // streams cannot be set up or the pull subscription fails.
 func (w *Worker) Run(ctx context.Context) error {
+	if err := w.warmUp(ctx); err != nil {
+		return err
+	}
 	cons, err := EnsureStreams(ctx, w.js, w.cfg)
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxBytes(w.cfg.MaxPullBytes))
+	it, err := cons.Messages(jetstream.PullMaxBytes(w.cfg.MaxPullBytes),
+		jetstream.PullHeartbeat(5*time.Second), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return fmt.Errorf("subscribing to %s: %w", RequestSubject(w.cfg.Prefix, w.cfg.Model), err)
 	}
@@ -172,33 +212,37 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}()
 
-	batches := make(chan *batch, w.cfg.Executors)
+	arrivals := make(chan *request, 64)
+	jobs := make(chan *job, w.cfg.Executors)
+	done := make(chan *jobResult, w.cfg.Executors)
 	outcomes := make(chan *outcome, w.cfg.PublishInflight)
 	settles := make(chan *settlement, w.cfg.PublishInflight)
 
-	var producers sync.WaitGroup // collector + executors write outcomes
+	// Reports stop with ctx, or when pulling stops for another reason.
+	reportCtx, stopReports := context.WithCancel(ctx)
+	defer stopReports()
+	var producers sync.WaitGroup // collector and scheduler write outcomes
 	var collectErr error
-	producers.Add(1 + w.cfg.Executors)
-	go func() {
-		defer producers.Done()
-		defer close(batches)
-		collectErr = w.collect(it, batches, outcomes)
-	}()
+	producers.Go(func() {
+		defer close(arrivals)
+		collectErr = w.collect(cons, it, arrivals, outcomes)
+	})
+	producers.Go(func() { w.schedule(arrivals, jobs, done, outcomes) })
 	for range w.cfg.Executors {
 		go func() {
-			defer producers.Done()
-			for b := range batches {
-				w.execute(drainCtx, b, outcomes)
+			for j := range jobs {
+				done <- w.executeJob(drainCtx, j)
 			}
 		}()
 	}
 	go func() {
 		producers.Wait()
 		close(outcomes)
+		stopReports()
 	}()
 	var tail sync.WaitGroup
 	if w.cfg.ReportInterval > 0 {
-		tail.Go(func() { w.runReporter(ctx) })
+		tail.Go(func() { w.runReporter(reportCtx) })
 	}
 	tail.Add(2)
 	go func() {

@@ -118,6 +118,17 @@ func startWorker(t testing.TB, nc *nats.Conn, eng worker.Engine, cfg worker.Conf
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
+	// Return once warm-up (cost measurement) is over and requests are
+	// being pulled.
+	waitFor(t, func() bool {
+		select {
+		case err := <-done:
+			done <- err
+			return true
+		default:
+			return w.Ready()
+		}
+	}, "the worker to start pulling")
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

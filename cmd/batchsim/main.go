@@ -17,10 +17,8 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"flag"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -31,6 +29,7 @@ import (
 	"github.com/jetinfer/jetinfer/batcher"
 	"github.com/jetinfer/jetinfer/batcher/batchsim"
 	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/worker"
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
 )
 
@@ -214,7 +213,7 @@ func costModel(ctx context.Context, f flags) (trt.Spec, *batcher.CostModel, erro
 	}
 	grid.Reps = f.reps
 	start := time.Now()
-	m, err := batcher.Measure(ctx, timer(eng), grid)
+	m, err := batcher.Measure(ctx, worker.EngineTimer(eng), grid)
 	if err != nil {
 		return spec, nil, fmt.Errorf("measuring %s: %w", f.model, err)
 	}
@@ -231,72 +230,6 @@ func costModel(ctx context.Context, f flags) (trt.Spec, *batcher.CostModel, erro
 		fmt.Printf("cost model: saved to %s\n", f.costOut)
 	}
 	return spec, m, nil
-}
-
-// timer returns a RunFunc that times eng.Run on a batch of the requested
-// shape: float inputs hold pseudo-random values in [-1, 1) (no subnormals,
-// which would slow some kernels), integer and bool inputs hold 1.
-func timer(eng trt.Engine) batcher.RunFunc {
-	spec := eng.Spec()
-	rng := rand.New(rand.NewPCG(1, 2))
-	bufs := map[trt.DType][]byte{}
-	data := func(d trt.DType, n int) []byte {
-		b := bufs[d]
-		for len(b) < n {
-			switch d {
-			case trt.Float32:
-				b = binary.LittleEndian.AppendUint32(b, math.Float32bits(2*rng.Float32()-1))
-			case trt.Float64:
-				b = binary.LittleEndian.AppendUint64(b, math.Float64bits(2*rng.Float64()-1))
-			case trt.Float16:
-				b = append(b, 0x00, 0x38) // 0.5
-			case trt.BFloat16:
-				b = append(b, 0x00, 0x3f) // 0.5
-			default:
-				b = append(b, 1)
-				for range d.Size() - 1 {
-					b = append(b, 0)
-				}
-			}
-		}
-		bufs[d] = b
-		return b[:n:n]
-	}
-	return func(ctx context.Context, profile, batch, seq int) (time.Duration, error) {
-		b := &trt.Batch{Profile: profile}
-		for _, in := range spec.Inputs {
-			sh := concrete(in.Shape, batch, seq)
-			n, err := trt.ByteSize(in.DType, sh)
-			if err != nil {
-				return 0, err
-			}
-			b.Inputs = append(b.Inputs, trt.Tensor{Name: in.Name, DType: in.DType, Shape: sh, Data: data(in.DType, n)})
-		}
-		for _, out := range spec.Outputs {
-			sh := concrete(out.Shape, batch, seq)
-			n, err := trt.ByteSize(out.DType, sh)
-			if err != nil {
-				return 0, err
-			}
-			b.Outputs = append(b.Outputs, trt.Tensor{Name: out.Name, DType: out.DType, Shape: sh, Data: make([]byte, n)})
-		}
-		start := time.Now()
-		if err := eng.Run(ctx, b); err != nil {
-			return 0, err
-		}
-		return time.Since(start), nil
-	}
-}
-
-func concrete(pattern trt.Shape, batch, seq int) trt.Shape {
-	sh := pattern.Clone()
-	sh[0] = int64(batch)
-	for d := 1; d < len(sh); d++ {
-		if sh[d] == trt.Dynamic {
-			sh[d] = int64(seq)
-		}
-	}
-	return sh
 }
 
 // seqEncoderSpec is the engine spec of seq_encoder.onnx under the ONNX

@@ -1,0 +1,298 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/jetinfer/jetinfer/batcher"
+	"github.com/jetinfer/jetinfer/codec"
+	"github.com/jetinfer/jetinfer/trt"
+)
+
+// job is one batch plan handed to an executor, with every row it needs.
+type job struct {
+	plan  batcher.Plan
+	reqs  map[uint64]*request // the plan's items
+	start time.Time
+}
+
+// jobResult is what an executor reports back to the scheduler.
+type jobResult struct {
+	job     *job
+	outputs []trt.Tensor     // all batch rows; nil if the whole batch failed
+	failed  map[uint64]error // items whose rows could not be run
+	compute time.Duration
+}
+
+// scheduler state, owned by the schedule goroutine alone.
+type schedState struct {
+	b      *batcher.Batcher
+	asm    *batcher.Assembler
+	reqs   map[uint64]*request
+	nextID uint64
+	busy   int
+}
+
+// schedule owns the batcher: it admits requests from arrivals, releases
+// plans to the executors whenever one is free, answers expired deadlines,
+// and reassembles each request's result rows. It closes jobs when
+// arrivals is closed and every admitted request has ended.
+func (w *Worker) schedule(arrivals <-chan *request, jobs chan<- *job, done <-chan *jobResult, outcomes chan<- *outcome) {
+	defer close(jobs)
+	st := &schedState{b: w.batcher, asm: w.assembler, reqs: map[uint64]*request{}}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	draining := false
+	for {
+		now := time.Now()
+		for _, id := range st.b.Expired(now) {
+			st.asm.Drop(id)
+			if r := st.reqs[id]; r != nil {
+				delete(st.reqs, id)
+				outcomes <- &outcome{r: r, code: codec.CodeDeadlineExceeded, queue: now.Sub(r.received),
+					msg: fmt.Sprintf("deadline %s cannot be met: the request would finish after it", r.meta.deadline.Format(time.RFC3339Nano))}
+			}
+		}
+		for st.busy < w.cfg.Executors {
+			plan, ok := st.b.Next(now)
+			if !ok && draining {
+				plan, ok = st.b.Flush(now)
+			}
+			if !ok {
+				break
+			}
+			j := &job{plan: plan, reqs: make(map[uint64]*request, len(plan.Slots)), start: now}
+			for _, s := range plan.Slots {
+				r := st.reqs[s.Item]
+				j.reqs[s.Item] = r
+				if r.dispatched.IsZero() {
+					r.dispatched = now
+					w.metrics.observeQueue(context.Background(), now.Sub(r.received), plan.Seq)
+					w.stats.queueNs.Add(int64(now.Sub(r.received)))
+					w.stats.queued.Add(1)
+				}
+			}
+			st.busy++
+			jobs <- j
+		}
+		items, _ := st.b.Len()
+		if draining && items == 0 && st.busy == 0 && len(st.reqs) == 0 {
+			return
+		}
+		if wake, ok := st.b.NextWakeup(); ok && st.busy < w.cfg.Executors {
+			timer.Reset(max(time.Until(wake), 0))
+		} else {
+			timer.Reset(time.Hour)
+		}
+		select {
+		case r, ok := <-arrivals:
+			if !ok {
+				draining, arrivals = true, nil
+				continue
+			}
+			w.admit(st, r, outcomes)
+		case res := <-done:
+			st.busy--
+			w.finish(st, res, outcomes)
+		case <-timer.C:
+		}
+	}
+}
+
+// admit adds a decoded request to the batcher and the assembler.
+func (w *Worker) admit(st *schedState, r *request, outcomes chan<- *outcome) {
+	st.nextID++
+	id := st.nextID
+	it := batcher.Item{ID: id, Rows: r.rows, SeqLens: r.seqLens, Arrival: r.received,
+		Deadline: r.meta.deadline, Priority: r.meta.priority}
+	if err := st.b.Add(time.Now(), it); err != nil {
+		if errors.Is(err, batcher.ErrQueueFull) {
+			outcomes <- &outcome{r: r, requeue: true, msg: err.Error()}
+			return
+		}
+		outcomes <- &outcome{r: r, code: codec.CodeInvalidArgument, msg: fmt.Sprintf("batching request: %v", err)}
+		return
+	}
+	if err := st.asm.Add(it); err != nil {
+		st.b.Remove(id)
+		outcomes <- &outcome{r: r, code: codec.CodeInternal, msg: fmt.Sprintf("batching request: %v", err)}
+		return
+	}
+	st.reqs[id] = r
+}
+
+// finish scatters a finished batch into its requests and answers every
+// request that is now complete or failed.
+func (w *Worker) finish(st *schedState, res *jobResult, outcomes chan<- *outcome) {
+	p := res.job.plan
+	for id, err := range res.failed {
+		r := st.reqs[id]
+		if r == nil {
+			continue
+		}
+		st.b.Remove(id)
+		st.asm.Drop(id)
+		delete(st.reqs, id)
+		o := &outcome{r: r, queue: r.dispatched.Sub(r.received), compute: res.compute}
+		if errors.Is(err, trt.ErrInvalidInput) {
+			o.code, o.msg = codec.CodeInvalidArgument, fmt.Sprintf("running engine: %v", err)
+		} else {
+			o.code, o.msg, o.retry = codec.CodeInternal, fmt.Sprintf("running engine: %v", err), true
+		}
+		outcomes <- o
+	}
+	if res.outputs == nil {
+		return
+	}
+	w.stats.rows.Add(int64(p.Rows))
+	w.stats.busyNs.Add(int64(res.compute))
+	w.metrics.observeBatch(context.Background(), p, res.compute)
+	for _, s := range p.Slots {
+		if r := st.reqs[s.Item]; r != nil {
+			r.compute += res.compute
+		}
+	}
+	complete, err := st.asm.Scatter(p, res.outputs)
+	if err != nil {
+		// The engine returned outputs of the wrong shape: a bug, not the
+		// requests' fault; fail the plan's items so that none is lost.
+		for _, s := range p.Slots {
+			if r := st.reqs[s.Item]; r != nil {
+				st.b.Remove(s.Item)
+				st.asm.Drop(s.Item)
+				delete(st.reqs, s.Item)
+				outcomes <- &outcome{r: r, code: codec.CodeInternal, retry: true, msg: fmt.Sprintf("scattering engine outputs: %v", err)}
+			}
+		}
+		return
+	}
+	for _, id := range complete {
+		r := st.reqs[id]
+		parts, ok := st.asm.Take(id)
+		if r == nil || !ok {
+			continue
+		}
+		delete(st.reqs, id)
+		o := &outcome{r: r, code: codec.CodeOK, queue: r.dispatched.Sub(r.received), compute: r.compute}
+		for _, part := range parts {
+			if part.Offsets != nil {
+				o.code, o.msg = codec.CodeInternal, fmt.Sprintf("output %q has a per-row sequence length; ragged results are not supported yet", part.Name)
+				break
+			}
+			o.outputs = append(o.outputs, trt.Tensor{Name: part.Name, DType: part.DType, Shape: part.Shape, Data: part.Data})
+		}
+		if o.code != codec.CodeOK {
+			o.outputs = nil
+		}
+		outcomes <- o
+	}
+}
+
+// executeJob gathers a plan's inputs, runs the engine, and, when a batch
+// of several requests fails, runs each request's rows alone so that one
+// bad request cannot fail the others.
+func (w *Worker) executeJob(ctx context.Context, j *job) *jobResult {
+	links := make([]trace.Link, 0, len(j.reqs))
+	for _, r := range j.reqs {
+		links = append(links, trace.LinkFromContext(r.ctx))
+	}
+	ctx, span := w.tracer.Start(ctx, "batch "+w.cfg.Model,
+		trace.WithNewRoot(), trace.WithLinks(links...),
+		trace.WithAttributes(
+			attribute.Int("jetinfer.batch.requests", len(j.reqs)),
+			attribute.Int("jetinfer.batch.rows", j.plan.Rows),
+			attribute.Int("jetinfer.batch.padded_rows", j.plan.Batch),
+			attribute.Int("jetinfer.batch.seq", j.plan.Seq),
+			attribute.Int("jetinfer.batch.profile", j.plan.Profile),
+			attribute.String("jetinfer.engine", w.engineID)))
+	defer span.End()
+	start := time.Now()
+	outputs, err := w.runPlan(ctx, j.plan, j.reqs)
+	res := &jobResult{job: j, outputs: outputs, compute: time.Since(start)}
+	if err == nil {
+		return res
+	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	res.failed = map[uint64]error{}
+	if len(j.plan.Slots) == 1 {
+		res.failed[j.plan.Slots[0].Item] = err
+		return res
+	}
+	span.AddEvent("batch failed; running requests one by one")
+	// Run each slot as its own plan and copy its output rows into place.
+	full := make([]trt.Tensor, len(w.spec.Outputs))
+	for _, s := range j.plan.Slots {
+		if _, already := res.failed[s.Item]; already {
+			continue
+		}
+		sub := batcher.Plan{Profile: j.plan.Profile, Batch: s.Rows, Seq: j.plan.Seq, Rows: s.Rows,
+			Slots: []batcher.Slot{{Item: s.Item, ItemRow: s.ItemRow, Rows: s.Rows}}}
+		if len(j.plan.Lens) > 0 {
+			sub.Lens = j.plan.Lens[s.BatchRow : s.BatchRow+s.Rows]
+		}
+		outs, err := w.runPlan(ctx, sub, j.reqs)
+		if err != nil {
+			res.failed[s.Item] = err
+			continue
+		}
+		for i, o := range outs {
+			rowBytes := len(o.Data) / s.Rows
+			if full[i].Data == nil {
+				sh := o.Shape.Clone()
+				sh[0] = int64(j.plan.Batch)
+				full[i] = trt.Tensor{Name: o.Name, DType: o.DType, Shape: sh, Data: make([]byte, rowBytes*j.plan.Batch)}
+			}
+			copy(full[i].Data[s.BatchRow*rowBytes:], o.Data)
+		}
+	}
+	res.compute = time.Since(start)
+	if full[0].Data != nil {
+		res.outputs = full
+	}
+	return res
+}
+
+// runPlan gathers plan's inputs from the requests' decoded columns and
+// runs the engine once.
+func (w *Worker) runPlan(ctx context.Context, p batcher.Plan, reqs map[uint64]*request) ([]trt.Tensor, error) {
+	b := &trt.Batch{Profile: p.Profile, Inputs: make([]trt.Tensor, 0, len(w.spec.Inputs))}
+	for _, desc := range w.spec.Inputs {
+		in, ok := w.inputs[desc.Name]
+		if !ok {
+			return nil, fmt.Errorf("engine input %q unknown to the batcher", desc.Name)
+		}
+		buf := make([]byte, in.Size(p))
+		src := func(id uint64) (batcher.Rows, bool) {
+			r := reqs[id]
+			if r == nil {
+				return batcher.Rows{}, false
+			}
+			rows, ok := r.columns[desc.Name]
+			return rows, ok
+		}
+		if err := in.Gather(buf, p, src); err != nil {
+			return nil, fmt.Errorf("%w: %w", trt.ErrInvalidInput, err)
+		}
+		b.Inputs = append(b.Inputs, trt.Tensor{Name: in.Name, DType: in.DType, Shape: in.Shape(p), Data: buf})
+	}
+	for _, o := range w.spec.Outputs {
+		t := trt.Tensor{Name: o.Name, DType: o.DType}
+		if sh := concreteShape(o.Shape, p.Batch, p.Seq); sh.IsConcrete() {
+			if n, err := trt.ByteSize(o.DType, sh); err == nil {
+				t.Shape, t.Data = sh, make([]byte, n)
+			}
+		}
+		b.Outputs = append(b.Outputs, t)
+	}
+	if err := w.engine.Run(ctx, b); err != nil {
+		return nil, err
+	}
+	return b.Outputs, nil
+}
