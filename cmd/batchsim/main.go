@@ -29,8 +29,8 @@ import (
 	"github.com/jetinfer/jetinfer/batcher"
 	"github.com/jetinfer/jetinfer/batcher/batchsim"
 	"github.com/jetinfer/jetinfer/trt"
-	"github.com/jetinfer/jetinfer/worker"
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
+	"github.com/jetinfer/jetinfer/worker"
 )
 
 func main() {
