@@ -131,3 +131,15 @@ var ErrInvalidInput = errors.New("invalid engine input")
 // binary (for example TensorRT without the "tensorrt" build tag) or whose
 // runtime library is missing on this node.
 var ErrUnavailable = errors.New("engine backend unavailable")
+
+// StagedRunner is implemented by engines that stage inputs in host memory
+// they own, such as the TensorRT backend's pinned buffers. The caller
+// writes each input straight into that memory instead of handing over its
+// own buffers, which saves one copy of every batch.
+type StagedRunner interface {
+	// RunStaged reserves an execution slot, calls fill with one buffer per
+	// input (in Spec().Inputs order, each exactly ByteSize(dtype, shape)
+	// long for the given concrete shapes), then runs the batch as Run
+	// does, filling outputs. fill must not keep the buffers.
+	RunStaged(ctx context.Context, profile int, shapes []Shape, fill func(inputs [][]byte) error, outputs []Tensor) error
+}

@@ -260,36 +260,60 @@ func (w *Worker) executeJob(ctx context.Context, j *job) *jobResult {
 }
 
 // runPlan gathers plan's inputs from the requests' decoded columns and
-// runs the engine once.
+// runs the engine once. Engines that stage inputs in memory of their own
+// (trt.StagedRunner: TensorRT's pinned buffers) get the rows gathered
+// straight into it.
 func (w *Worker) runPlan(ctx context.Context, p batcher.Plan, reqs map[uint64]*request) ([]trt.Tensor, error) {
-	b := &trt.Batch{Profile: p.Profile, Inputs: make([]trt.Tensor, 0, len(w.spec.Inputs))}
-	for _, desc := range w.spec.Inputs {
+	ins := make([]batcher.Input, len(w.spec.Inputs))
+	shapes := make([]trt.Shape, len(w.spec.Inputs))
+	for i, desc := range w.spec.Inputs {
 		in, ok := w.inputs[desc.Name]
 		if !ok {
 			return nil, fmt.Errorf("engine input %q unknown to the batcher", desc.Name)
 		}
-		buf := make([]byte, in.Size(p))
-		src := func(id uint64) (batcher.Rows, bool) {
+		ins[i], shapes[i] = in, in.Shape(p)
+	}
+	src := func(name string) batcher.Source {
+		return func(id uint64) (batcher.Rows, bool) {
 			r := reqs[id]
 			if r == nil {
 				return batcher.Rows{}, false
 			}
-			rows, ok := r.columns[desc.Name]
+			rows, ok := r.columns[name]
 			return rows, ok
 		}
-		if err := in.Gather(buf, p, src); err != nil {
-			return nil, fmt.Errorf("%w: %w", trt.ErrInvalidInput, err)
-		}
-		b.Inputs = append(b.Inputs, trt.Tensor{Name: in.Name, DType: in.DType, Shape: in.Shape(p), Data: buf})
 	}
-	for _, o := range w.spec.Outputs {
-		t := trt.Tensor{Name: o.Name, DType: o.DType}
-		if sh := concreteShape(o.Shape, p.Batch, p.Seq); sh.IsConcrete() {
-			if n, err := trt.ByteSize(o.DType, sh); err == nil {
-				t.Shape, t.Data = sh, make([]byte, n)
+	gather := func(bufs [][]byte) error {
+		for i, in := range ins {
+			if err := in.Gather(bufs[i], p, src(in.Name)); err != nil {
+				return fmt.Errorf("%w: %w", trt.ErrInvalidInput, err)
 			}
 		}
-		b.Outputs = append(b.Outputs, t)
+		return nil
+	}
+	outputs := make([]trt.Tensor, len(w.spec.Outputs))
+	for i, o := range w.spec.Outputs {
+		outputs[i] = trt.Tensor{Name: o.Name, DType: o.DType}
+		if sh := concreteShape(o.Shape, p.Batch, p.Seq); sh.IsConcrete() {
+			if n, err := trt.ByteSize(o.DType, sh); err == nil {
+				outputs[i].Shape, outputs[i].Data = sh, make([]byte, n)
+			}
+		}
+	}
+	if sr, ok := w.engine.(trt.StagedRunner); ok {
+		if err := sr.RunStaged(ctx, p.Profile, shapes, gather, outputs); err != nil {
+			return nil, err
+		}
+		return outputs, nil
+	}
+	bufs := make([][]byte, len(ins))
+	b := &trt.Batch{Profile: p.Profile, Inputs: make([]trt.Tensor, len(ins)), Outputs: outputs}
+	for i, in := range ins {
+		bufs[i] = make([]byte, in.Size(p))
+		b.Inputs[i] = trt.Tensor{Name: in.Name, DType: in.DType, Shape: shapes[i], Data: bufs[i]}
+	}
+	if err := gather(bufs); err != nil {
+		return nil, err
 	}
 	if err := w.engine.Run(ctx, b); err != nil {
 		return nil, err

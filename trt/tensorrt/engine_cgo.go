@@ -23,7 +23,10 @@ import (
 	"github.com/jetinfer/jetinfer/trt/gpuinfo"
 )
 
-var _ trt.Engine = (*Engine)(nil)
+var (
+	_ trt.Engine       = (*Engine)(nil)
+	_ trt.StagedRunner = (*Engine)(nil)
+)
 
 // Engine runs a deserialized TensorRT plan. See the package doc for its
 // lifetime and concurrency rules.
@@ -445,25 +448,79 @@ func (e *Engine) Run(ctx context.Context, b *trt.Batch) error {
 		return err
 	}
 	defer func() { e.slots <- s }()
-	nIn := len(e.spec.Inputs)
+	shapes := make([]trt.Shape, len(b.Inputs))
 	for i, t := range b.Inputs {
 		if err := e.grow(&s.in[i], len(t.Data)); err != nil {
 			return err
 		}
 		copy(s.in[i].host.Bytes(), t.Data)
+		shapes[i] = t.Shape
+	}
+	if len(b.Outputs) == 0 {
+		b.Outputs = make([]trt.Tensor, len(e.spec.Outputs))
+	}
+	return e.runSlot(s, b.Profile, shapes, b.Outputs)
+}
+
+// RunStaged implements trt.StagedRunner: fill writes the batch straight
+// into the slot's pinned staging buffers.
+func (e *Engine) RunStaged(ctx context.Context, profile int, shapes []trt.Shape, fill func([][]byte) error, outputs []trt.Tensor) error {
+	if len(shapes) != len(e.spec.Inputs) || len(outputs) != len(e.spec.Outputs) {
+		return &Error{Op: "staging a batch", Code: CodeInvalid,
+			Msg: fmt.Sprintf("%d input shapes and %d outputs for an engine of %d inputs and %d outputs", len(shapes), len(outputs), len(e.spec.Inputs), len(e.spec.Outputs))}
+	}
+	if profile < 0 || profile >= len(e.spec.Profiles) {
+		return &Error{Op: "staging a batch", Code: CodeInvalid, Msg: fmt.Sprintf("profile %d out of range", profile)}
+	}
+	bufs := make([][]byte, len(shapes))
+	sizes := make([]int, len(shapes))
+	for i, sh := range shapes {
+		n, err := trt.ByteSize(e.spec.Inputs[i].DType, sh)
+		if err != nil || !e.spec.Profiles[profile].Contains(e.spec.Inputs[i].Name, sh) {
+			return &Error{Op: "staging a batch", Code: CodeInvalid,
+				Msg: fmt.Sprintf("input %q: shape %v is not inside profile %d", e.spec.Inputs[i].Name, sh, profile)}
+		}
+		sizes[i] = n
+	}
+	s, err := e.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { e.slots <- s }()
+	for i, n := range sizes {
+		if err := e.grow(&s.in[i], n); err != nil {
+			return err
+		}
+		bufs[i] = s.in[i].host.Bytes()[:n:n]
+	}
+	if err := fill(bufs); err != nil {
+		return fmt.Errorf("staging a batch: %w", err)
+	}
+	return e.runSlot(s, profile, shapes, outputs)
+}
+
+// runSlot binds the staged inputs of shapes, enqueues the batch on the
+// slot's context, waits for it and copies the outputs out.
+func (e *Engine) runSlot(s *slot, profile int, shapes []trt.Shape, outputs []trt.Tensor) error {
+	nIn := len(e.spec.Inputs)
+	for i, sh := range shapes {
+		n, err := trt.ByteSize(e.spec.Inputs[i].DType, sh)
+		if err != nil {
+			return &Error{Op: "binding inputs", Code: CodeInvalid, Msg: err.Error()}
+		}
 		bd := &s.bind[i]
-		bd.nb_dims = C.int32_t(len(t.Shape))
-		for k, d := range t.Shape {
+		bd.nb_dims = C.int32_t(len(sh))
+		for k, d := range sh {
 			bd.dims[k] = C.int64_t(d)
 		}
-		bd.bytes = C.uint64_t(len(t.Data))
+		bd.bytes = C.uint64_t(n)
 		setBuffers(bd, s.in[i])
 	}
 	for i := range e.spec.Outputs {
 		setBuffers(&s.bind[nIn+i], s.out[i])
 	}
 	var st C.jt_status
-	rc := C.jt_context_enqueue(s.ctx, C.int32_t(b.Profile), &s.bind[0], C.int32_t(nIn), &s.bind[nIn], C.int32_t(len(e.spec.Outputs)), &st)
+	rc := C.jt_context_enqueue(s.ctx, C.int32_t(profile), &s.bind[0], C.int32_t(nIn), &s.bind[nIn], C.int32_t(len(e.spec.Outputs)), &st)
 	if rc == C.JT_ERR_CAPACITY {
 		// An output is larger than at the profile's max input shapes:
 		// grow to the sizes the shim filled in and try once more.
@@ -473,7 +530,7 @@ func (e *Engine) Run(ctx context.Context, b *trt.Batch) error {
 			}
 			setBuffers(&s.bind[nIn+i], s.out[i])
 		}
-		rc = C.jt_context_enqueue(s.ctx, C.int32_t(b.Profile), &s.bind[0], C.int32_t(nIn), &s.bind[nIn], C.int32_t(len(e.spec.Outputs)), &st)
+		rc = C.jt_context_enqueue(s.ctx, C.int32_t(profile), &s.bind[0], C.int32_t(nIn), &s.bind[nIn], C.int32_t(len(e.spec.Outputs)), &st)
 	}
 	if st.log_queued > 0 {
 		drainLog(e.log)
@@ -484,9 +541,6 @@ func (e *Engine) Run(ctx context.Context, b *trt.Batch) error {
 	if C.jt_context_wait(s.ctx, &st) != C.JT_OK {
 		return statusError("waiting for a batch", &st)
 	}
-	if len(b.Outputs) == 0 {
-		b.Outputs = make([]trt.Tensor, len(e.spec.Outputs))
-	}
 	for i, desc := range e.spec.Outputs {
 		bd := &s.bind[nIn+i]
 		shape := make(trt.Shape, int(bd.nb_dims))
@@ -494,14 +548,14 @@ func (e *Engine) Run(ctx context.Context, b *trt.Batch) error {
 			shape[k] = int64(bd.dims[k])
 		}
 		n := int(bd.bytes)
-		o := &b.Outputs[i]
+		o := &outputs[i]
 		if len(o.Data) != n {
 			o.Data = make([]byte, n)
 		}
 		copy(o.Data, s.out[i].host.Bytes()[:n])
 		o.Name, o.DType, o.Shape = desc.Name, desc.DType, shape
 	}
-	e.log.Debug("batch done", "profile", b.Profile)
+	e.log.Debug("batch done", "profile", profile)
 	return nil
 }
 

@@ -17,7 +17,10 @@ var errUnavailable = fmt.Errorf("TensorRT is not compiled in (rebuild with CGO_E
 // Engine runs a TensorRT plan; none can exist in this build.
 type Engine struct{}
 
-var _ trt.Engine = (*Engine)(nil)
+var (
+	_ trt.Engine       = (*Engine)(nil)
+	_ trt.StagedRunner = (*Engine)(nil)
+)
 
 // Load fails: this binary has no TensorRT.
 func Load(ctx context.Context, plan []byte, m *trt.Manifest, cfg Config) (*Engine, error) {
@@ -51,3 +54,8 @@ func (e *Engine) Device() trt.Device { return trt.Device{} }
 
 // Close does nothing.
 func (e *Engine) Close() error { return nil }
+
+// RunStaged fails: this binary has no TensorRT.
+func (e *Engine) RunStaged(ctx context.Context, profile int, shapes []trt.Shape, fill func([][]byte) error, outputs []trt.Tensor) error {
+	return errUnavailable
+}
