@@ -67,3 +67,7 @@ check-tensorrt: ## compile the TensorRT shim against real header sets: TRT_HEADE
 .PHONY: bench-batcher
 bench-batcher: ort ## simulate the shape-aware batcher vs a Triton-style batcher (cost measured on ONNX Runtime)
 	$(GO) run ./cmd/batchsim
+
+.PHONY: reliability
+reliability: ort ## fault, load and bad-input scenarios against real workers; rewrites docs/reliability.md
+	$(GO) run ./cmd/reliability

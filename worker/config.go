@@ -78,7 +78,8 @@ type Config struct {
 	// RejectNonFinite answers requests holding NaN or Inf with an
 	// INVALID_ARGUMENT error result.
 	RejectNonFinite bool `env:"REJECT_NON_FINITE"`
-	// Executors is the number of batches run concurrently (default 1).
+	// Executors is the number of batches run concurrently (default 2:
+	// one runs while the next is gathered; match the TensorRT contexts).
 	Executors int `env:"EXECUTORS"`
 	// PublishInflight bounds results published but not yet acknowledged
 	// by the server (default 32).
@@ -133,7 +134,7 @@ func (c Config) withDefaults() Config {
 	c.MaxPullBytes = max(c.MaxPullBytes, 2*c.MaxMsgSize)
 	setD(&c.MaxDelay, 2*time.Millisecond)
 	set(&c.MaxRequestRows, 65536)
-	set(&c.Executors, 1)
+	set(&c.Executors, 2)
 	set(&c.PublishInflight, 32)
 	setD(&c.PublishTimeout, 10*time.Second)
 	setD(&c.DrainTimeout, 25*time.Second)

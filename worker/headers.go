@@ -127,9 +127,12 @@ func truncate(s string, n int) string {
 // the requested subject is not acceptable.
 func (c Config) resultSubject(m requestMeta) (string, string) {
 	if m.replyTo != "" {
-		if !strings.HasPrefix(m.replyTo, c.Prefix+".res.") || strings.ContainsAny(m.replyTo, " \t\r\n*>") {
+		// Results stay under this model's subjects, so that a worker's
+		// publish permission can be limited to <prefix>.res.<model>.>.
+		own := c.Prefix + ".res." + c.Model + "."
+		if !strings.HasPrefix(m.replyTo, own) || len(m.replyTo) == len(own) || strings.ContainsAny(m.replyTo, " \t\r\n*>") {
 			return "", "header " + HeaderReplyTo + ": " + strconv.Quote(truncate(m.replyTo, 64)) +
-				" must be a literal subject under " + c.Prefix + ".res."
+				" must be a literal subject under " + own
 		}
 		return m.replyTo, ""
 	}

@@ -182,6 +182,9 @@ type natsConfig struct {
 	CAFile    string `env:"NATS_TLS_CA"`
 	CertFile  string `env:"NATS_TLS_CERT"`
 	KeyFile   string `env:"NATS_TLS_KEY"`
+	// InboxPrefix replaces "_INBOX" in reply subjects, so that permissions
+	// can give each user a private inbox (docs/security.md).
+	InboxPrefix string `env:"NATS_INBOX_PREFIX"`
 }
 
 // connect dials url with the configured credentials. The connection
@@ -197,6 +200,17 @@ func (c natsConfig) connect(url, name string, log *slog.Logger) (*nats.Conn, err
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrl()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			// Permission violations and slow consumers arrive here.
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("NATS error", "err", err, "subject", subject)
+		}),
+	}
+	if c.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	if c.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(c.CredsFile))

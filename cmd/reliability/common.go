@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetinfer/jetinfer/worker"
+)
+
+// rssMargin is the fixed memory allowance on top of a worker's in-flight
+// budget (JETINFER_MAX_PULL_BYTES): the Go runtime, ONNX Runtime and the
+// model, result and batch buffers, and garbage not yet collected. An idle
+// worker measured 50-60 MiB here.
+const rssMargin = 128 << 20
+
+// Worker settings shared by the scenarios, as JETINFER_* variables.
+const (
+	msgSize = 1 << 20 // JETINFER_MAX_MSG_SIZE
+	budget  = 4 << 20 // JETINFER_MAX_PULL_BYTES unless a scenario sets another
+)
+
+// env returns a worker process environment for the broker at url. extra
+// holds KEY, VALUE pairs that override the defaults.
+func (r *runner) env(url string, extra ...string) map[string]string {
+	e := map[string]string{
+		"JETINFER_NATS_URL":        url,
+		"JETINFER_MODEL":           model,
+		"JETINFER_MODEL_PATH":      filepath.Join(r.root, "testdata", "models", "digits.onnx"),
+		"JETINFER_ORT_LIBRARY":     r.ortLib,
+		"JETINFER_MAX_MSG_SIZE":    strconv.Itoa(msgSize),
+		"JETINFER_MAX_PULL_BYTES":  strconv.Itoa(budget),
+		"JETINFER_ACK_WAIT":        "5s",
+		"JETINFER_RETRY_BACKOFF":   "200ms",
+		"JETINFER_DRAIN_TIMEOUT":   "5s",
+		"JETINFER_PUBLISH_TIMEOUT": "2s",
+		"JETINFER_LOG_LEVEL":       "info",
+		"OTEL_TRACES_EXPORTER":     "none",
+		"JETINFER_HTTP_LISTEN":     "127.0.0.1:0",
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		e[extra[i]] = extra[i+1]
+	}
+	return e
+}
+
+// boundOf is the RSS bound of workers started with env.
+func boundOf(env map[string]string) int64 {
+	b, err := strconv.ParseInt(env["JETINFER_MAX_PULL_BYTES"], 10, 64)
+	if err != nil {
+		b = budget
+	}
+	return max(b, 2*msgSize) + rssMargin
+}
+
+// workerConfig is the worker.Config the processes of env use, for
+// creating streams from the runner before any worker runs.
+func workerConfig(replicas int) worker.Config {
+	return worker.Config{Model: model, MaxMsgSize: msgSize, Replicas: replicas}
+}
+
+// single starts a one-node broker and connects the runner's client.
+func (r *runner) single() (*broker, *nats.Conn, jetstream.JetStream, error) {
+	b, err := startSingle(r.dir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	nc, js, err := r.client(b)
+	if err != nil {
+		b.shutdown()
+		return nil, nil, nil, err
+	}
+	return b, nc, js, nil
+}
+
+func (r *runner) client(b *broker) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := b.connect("reliability " + r.scenario)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// ensureStreams creates the streams as the workers will, retrying while
+// a cluster elects its leaders.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	return retry(ctx, "creating streams", func(ctx context.Context) error {
+		_, err := worker.EnsureStreams(ctx, js, workerConfig(replicas))
+		return err
+	})
+}
+
+// finish waits for the work to settle, stops the workers (SIGTERM, which
+// must exit 0), and audits the result stream into rw.
+func (r *runner) finish(ctx context.Context, rw *row, js jetstream.JetStream, reqs []*request, timeout time.Duration) error {
+	q, err := settle(ctx, js, len(reqs), timeout)
+	if err != nil {
+		rw.note("not settled: %v", err)
+	}
+	rw.queue = q
+	if c, err := js.Consumer(ctx, reqStream, model); err == nil {
+		if s, err := js.Stream(ctx, reqStream); err == nil {
+			delivered, stored := c.CachedInfo().Delivered.Consumer, s.CachedInfo().State.LastSeq
+			if delivered >= stored {
+				rw.redelivered = int64(delivered - stored)
+				rw.note("%d deliveries of %d stored requests: %d redeliveries", delivered, stored, rw.redelivered)
+			} else {
+				rw.redelivered = -1
+				rw.note("%d stored requests; the consumer was recreated, so its delivery count (%d) covers only its own life", stored, delivered)
+			}
+		}
+	}
+	if err := r.stopWorkers(); err != nil {
+		rw.failures = append(rw.failures, err.Error())
+	}
+	a, err := auditResults(ctx, js, r.d, reqs)
+	if err != nil {
+		return fmt.Errorf("auditing results: %w", err)
+	}
+	rw.a = a
+	return nil
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// okRequests returns n valid requests of 1 to maxRows rows, ids
+// <prefix>-<i>, in job job.
+func (r *runner) okRequests(prefix, job string, n, maxRows int, seed uint64) []*request {
+	g := rng(seed)
+	reqs := make([]*request, n)
+	for i := range reqs {
+		reqs[i] = okRequest(fmt.Sprintf("%s-%d", prefix, i), job, r.d, g.IntN(r.d.rows), 1+g.IntN(maxRows))
+	}
+	return reqs
+}
+
+// sendAsync publishes reqs in the background; wait returns send's error.
+func sendAsync(ctx context.Context, js jetstream.JetStream, reqs []*request, conc int, rate float64, st *sendStats) (wait func() error) {
+	done := make(chan error, 1)
+	go func() { done <- send(ctx, js, reqs, conc, rate, st) }()
+	return func() error { return <-done }
+}

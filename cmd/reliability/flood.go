@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// floodBudget is the flood workers' JETINFER_MAX_PULL_BYTES.
+const floodBudget = 8 << 20
+
+// floodRequests returns n requests of 64 rows (16.6 KB bodies).
+func (r *runner) floodRequests(prefix string, n int) []*request {
+	reqs := make([]*request, n)
+	for i := range reqs {
+		reqs[i] = okRequest(fmt.Sprintf("%s-%d", prefix, i), "flood", r.d, i*7, 64)
+	}
+	return reqs
+}
+
+// drainRate publishes reqs as a backlog, then measures how fast the
+// running workers answer them: results per second from the first result
+// to the last.
+func drainRate(ctx context.Context, js jetstream.JetStream, reqs []*request, total int) (float64, error) {
+	var st sendStats
+	before, err := countResults(ctx, js)
+	if err != nil {
+		return 0, err
+	}
+	if err := send(ctx, js, reqs, 8, 0, &st); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if _, err := settle(ctx, js, total, 2*time.Minute); err != nil {
+		return 0, err
+	}
+	after, _ := countResults(ctx, js)
+	return float64(after-before) / time.Since(start).Seconds(), nil
+}
+
+func flood(ctx context.Context, r *runner, rw *row) error {
+	b, nc, js, err := r.single()
+	if err != nil {
+		return err
+	}
+	defer b.shutdown()
+	defer nc.Close()
+	if err := ensureStreams(ctx, js, 1); err != nil {
+		return err
+	}
+	// AckWait covers the slow worker's full buffer (8 MiB of requests at
+	// about 100 per second), so that buffered requests are not redelivered.
+	env := r.env(b.url(), "JETINFER_MAX_PULL_BYTES", strconv.Itoa(floodBudget), "JETINFER_ACK_WAIT", "30s")
+	rw.rssBound = boundOf(env)
+	var all []*request
+
+	// Phase A: the real worker meets a backlog twelve times its in-flight
+	// budget (this machine's producer cannot outpace the real worker on
+	// the digits model, so the flood arrives before the worker starts).
+	backlog := r.floodRequests("fa", r.n(6000))
+	all = append(all, backlog...)
+	var st sendStats
+	if err := send(ctx, js, backlog, 8, 0, &st); err != nil {
+		return err
+	}
+	w1, err := r.startWorker(realWorker, "real", env)
+	if err != nil {
+		return err
+	}
+	w1.sampleRSS()
+	idle := w1.peakRSS()
+	start := time.Now()
+	if _, err := settle(ctx, js, len(all), 2*time.Minute); err != nil {
+		return err
+	}
+	capReal := float64(len(backlog)) / time.Since(start).Seconds()
+	if code, _ := w1.terminate(20 * time.Second); code != 0 {
+		rw.check(false, "real worker exited %d", code)
+	}
+	rw.note("real worker: backlog of %d requests (%.0f MiB, %.0fx the budget) served at %.0f requests/s (%.0f rows/s); RSS %s MiB idle, %s MiB peak",
+		len(backlog), float64(len(backlog))*16.6e3/(1<<20), float64(len(backlog))*16.6e3/floodBudget, capReal, capReal*64, mib(idle), mib(w1.peakRSS()))
+
+	// Phase B: a worker whose engine takes 10 ms per batch (stand-in
+	// wrapper around the real engine) flooded at 10x its capacity.
+	slowEnv := r.env(b.url(), "JETINFER_MAX_PULL_BYTES", strconv.Itoa(floodBudget), "JETINFER_ACK_WAIT", "30s", envDelay, "10ms")
+	slow, err := r.startWorker(standInWorker, "slow", slowEnv)
+	if err != nil {
+		return err
+	}
+	calib := r.floodRequests("cb", r.n(200))
+	all = append(all, calib...)
+	capSlow, err := drainRate(ctx, js, calib, len(all))
+	if err != nil {
+		return err
+	}
+	const window = 5 * time.Second
+	fl := r.floodRequests("fb", int(10*capSlow*window.Seconds()))
+	all = append(all, fl...)
+	before, _ := countResults(ctx, js)
+	start = time.Now()
+	if err := send(ctx, js, fl, 8, 10*capSlow, &st); err != nil {
+		return err
+	}
+	took := time.Since(start)
+	after, _ := countResults(ctx, js)
+	thr := float64(after-before) / took.Seconds()
+	q, _ := readQueue(ctx, js)
+	slow.sampleRSS()
+	rw.note("slow stand-in worker: capacity %.0f requests/s; flood of %d requests (%.0f MiB) at %.0f/s = 10x for %.1f s; served %.0f/s = %.2fx capacity meanwhile, %d requests waiting in the stream (not in the worker); peak RSS %s MiB",
+		capSlow, len(fl), float64(len(fl))*16.6e3/(1<<20), float64(len(fl))/took.Seconds(), took.Seconds(), thr, thr/capSlow, q.pending, mib(slow.peakRSS()))
+	rw.check(thr >= 0.7*capSlow, "slow worker served the flood at %.2fx its capacity", thr/capSlow)
+	rw.check(q.pending > uint64(len(fl)/2), "only %d requests waited in the stream: the flood did not exceed the worker's capacity", q.pending)
+	// Drain the backlog with real workers.
+	for i := range 2 {
+		if _, err := r.startWorker(realWorker, fmt.Sprintf("drain%d", i+1), env); err != nil {
+			return err
+		}
+	}
+	rw.note("in-flight budget JETINFER_MAX_PULL_BYTES=%d MiB, RSS bound = budget + %d MiB margin", floodBudget>>20, rssMargin>>20)
+	return r.finish(ctx, rw, js, all, 2*time.Minute)
+}
