@@ -135,3 +135,19 @@ func TestDeadlineExpiresWhileQueued(t *testing.T) {
 		t.Errorf("timely request: %s (%s), want OK", s, got["timely"].Error)
 	}
 }
+
+func TestWarmUpSurvivesATransientEngineFailure(t *testing.T) {
+	eng := &flakyEngine{Engine: loadEngine(t, "digits.onnx")}
+	eng.failNext.Store(1) // the very first warm-up measurement fails
+	d := loadDigits(t)
+	ns := startServer(t)
+	nc := connect(t, ns)
+	startWorker(t, nc, eng, worker.Config{Model: "digits"})
+	c, _ := worker.NewClient(nc, "", "", "digits", 0)
+	if _, err := c.PublishAsync(context.Background(), worker.Request{ID: "w", Job: "warm", Body: d.request(t, 0, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if r := collect(t, c, "warm", 1)["w"]; r.Status != codec.CodeOK {
+		t.Fatalf("status %s: %s", r.Status, r.Error)
+	}
+}

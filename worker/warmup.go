@@ -154,9 +154,17 @@ func (w *Worker) loadCostModel(ctx context.Context, spec trt.Spec, cfg batcher.C
 	}
 	grid.Reps = 3
 	start := time.Now()
-	m, err := batcher.Measure(ctx, EngineTimer(w.engine), grid)
-	if err != nil {
-		return nil, fmt.Errorf("measuring engine cost model: %w", err)
+	// A transient engine error should not stop the worker at start-up:
+	// measure up to three times before giving up.
+	var m *batcher.CostModel
+	for attempt := 1; ; attempt++ {
+		if m, err = batcher.Measure(ctx, EngineTimer(w.engine), grid); err == nil {
+			break
+		}
+		if attempt == 3 || ctx.Err() != nil {
+			return nil, fmt.Errorf("measuring engine cost model (%d attempts): %w", attempt, err)
+		}
+		w.log.Warn("measuring engine cost model; retrying", "model", w.cfg.Model, "attempt", attempt, "err", err)
 	}
 	w.log.Info("cost model measured", "model", w.cfg.Model, "shapes", grid.Points(), "took", time.Since(start))
 	if p := w.cfg.CostModelPath; p != "" {
