@@ -27,6 +27,11 @@ type Config struct {
 	ResultStream  string `env:"RESULT_STREAM"`
 	// Replicas is the stream replication factor (default 1).
 	Replicas int `env:"STREAM_REPLICAS"`
+	// UseExistingStreams binds to the consumer that `jetinfer streams` (or
+	// an administrator) created instead of creating or updating streams
+	// and consumer at start-up, so that workers need no stream-management
+	// permissions.
+	UseExistingStreams bool `env:"USE_EXISTING_STREAMS"`
 	// MemoryStorage stores streams in memory instead of files (tests).
 	MemoryStorage bool `env:"MEMORY_STORAGE"`
 	// DuplicateWindow is both streams' Nats-Msg-Id window (default 2m).

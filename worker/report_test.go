@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/scheduler"
 	"github.com/jetinfer/jetinfer/worker"
 )
@@ -68,5 +70,33 @@ func TestWorkerReportsMeasurementsForTheScheduler(t *testing.T) {
 	// A worker that stopped cleanly removes its report at once.
 	if _, err := kv.Get(context.Background(), scheduler.ReportKey("digits", "w1")); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("report still present after shutdown: %v", err)
+	}
+}
+
+// TestUseExistingStreams checks that a worker told not to manage streams
+// refuses to start without its consumer, and serves once it exists.
+func TestUseExistingStreams(t *testing.T) {
+	eng := loadEngine(t, "digits.onnx")
+	d := loadDigits(t)
+	ns := startServer(t)
+	nc := connect(t, ns)
+	cfg := worker.Config{Model: "digits", UseExistingStreams: true}
+	w, err := worker.New(nc, eng, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "jetinfer streams") {
+		t.Fatalf("Run without a consumer = %v, want an error pointing at `jetinfer streams`", err)
+	}
+	if _, err := worker.EnsureStreams(context.Background(), mustJS(t, nc), cfg); err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, nc, eng, cfg)
+	c, _ := worker.NewClient(nc, "", "", "digits", 0)
+	if _, err := c.PublishAsync(context.Background(), worker.Request{ID: "x", Job: "existing", Body: d.request(t, 0, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if r := collect(t, c, "existing", 1)["x"]; r.Status != codec.CodeOK {
+		t.Fatalf("status %s: %s", r.Status, r.Error)
 	}
 }

@@ -176,8 +176,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.warmUp(ctx); err != nil {
 		return err
 	}
-	cons, err := EnsureStreams(ctx, w.js, w.cfg)
-	if err != nil {
+	var cons jetstream.Consumer
+	var err error
+	if w.cfg.UseExistingStreams {
+		if cons, err = w.js.Consumer(ctx, w.cfg.RequestStream, w.cfg.Model); err != nil {
+			return fmt.Errorf("binding to consumer %s on %s (create it with `jetinfer streams`): %w", w.cfg.Model, w.cfg.RequestStream, err)
+		}
+	} else if cons, err = EnsureStreams(ctx, w.js, w.cfg); err != nil {
 		return err
 	}
 	it, err := cons.Messages(jetstream.PullMaxBytes(w.cfg.MaxPullBytes),
