@@ -325,6 +325,28 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// manifestArg parses fs from args, expects exactly one manifest path,
+// reads it, and returns it with its path and its plan's path (*planFlag
+// when set, else the file beside the manifest). cmd names the subcommand
+// in errors.
+func manifestArg(fs *flag.FlagSet, args []string, cmd string, planFlag *string) (m trt.Manifest, path, planPath string, err error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return m, "", "", err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return m, "", "", fmt.Errorf("%s: one manifest path expected", cmd)
+	}
+	if m, planPath, err = readManifest(pos[0]); err != nil {
+		return m, "", "", fmt.Errorf("%s: %w", cmd, err)
+	}
+	if *planFlag != "" {
+		planPath = *planFlag
+	}
+	return m, pos[0], planPath, nil
+}
+
 // readManifest reads a manifest and names the plan file beside it.
 func readManifest(path string) (trt.Manifest, string, error) {
 	b, err := os.ReadFile(path)
@@ -363,20 +385,9 @@ func engineInspect(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "Usage: jetinfer engine inspect [-json] [-plan file] <manifest.json>")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
+	m, path, planPath, err := manifestArg(fs, args, "engine inspect", planFlag)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("engine inspect: one manifest path expected")
-	}
-	m, planPath, err := readManifest(pos[0])
-	if err != nil {
-		return fmt.Errorf("engine inspect: %w", err)
-	}
-	if *planFlag != "" {
-		planPath = *planFlag
 	}
 	if *asJSON {
 		b, err := m.Marshal()
@@ -387,7 +398,7 @@ func engineInspect(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	w := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
-	w("manifest:        %s (schema %d)", pos[0], m.Schema)
+	w("manifest:        %s (schema %d)", path, m.Schema)
 	planState, planErr := checkPlanFile(m, planPath)
 	w("plan:            %s", planState)
 	w("tensorrt:        %s", m.TensorRT)
@@ -458,20 +469,9 @@ func engineCheck(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "Usage: jetinfer engine check [-gpu N] [-tensorrt-version X.Y.Z] [-plan file] <manifest.json>")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
+	m, _, planPath, err := manifestArg(fs, args, "engine check", planFlag)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("engine check: one manifest path expected")
-	}
-	m, planPath, err := readManifest(pos[0])
-	if err != nil {
-		return fmt.Errorf("engine check: %w", err)
-	}
-	if *planFlag != "" {
-		planPath = *planFlag
 	}
 	var gpu trt.Device
 	info, err := gpuinfo.Probe()
