@@ -28,7 +28,6 @@ type request struct {
 	seqLens    []int                   // per row, for engines with a sequence dimension
 	ctx        context.Context         // carries the request span
 	span       trace.Span
-	published  time.Time     // stream timestamp
 	dispatched time.Time     // first batch holding its rows started
 	compute    time.Duration // engine time of the batches holding its rows
 	held       int64         // bytes held against the in-flight budget
@@ -72,12 +71,7 @@ func (w *Worker) collect(cons jetstream.Consumer, it jetstream.MessagesContext, 
 		held := min(int64(len(msg.Data())), int64(w.cfg.MaxPullBytes))
 		_ = w.budget.Acquire(context.Background(), held)
 		w.stats.inFlight.Add(1)
-		r, rejected := w.accept(msg)
-		r0 := r
-		if r0 == nil {
-			r0 = rejected.r
-		}
-		r0.held = held
+		r, rejected := w.accept(msg, held)
 		if rejected != nil {
 			outcomes <- rejected
 			continue
@@ -88,16 +82,17 @@ func (w *Worker) collect(cons jetstream.Consumer, it jetstream.MessagesContext, 
 
 // accept parses, decodes and validates one message. It returns either a
 // request ready to batch or an outcome that answers it with an error.
-func (w *Worker) accept(msg jetstream.Msg) (*request, *outcome) {
+// held is the budget the request holds until it is settled.
+func (w *Worker) accept(msg jetstream.Msg, held int64) (*request, *outcome) {
 	now := time.Now()
 	h := msg.Headers()
 	if h == nil {
 		h = nats.Header{}
 	}
-	r := &request{msg: msg, received: now, attempt: 1}
+	r := &request{msg: msg, received: now, attempt: 1, held: held}
 	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
-		seq, r.attempt, r.published = md.Sequence.Stream, md.NumDelivered, md.Timestamp
+		seq, r.attempt = md.Sequence.Stream, md.NumDelivered
 	}
 	meta, problem := parseMeta(h, seq)
 	r.meta = meta

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -32,7 +31,6 @@ func ResultMsgID(requestID string) string { return requestID + "/result" }
 // publish turns outcomes into result messages and publishes them
 // asynchronously; settlements go to the acker in the same order.
 func (w *Worker) publish(ctx context.Context, outcomes <-chan *outcome, settles chan<- *settlement) {
-	var buf bytes.Buffer
 	for o := range outcomes {
 		if o.requeue {
 			settles <- &settlement{r: o.r, code: o.code, delay: w.cfg.RetryBackoff}
@@ -45,14 +43,14 @@ func (w *Worker) publish(ctx context.Context, outcomes <-chan *outcome, settles 
 		if o.retry {
 			o.msg = fmt.Sprintf("%s (attempt %d of %d)", o.msg, o.r.attempt, w.cfg.MaxAttempts)
 		}
-		msg, err := w.resultMsg(&buf, o)
+		msg, err := w.resultMsg(o)
 		if err != nil {
 			w.log.Error("encoding result", "model", w.cfg.Model, "request_id", o.r.meta.id, "err", err)
-			msg, _ = w.resultMsg(&buf, &outcome{r: o.r, code: codec.CodeInternal, msg: fmt.Sprintf("encoding result: %v", err)})
+			msg, _ = w.resultMsg(&outcome{r: o.r, code: codec.CodeInternal, msg: fmt.Sprintf("encoding result: %v", err)})
 			o.code = codec.CodeInternal
 		}
 		if max := w.nc.MaxPayload(); int64(len(msg.Data)+headerSize(msg.Header)) > max {
-			msg, _ = w.resultMsg(&buf, &outcome{r: o.r, code: codec.CodeResourceExhausted,
+			msg, _ = w.resultMsg(&outcome{r: o.r, code: codec.CodeResourceExhausted,
 				msg: fmt.Sprintf("result of %d bytes exceeds the server's max payload of %d bytes; send fewer rows per request", len(msg.Data), max)})
 			o.code = codec.CodeResourceExhausted
 		}
@@ -67,8 +65,8 @@ func (w *Worker) publish(ctx context.Context, outcomes <-chan *outcome, settles 
 	}
 }
 
-// resultMsg builds the result message of o. The body is copied out of buf.
-func (w *Worker) resultMsg(buf *bytes.Buffer, o *outcome) (*nats.Msg, error) {
+// resultMsg builds the result message of o.
+func (w *Worker) resultMsg(o *outcome) (*nats.Msg, error) {
 	r := o.r
 	h := nats.Header{}
 	h.Set(HeaderRequestID, r.meta.id)
@@ -89,11 +87,17 @@ func (w *Worker) resultMsg(buf *bytes.Buffer, o *outcome) (*nats.Msg, error) {
 		return msg, nil
 	}
 	h.Set(HeaderRows, strconv.Itoa(r.rows))
-	buf.Reset()
-	if err := codec.EncodeResult(buf, o.outputs, r.req.IDs); err != nil {
+	// Encode straight into the message's own buffer: it is handed to the
+	// async publisher and must not be reused.
+	size := 1024
+	for _, t := range o.outputs {
+		size += len(t.Data) + 64
+	}
+	data, err := codec.EncodeResultBytes(make([]byte, 0, size), o.outputs, r.req.IDs)
+	if err != nil {
 		return nil, err
 	}
-	msg.Data = bytes.Clone(buf.Bytes())
+	msg.Data = data
 	return msg, nil
 }
 
