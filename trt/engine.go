@@ -132,6 +132,14 @@ var ErrInvalidInput = errors.New("invalid engine input")
 // runtime library is missing on this node.
 var ErrUnavailable = errors.New("engine backend unavailable")
 
+// ErrDeviceLost marks an engine that can no longer run anything: its
+// device is in a sticky error state (for example an illegal memory access
+// inside a kernel or plugin) and every later call in this process would
+// fail too. It is not the batch's fault: the caller hands the batch's
+// requests back without charging them an attempt and stops, so that the
+// orchestrator replaces the process.
+var ErrDeviceLost = errors.New("engine device lost")
+
 // StagedRunner is implemented by engines that stage inputs in host memory
 // they own, such as the TensorRT backend's pinned buffers. The caller
 // writes each input straight into that memory instead of handing over its
