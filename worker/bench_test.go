@@ -10,6 +10,7 @@ import (
 
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // BenchmarkWorkerOverhead compares end-to-end rows/s through an embedded
@@ -51,7 +52,7 @@ func benchOverhead(b *testing.B, rowsPerReq, batchRows int) {
 		b.Fatal(err)
 	}
 	results := make(chan *nats.Msg, 4096)
-	sub, err := connect(b, ns).ChanSubscribe(worker.ResultSubject("jetinfer", "digits", "bench"), results)
+	sub, err := connect(b, ns).ChanSubscribe(wire.ResultSubject("jetinfer", "digits", "bench"), results)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -76,8 +77,8 @@ func benchOverhead(b *testing.B, rowsPerReq, batchRows int) {
 		for range perRound {
 			select {
 			case m := <-results:
-				if m.Header.Get(worker.HeaderStatus) != "OK" {
-					b.Fatalf("result %s: %s", m.Header.Get(worker.HeaderStatus), m.Header.Get(worker.HeaderError))
+				if m.Header.Get(wire.HeaderStatus) != "OK" {
+					b.Fatalf("result %s: %s", m.Header.Get(wire.HeaderStatus), m.Header.Get(wire.HeaderError))
 				}
 			case <-time.After(30 * time.Second):
 				b.Fatal("no result within 30s")

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/jetinfer/jetinfer/codec"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // Client is the producer side of the contract: it publishes requests for
@@ -25,14 +26,14 @@ type Client struct {
 }
 
 // NewClient returns a Client for model. prefix and resultStream default to
-// "jetinfer" and "JETINFER_RES" when empty. maxPending bounds unacknowledged
+// wire.DefaultPrefix and wire.DefaultResultStream when empty. maxPending bounds unacknowledged
 // asynchronous publishes (default 256).
 func NewClient(nc *nats.Conn, prefix, resultStream, model string, maxPending int) (*Client, error) {
 	if prefix == "" {
-		prefix = "jetinfer"
+		prefix = wire.DefaultPrefix
 	}
 	if resultStream == "" {
-		resultStream = "JETINFER_RES"
+		resultStream = wire.DefaultResultStream
 	}
 	if maxPending <= 0 {
 		maxPending = 256
@@ -62,19 +63,19 @@ func (c *Client) PublishAsync(ctx context.Context, r Request) (jetstream.PubAckF
 	}
 	h := nats.Header{}
 	if r.Job != "" {
-		h.Set(HeaderJob, r.Job)
+		h.Set(wire.HeaderJob, r.Job)
 	}
 	if !r.Deadline.IsZero() {
-		h.Set(HeaderDeadline, r.Deadline.UTC().Format(time.RFC3339Nano))
+		h.Set(wire.HeaderDeadline, r.Deadline.UTC().Format(time.RFC3339Nano))
 	}
 	if r.Priority != 0 {
-		h.Set(HeaderPriority, strconv.Itoa(r.Priority))
+		h.Set(wire.HeaderPriority, strconv.Itoa(r.Priority))
 	}
 	if r.Version != "" {
-		h.Set(HeaderModelVersion, r.Version)
+		h.Set(wire.HeaderModelVersion, r.Version)
 	}
-	c.prop.Inject(ctx, HeaderCarrier(h))
-	msg := &nats.Msg{Subject: RequestSubject(c.prefix, c.model), Header: h, Data: r.Body}
+	c.prop.Inject(ctx, wire.HeaderCarrier(h))
+	msg := &nats.Msg{Subject: wire.RequestSubject(c.prefix, c.model), Header: h, Data: r.Body}
 	fut, err := c.js.PublishMsgAsync(msg, jetstream.WithMsgID(r.ID))
 	if err != nil {
 		return nil, fmt.Errorf("publishing request %s: %w", r.ID, err)
@@ -101,7 +102,7 @@ type Result struct {
 // an ephemeral ordered consumer, so it may be called again to re-read.
 func (c *Client) Results(ctx context.Context, job string, fn func(Result) bool) error {
 	cons, err := c.js.OrderedConsumer(ctx, c.resultStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{ResultSubject(c.prefix, c.model, job)},
+		FilterSubjects: []string{wire.ResultSubject(c.prefix, c.model, job)},
 	})
 	if err != nil {
 		return fmt.Errorf("reading results of job %s: %w", job, err)
@@ -121,9 +122,9 @@ func (c *Client) Results(ctx context.Context, job string, fn func(Result) bool) 
 		}
 		h := msg.Headers()
 		r := Result{
-			RequestID: h.Get(HeaderRequestID),
-			Status:    codec.Code(h.Get(HeaderStatus)),
-			Error:     h.Get(HeaderError),
+			RequestID: h.Get(wire.HeaderRequestID),
+			Status:    codec.Code(h.Get(wire.HeaderStatus)),
+			Error:     h.Get(wire.HeaderError),
 			Body:      msg.Data(),
 			Header:    h,
 			Received:  time.Now(),

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jetinfer/jetinfer/batcher"
 	"github.com/jetinfer/jetinfer/codec"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // request is one received message on its way through the pipeline.
@@ -96,7 +97,7 @@ func (w *Worker) accept(msg jetstream.Msg, held int64) (*request, *outcome) {
 	}
 	meta, problem := parseMeta(h, seq)
 	r.meta = meta
-	parent := w.prop.Extract(context.Background(), HeaderCarrier(h))
+	parent := w.prop.Extract(context.Background(), wire.HeaderCarrier(h))
 	r.ctx, r.span = w.tracer.Start(parent, "receive "+w.cfg.Model,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
@@ -105,14 +106,10 @@ func (w *Worker) accept(msg jetstream.Msg, held int64) (*request, *outcome) {
 			attribute.String("messaging.message.id", meta.id),
 			attribute.Int64("jetinfer.attempt", int64(r.attempt)),
 		))
-	subject, subjProblem := w.cfg.resultSubject(meta)
-	if subjProblem != "" {
-		// Answer on the default subject so that the error is still visible.
-		meta.replyTo = ""
-		subject, _ = w.cfg.resultSubject(meta)
-		if problem == "" {
-			problem = subjProblem
-		}
+	subject, err := w.cfg.resultSubject(meta)
+	if err != nil && problem == "" {
+		// Answered on the default subject, so that the error is visible.
+		problem = err.Error()
 	}
 	r.subject = subject
 	reject := func(code codec.Code, msg string) (*request, *outcome) {

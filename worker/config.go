@@ -6,7 +6,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/jetinfer/jetinfer/scheduler"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // Config configures a Worker. The env tags are relative: binaries parse
@@ -22,7 +22,7 @@ type Config struct {
 	ModelVersion string `env:"MODEL_VERSION"`
 
 	// RequestStream and ResultStream name the two streams
-	// (defaults "JETINFER_REQ" and "JETINFER_RES").
+	// (defaults wire.DefaultRequestStream and wire.DefaultResultStream).
 	RequestStream string `env:"REQUEST_STREAM"`
 	ResultStream  string `env:"RESULT_STREAM"`
 	// Replicas is the stream replication factor (default 1).
@@ -102,7 +102,7 @@ type Config struct {
 	// for the scheduler (default 5s; negative disables reports).
 	ReportInterval time.Duration `env:"REPORT_INTERVAL"`
 	// ReportBucket is the KV bucket of worker reports (default
-	// "jetinfer_workers"; must match the scheduler's).
+	// wire.DefaultReportBucket; must match the scheduler's).
 	ReportBucket string `env:"REPORT_BUCKET"`
 }
 
@@ -123,10 +123,10 @@ func (c Config) withDefaults() Config {
 			*p = v
 		}
 	}
-	setS(&c.Prefix, "jetinfer")
+	setS(&c.Prefix, wire.DefaultPrefix)
 	setS(&c.ModelVersion, "1")
-	setS(&c.RequestStream, "JETINFER_REQ")
-	setS(&c.ResultStream, "JETINFER_RES")
+	setS(&c.RequestStream, wire.DefaultRequestStream)
+	setS(&c.ResultStream, wire.DefaultResultStream)
 	set(&c.Replicas, 1)
 	setD(&c.DuplicateWindow, 2*time.Minute)
 	setD(&c.ResultMaxAge, 24*time.Hour)
@@ -144,10 +144,10 @@ func (c Config) withDefaults() Config {
 	setD(&c.PublishTimeout, 10*time.Second)
 	setD(&c.DrainTimeout, 25*time.Second)
 	setD(&c.ReportInterval, 5*time.Second)
-	setS(&c.ReportBucket, scheduler.DefaultReportBucket)
+	setS(&c.ReportBucket, wire.DefaultReportBucket)
 	if c.WorkerID == "" {
 		host, _ := os.Hostname()
-		c.WorkerID = tokenize(fmt.Sprintf("%s-%d", host, os.Getpid()))
+		c.WorkerID = wire.Tokenize(fmt.Sprintf("%s-%d", host, os.Getpid()))
 	}
 	return c
 }
@@ -160,7 +160,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("model name is empty"))
 	}
 	for _, tok := range []struct{ name, v string }{{"subject prefix", c.Prefix}, {"model", c.Model}, {"worker id", c.WorkerID}} {
-		if !validToken(tok.v) {
+		if !wire.ValidToken(tok.v) {
 			errs = append(errs, fmt.Errorf("%s %q must be one subject token: letters, digits, '-' or '_'", tok.name, tok.v))
 		}
 	}
@@ -174,18 +174,4 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("max delay %v must be ≥ 0 and ack wait %v ≥ 1s", c.MaxDelay, c.AckWait))
 	}
 	return errors.Join(errs...)
-}
-
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
-		default:
-			return false
-		}
-	}
-	return true
 }

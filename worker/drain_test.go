@@ -12,6 +12,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 func mustJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
@@ -57,7 +58,7 @@ func TestDrainHandsBackNothingLost(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- first.Run(ctx) }()
 	// Stop once some, but not all, results exist.
-	res, _ := js.Stream(context.Background(), "JETINFER_RES")
+	res, _ := js.Stream(context.Background(), wire.DefaultResultStream)
 	waitFor(t, func() bool {
 		info, err := res.Info(context.Background())
 		return err == nil && info.State.Msgs >= 20

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 
 	"github.com/jetinfer/jetinfer/codec"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // settlement is a request waiting for its result's PubAck (fut != nil), or
@@ -22,11 +23,6 @@ type settlement struct {
 	code  codec.Code
 	delay time.Duration
 }
-
-// ResultMsgID is the Nats-Msg-Id of the result of the request with id
-// requestID: the same for every delivery of that request, so that the
-// results stream drops a second result as a duplicate.
-func ResultMsgID(requestID string) string { return requestID + "/result" }
 
 // publish turns outcomes into result messages and publishes them
 // asynchronously; settlements go to the acker in the same order.
@@ -55,7 +51,7 @@ func (w *Worker) publish(ctx context.Context, outcomes <-chan *outcome, settles 
 			o.code = codec.CodeResourceExhausted
 		}
 		w.metrics.observeResult(ctx, o.code)
-		fut, err := w.js.PublishMsgAsync(msg, jetstream.WithMsgID(ResultMsgID(o.r.meta.id)))
+		fut, err := w.js.PublishMsgAsync(msg, jetstream.WithMsgID(wire.ResultMsgID(o.r.meta.id)))
 		if err != nil {
 			w.log.Warn("publishing result", "model", w.cfg.Model, "request_id", o.r.meta.id, "err", err)
 			settles <- &settlement{r: o.r, code: o.code, delay: w.backoff(o.r.attempt)}
@@ -69,24 +65,24 @@ func (w *Worker) publish(ctx context.Context, outcomes <-chan *outcome, settles 
 func (w *Worker) resultMsg(o *outcome) (*nats.Msg, error) {
 	r := o.r
 	h := nats.Header{}
-	h.Set(HeaderRequestID, r.meta.id)
-	h.Set(HeaderStatus, string(o.code))
-	h.Set(HeaderModel, w.cfg.Model)
-	h.Set(HeaderModelVersion, w.cfg.ModelVersion)
-	h.Set(HeaderEngine, w.engineID)
-	h.Set(HeaderQueueMs, strconv.FormatFloat(float64(o.queue.Microseconds())/1000, 'f', 3, 64))
-	h.Set(HeaderComputeMs, strconv.FormatFloat(float64(o.compute.Microseconds())/1000, 'f', 3, 64))
+	h.Set(wire.HeaderRequestID, r.meta.id)
+	h.Set(wire.HeaderStatus, string(o.code))
+	h.Set(wire.HeaderModel, w.cfg.Model)
+	h.Set(wire.HeaderModelVersion, w.cfg.ModelVersion)
+	h.Set(wire.HeaderEngine, w.engineID)
+	h.Set(wire.HeaderQueueMs, strconv.FormatFloat(float64(o.queue.Microseconds())/1000, 'f', 3, 64))
+	h.Set(wire.HeaderComputeMs, strconv.FormatFloat(float64(o.compute.Microseconds())/1000, 'f', 3, 64))
 	if r.meta.job != "" {
-		h.Set(HeaderJob, r.meta.job)
+		h.Set(wire.HeaderJob, r.meta.job)
 	}
-	w.prop.Inject(r.ctx, HeaderCarrier(h))
+	w.prop.Inject(r.ctx, wire.HeaderCarrier(h))
 	msg := &nats.Msg{Subject: r.subject, Header: h}
 	if o.code != codec.CodeOK {
-		h.Set(HeaderError, truncate(o.msg, 4096))
-		h.Set(HeaderRows, "0")
+		h.Set(wire.HeaderError, truncate(o.msg, 4096))
+		h.Set(wire.HeaderRows, "0")
 		return msg, nil
 	}
-	h.Set(HeaderRows, strconv.Itoa(r.rows))
+	h.Set(wire.HeaderRows, strconv.Itoa(r.rows))
 	// Encode straight into the message's own buffer: it is handed to the
 	// async publisher and must not be reused.
 	size := 1024

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // The tests in this file check jetinfer's delivery invariant under faults
@@ -38,8 +39,8 @@ type relRequest struct {
 
 func (q relRequest) msg() *nats.Msg {
 	h := nats.Header{}
-	h.Set(worker.HeaderJob, q.job)
-	return &nats.Msg{Subject: worker.RequestSubject("jetinfer", "digits"), Header: h, Data: q.body}
+	h.Set(wire.HeaderJob, q.job)
+	return &nats.Msg{Subject: wire.RequestSubject("jetinfer", "digits"), Header: h, Data: q.body}
 }
 
 // relRequests returns n valid requests of 1 to 8 rows.
@@ -103,7 +104,7 @@ func publishAll(t testing.TB, js jetstream.JetStream, reqs []relRequest) (duplic
 func queueEmpty(js jetstream.JetStream) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, "JETINFER_REQ")
+	s, err := js.Stream(ctx, wire.DefaultRequestStream)
 	if err != nil || s.CachedInfo().State.Msgs != 0 {
 		return false
 	}
@@ -137,7 +138,7 @@ func readResults(js jetstream.JetStream) (map[string]int, map[string]worker.Resu
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	counts, first := map[string]int{}, map[string]worker.Result{}
-	s, err := js.Stream(ctx, "JETINFER_RES")
+	s, err := js.Stream(ctx, wire.DefaultResultStream)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -145,7 +146,7 @@ func readResults(js jetstream.JetStream) (map[string]int, map[string]worker.Resu
 	if last == 0 {
 		return counts, first, nil
 	}
-	cons, err := js.OrderedConsumer(ctx, "JETINFER_RES", jetstream.OrderedConsumerConfig{})
+	cons, err := js.OrderedConsumer(ctx, wire.DefaultResultStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -155,9 +156,9 @@ func readResults(js jetstream.JetStream) (map[string]int, map[string]worker.Resu
 			return nil, nil, fmt.Errorf("reading before sequence %d: %w", last, err)
 		}
 		h := m.Headers()
-		id := h.Get(worker.HeaderRequestID)
+		id := h.Get(wire.HeaderRequestID)
 		if counts[id]++; counts[id] == 1 {
-			first[id] = worker.Result{RequestID: id, Status: codec.Code(h.Get(worker.HeaderStatus)), Error: h.Get(worker.HeaderError), Body: m.Data()}
+			first[id] = worker.Result{RequestID: id, Status: codec.Code(h.Get(wire.HeaderStatus)), Error: h.Get(wire.HeaderError), Body: m.Data()}
 		}
 		if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= last {
 			return counts, first, nil
@@ -221,11 +222,11 @@ func assertExactlyOnce(t *testing.T, js jetstream.JetStream, d *digits, reqs []r
 func redeliveries(t testing.TB, js jetstream.JetStream) int64 {
 	t.Helper()
 	ctx := context.Background()
-	c, err := js.Consumer(ctx, "JETINFER_REQ", "digits")
+	c, err := js.Consumer(ctx, wire.DefaultRequestStream, "digits")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctx, "JETINFER_REQ")
+	s, err := js.Stream(ctx, wire.DefaultRequestStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +266,7 @@ func TestReliabilityProducerRetriesYieldOneResult(t *testing.T) {
 func updateResultStream(t *testing.T, js jetstream.JetStream, f func(*jetstream.StreamConfig)) {
 	t.Helper()
 	ctx := context.Background()
-	s, err := js.Stream(ctx, "JETINFER_RES")
+	s, err := js.Stream(ctx, wire.DefaultResultStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +457,7 @@ func TestReliabilityClusterNodeLoss(t *testing.T) {
 	}
 	reqs := relRequests(t, d, "cl", "cluster", 400)
 	publishAll(t, js, reqs[:200])
-	s, err := js.Stream(context.Background(), "JETINFER_REQ")
+	s, err := js.Stream(context.Background(), wire.DefaultRequestStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,8 +486,8 @@ func TestReliabilityLongIDsSharingAPrefix(t *testing.T) {
 	prefix := strings.Repeat("x", 1024)
 	for _, suffix := range []string{"a", "b", "c"} {
 		h := nats.Header{}
-		h.Set(worker.HeaderJob, "long")
-		msg := &nats.Msg{Subject: worker.RequestSubject("jetinfer", "digits"), Header: h, Data: d.request(t, 0, 1)}
+		h.Set(wire.HeaderJob, "long")
+		msg := &nats.Msg{Subject: wire.RequestSubject("jetinfer", "digits"), Header: h, Data: d.request(t, 0, 1)}
 		if _, err := js.PublishMsg(context.Background(), msg, jetstream.WithMsgID(prefix+suffix)); err != nil {
 			t.Fatal(err)
 		}
@@ -500,7 +501,7 @@ func TestReliabilityLongIDsSharingAPrefix(t *testing.T) {
 		// An over-long id is answered under sha256-<hex of the id>.
 		sum := sha256.Sum256([]byte(prefix + suffix))
 		id := "sha256-" + hex.EncodeToString(sum[:])
-		if n := counts[id]; n != 1 || first[id].Status != codec.CodeInvalidArgument || !strings.Contains(first[id].Error, worker.HeaderMsgID) {
+		if n := counts[id]; n != 1 || first[id].Status != codec.CodeInvalidArgument || !strings.Contains(first[id].Error, wire.HeaderMsgID) {
 			t.Errorf("id …%s (result id %s): %d results, first %s (%s)", suffix, id, n, first[id].Status, first[id].Error)
 		}
 	}
@@ -528,7 +529,7 @@ func TestReliabilityConsumerDeleted(t *testing.T) {
 	waitFor(t, w.Ready, "the worker to pull")
 	reqs := relRequests(t, d, "cd", "deleted", 200)
 	publishAll(t, js, reqs[:100])
-	if err := js.DeleteConsumer(context.Background(), "JETINFER_REQ", "digits"); err != nil {
+	if err := js.DeleteConsumer(context.Background(), wire.DefaultRequestStream, "digits"); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -4,16 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jetinfer/jetinfer/worker/wire"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// RequestSubject is the subject producers publish requests for model to.
-func RequestSubject(prefix, model string) string { return prefix + ".req." + model }
-
-// ResultSubject is the default subject of the results of job for model.
-// A job is any producer-chosen token grouping requests; collecting its
-// results takes one consumer filtered on this subject.
-func ResultSubject(prefix, model, job string) string { return prefix + ".res." + model + "." + job }
 
 // EnsureStreams creates or updates the request and result streams and the
 // model's durable pull consumer from c. It is idempotent: every worker of a
@@ -30,7 +23,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) (jetst
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.RequestStream,
 		Description: "jetinfer inference requests",
-		Subjects:    []string{c.Prefix + ".req.>"},
+		Subjects:    []string{wire.RequestSubjects(c.Prefix)},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     storage,
 		Replicas:    c.Replicas,
@@ -44,7 +37,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) (jetst
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.ResultStream,
 		Description: "jetinfer inference results",
-		Subjects:    []string{c.Prefix + ".res.>"},
+		Subjects:    []string{wire.ResultSubjects(c.Prefix)},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     storage,
 		Replicas:    c.Replicas,
@@ -57,7 +50,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) (jetst
 	cons, err := js.CreateOrUpdateConsumer(ctx, c.RequestStream, jetstream.ConsumerConfig{
 		Durable:       c.Model,
 		Description:   "jetinfer workers of model " + c.Model,
-		FilterSubject: RequestSubject(c.Prefix, c.Model),
+		FilterSubject: wire.RequestSubject(c.Prefix, c.Model),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
 		// Unlimited on the server: the worker counts attempts itself and

@@ -20,6 +20,7 @@ import (
 	"github.com/jetinfer/jetinfer/batcher"
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // Engine is what the worker needs of an execution backend; trt.Engine
@@ -188,7 +189,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	it, err := cons.Messages(jetstream.PullMaxBytes(w.cfg.MaxPullBytes),
 		jetstream.PullHeartbeat(5*time.Second), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
-		return fmt.Errorf("subscribing to %s: %w", RequestSubject(w.cfg.Prefix, w.cfg.Model), err)
+		return fmt.Errorf("subscribing to %s: %w", wire.RequestSubject(w.cfg.Prefix, w.cfg.Model), err)
 	}
 	w.ready.Store(true)
 	w.log.Info("worker started", "model", w.cfg.Model, "version", w.cfg.ModelVersion,

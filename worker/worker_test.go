@@ -21,6 +21,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // digits holds the test split and the PyTorch reference logits.
@@ -246,26 +247,26 @@ func TestMalformedRequestsGetErrorResultsAndOthersSucceed(t *testing.T) {
 			wantText: []string{"pixels"}},
 		{name: "too-many-rows", body: tensor("pixels", trt.Float32, trt.Shape{101, 8, 8}), wantCode: codec.CodeResourceExhausted,
 			wantText: []string{"101", "100"}},
-		{name: "bad-deadline", body: valid, header: map[string]string{worker.HeaderDeadline: "tomorrow"},
-			wantCode: codec.CodeInvalidArgument, wantText: []string{worker.HeaderDeadline}},
-		{name: "past-deadline", body: valid, header: map[string]string{worker.HeaderDeadline: time.Now().Add(-time.Minute).Format(time.RFC3339Nano)},
+		{name: "bad-deadline", body: valid, header: map[string]string{wire.HeaderDeadline: "tomorrow"},
+			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderDeadline}},
+		{name: "past-deadline", body: valid, header: map[string]string{wire.HeaderDeadline: time.Now().Add(-time.Minute).Format(time.RFC3339Nano)},
 			wantCode: codec.CodeDeadlineExceeded},
-		{name: "version-pin", body: valid, header: map[string]string{worker.HeaderModelVersion: "7"},
+		{name: "version-pin", body: valid, header: map[string]string{wire.HeaderModelVersion: "7"},
 			wantCode: codec.CodeNotFound, wantText: []string{`"7"`}},
-		{name: "bad-reply-to", body: valid, header: map[string]string{worker.HeaderReplyTo: "elsewhere.>"},
-			wantCode: codec.CodeInvalidArgument, wantText: []string{worker.HeaderReplyTo}},
+		{name: "bad-reply-to", body: valid, header: map[string]string{wire.HeaderReplyTo: "elsewhere.>"},
+			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo}},
 		{name: "ok-2", body: valid, wantCode: codec.CodeOK},
 		{name: "ok-nan-allowed", body: withNaN(t, nan), wantCode: codec.CodeOK},
 	}
 	js, _ := jetstream.New(nc)
 	for _, tc := range cases {
 		h := nats.Header{}
-		h.Set(worker.HeaderMsgID, tc.name)
-		h.Set(worker.HeaderJob, "bad")
+		h.Set(wire.HeaderMsgID, tc.name)
+		h.Set(wire.HeaderJob, "bad")
 		for k, v := range tc.header {
 			h.Set(k, v)
 		}
-		if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: worker.RequestSubject("jetinfer", "digits"), Header: h, Data: tc.body}); err != nil {
+		if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: wire.RequestSubject("jetinfer", "digits"), Header: h, Data: tc.body}); err != nil {
 			t.Fatalf("publishing %s: %v", tc.name, err)
 		}
 	}
@@ -287,7 +288,7 @@ func TestMalformedRequestsGetErrorResultsAndOthersSucceed(t *testing.T) {
 		})
 	}
 	// Error results terminate their requests: nothing is left behind.
-	stream, err := js.Stream(context.Background(), "JETINFER_REQ")
+	stream, err := js.Stream(context.Background(), wire.DefaultRequestStream)
 	if err != nil {
 		t.Fatal(err)
 	}

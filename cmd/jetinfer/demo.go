@@ -22,6 +22,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // demoCmd runs the whole flow in one process: an embedded JetStream
@@ -230,7 +231,7 @@ func waitForStreams(ctx context.Context, nc *nats.Conn) error {
 	defer t.Stop()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := js.Consumer(ctx, "JETINFER_REQ", "digits"); err == nil {
+		if _, err := js.Consumer(ctx, wire.DefaultRequestStream, "digits"); err == nil {
 			return nil
 		} else if time.Now().After(deadline) {
 			return fmt.Errorf("waiting for the worker's consumer: %w", err)

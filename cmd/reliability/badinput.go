@@ -23,7 +23,7 @@ import (
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
-	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // badMaxRows is the bad-input worker's JETINFER_MAX_REQUEST_ROWS.
@@ -233,35 +233,35 @@ var badKinds = []badKind{
 		return bad(b, invalid, "pixels", "Inf", fmt.Sprintf("row %d", row))
 	}},
 	{"oversized-msg-id", func(g *rand.Rand, d *digits) *request {
-		q := bad(d.body(0, 1), invalid, worker.HeaderMsgID, "1024")
+		q := bad(d.body(0, 1), invalid, wire.HeaderMsgID, "1024")
 		q.id = strings.Repeat("m", 1025+g.IntN(3000)) // the caller appends a unique suffix
 		return q
 	}},
 	{"long-ids-sharing-a-prefix", func(g *rand.Rand, d *digits) *request {
 		// Ids over the limit that differ only after byte 1024: each must
 		// still get its own result.
-		q := bad(d.body(0, 1), invalid, worker.HeaderMsgID, "1024")
+		q := bad(d.body(0, 1), invalid, wire.HeaderMsgID, "1024")
 		q.id = "shared"
 		return q
 	}},
 	{"oversized-job", func(g *rand.Rand, d *digits) *request {
-		q := bad(d.body(0, 1), invalid, worker.HeaderJob, "1024")
-		q.header.Set(worker.HeaderJob, strings.Repeat("j", 1025+g.IntN(3000)))
+		q := bad(d.body(0, 1), invalid, wire.HeaderJob, "1024")
+		q.header.Set(wire.HeaderJob, strings.Repeat("j", 1025+g.IntN(3000)))
 		return q
 	}},
 	{"bad-headers", func(g *rand.Rand, d *digits) *request {
 		switch g.IntN(3) {
 		case 0:
-			q := bad(d.body(0, 1), invalid, worker.HeaderDeadline)
-			q.header.Set(worker.HeaderDeadline, "next tuesday")
+			q := bad(d.body(0, 1), invalid, wire.HeaderDeadline)
+			q.header.Set(wire.HeaderDeadline, "next tuesday")
 			return q
 		case 1:
-			q := bad(d.body(0, 1), invalid, worker.HeaderPriority)
-			q.header.Set(worker.HeaderPriority, "urgent")
+			q := bad(d.body(0, 1), invalid, wire.HeaderPriority)
+			q.header.Set(wire.HeaderPriority, "urgent")
 			return q
 		default:
-			q := bad(d.body(0, 1), invalid, worker.HeaderReplyTo)
-			q.header.Set(worker.HeaderReplyTo, "other.team.results")
+			q := bad(d.body(0, 1), invalid, wire.HeaderReplyTo)
+			q.header.Set(wire.HeaderReplyTo, "other.team.results")
 			return q
 		}
 	}},
@@ -292,8 +292,8 @@ func (r *runner) badRequests(n int) []*request {
 			sum := sha256.Sum256([]byte(q.id))
 			q.resultID = "sha256-" + hex.EncodeToString(sum[:])
 		}
-		if q.header.Get(worker.HeaderJob) == "" {
-			q.header.Set(worker.HeaderJob, "bad")
+		if q.header.Get(wire.HeaderJob) == "" {
+			q.header.Set(wire.HeaderJob, "bad")
 		}
 		reqs = append(reqs, q)
 		reqs = append(reqs, okRequest(fmt.Sprintf("good-%d", i), "bad", r.d, g.IntN(r.d.rows), 1+g.IntN(16)))
@@ -348,7 +348,7 @@ func (r *runner) writeCorpus() error {
 	g := rng(47)
 	for _, k := range badKinds {
 		q := k.gen(g, r.d)
-		if len(q.body) == 0 || slices.ContainsFunc(q.mention, func(s string) bool { return strings.HasPrefix(s, "Jetinfer-") || s == worker.HeaderMsgID }) {
+		if len(q.body) == 0 || slices.ContainsFunc(q.mention, func(s string) bool { return strings.HasPrefix(s, "Jetinfer-") || s == wire.HeaderMsgID }) {
 			continue // the body is fine or empty; the headers are what is wrong
 		}
 		content := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", q.body)

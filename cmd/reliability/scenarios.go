@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetinfer/jetinfer/codec"
-	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // scenarios run in this order.
@@ -303,10 +303,10 @@ func deadlines(ctx context.Context, r *runner, rw *row) error {
 	for i, q := range reqs {
 		switch i % 3 {
 		case 0: // expires while queued, before any worker runs
-			q.header.Set(worker.HeaderDeadline, expireAt.UTC().Format(time.RFC3339Nano))
+			q.header.Set(wire.HeaderDeadline, expireAt.UTC().Format(time.RFC3339Nano))
 			q.want, q.mention = []codec.Code{codec.CodeDeadlineExceeded}, []string{"deadline"}
 		case 1:
-			q.header.Set(worker.HeaderDeadline, time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano))
+			q.header.Set(wire.HeaderDeadline, time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano))
 		}
 	}
 	var st sendStats
@@ -324,7 +324,7 @@ func deadlines(ctx context.Context, r *runner, rw *row) error {
 		q.want, q.mention = []codec.Code{codec.CodeOK, codec.CodeDeadlineExceeded}, []string{"deadline"}
 	}
 	for _, q := range tight {
-		q.header.Set(worker.HeaderDeadline, time.Now().Add(5*time.Millisecond).UTC().Format(time.RFC3339Nano))
+		q.header.Set(wire.HeaderDeadline, time.Now().Add(5*time.Millisecond).UTC().Format(time.RFC3339Nano))
 		if err := publishRetry(ctx, js, q.msg(), &st); err != nil {
 			return err
 		}

@@ -23,17 +23,17 @@ import (
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
-	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // Stream and subject names: the worker's defaults.
 const (
 	model     = "digits"
-	reqStream = "JETINFER_REQ"
-	resStream = "JETINFER_RES"
+	reqStream = wire.DefaultRequestStream
+	resStream = wire.DefaultResultStream
 )
 
-var reqSubject = worker.RequestSubject("jetinfer", model)
+var reqSubject = wire.RequestSubject("jetinfer", model)
 
 // digits is the digits model's test split and its PyTorch reference
 // logits, from testdata.
@@ -177,7 +177,7 @@ func (q *request) rid() string {
 
 func okRequest(id, job string, d *digits, lo, n int) *request {
 	h := nats.Header{}
-	h.Set(worker.HeaderJob, job)
+	h.Set(wire.HeaderJob, job)
 	return &request{id: id, header: h, body: d.body(lo, n), rows: n, want: []codec.Code{codec.CodeOK}}
 }
 
@@ -338,7 +338,7 @@ func auditResults(ctx context.Context, js jetstream.JetStream, d *digits, reqs [
 }
 
 func (a *audit) result(d *digits, byID map[string]*request, seen map[*request]int, h nats.Header, body []byte) {
-	id := h.Get(worker.HeaderRequestID)
+	id := h.Get(wire.HeaderRequestID)
 	q, ok := byID[id]
 	if !ok {
 		a.foreign++
@@ -353,12 +353,12 @@ func (a *audit) result(d *digits, byID map[string]*request, seen map[*request]in
 		return
 	}
 	a.answered++
-	code := codec.Code(h.Get(worker.HeaderStatus))
+	code := codec.Code(h.Get(wire.HeaderStatus))
 	a.byCode[code]++
 	if code != codec.CodeOK {
 		a.errorCoded++
 	}
-	msg := h.Get(worker.HeaderError)
+	msg := h.Get(wire.HeaderError)
 	if _, ok := a.sample[q.kind]; !ok && q.kind != "" && code != codec.CodeOK {
 		a.sample[q.kind] = string(code) + ": " + truncate(msg, 200)
 	}
