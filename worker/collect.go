@@ -21,7 +21,7 @@ type request struct {
 	msg        jetstream.Msg
 	meta       requestMeta
 	subject    string // where its result goes
-	attempt    uint64 // delivery count, 1 on first delivery
+	attempt    uint64 // server delivery count, 1 on first delivery (not an attempt count)
 	received   time.Time
 	req        *codec.Request // nil when the request was rejected
 	rows       int
@@ -31,7 +31,8 @@ type request struct {
 	span       trace.Span
 	dispatched time.Time     // first batch holding its rows started
 	compute    time.Duration // engine time of the batches holding its rows
-	held       int64         // bytes held against the in-flight budget
+	held       int64         // bytes held against the admission budget
+	heldRows   int64         // rows held against the admission budget
 }
 
 // collect pulls requests and hands each decoded one to the scheduler
@@ -67,16 +68,20 @@ func (w *Worker) collect(cons jetstream.Consumer, it jetstream.MessagesContext, 
 			w.log.Warn("pulling requests", "model", w.cfg.Model, "err", err)
 			continue
 		}
-		// Hold the request's bytes against the in-flight budget until it
-		// is settled: pulling stops while the pipeline is full.
-		held := min(int64(len(msg.Data())), int64(w.cfg.MaxPullBytes))
-		_ = w.budget.Acquire(context.Background(), held)
+		// Admission: hold the request's bytes, then its rows, until it is
+		// settled. While the budget is spent the collector waits here and
+		// pulls nothing more; no request is handed back for want of room.
+		held := w.admission.takeBytes(int64(len(msg.Data())))
 		w.stats.inFlight.Add(1)
+		w.metrics.addInflight(int64(1), held)
 		r, rejected := w.accept(msg, held)
 		if rejected != nil {
+			w.holding.add(rejected.r, rejected.r.received)
 			outcomes <- rejected
 			continue
 		}
+		w.holding.add(r, r.received)
+		r.heldRows = w.admission.takeRows(int64(r.rows))
 		arrivals <- r
 	}
 }
@@ -94,6 +99,9 @@ func (w *Worker) accept(msg jetstream.Msg, held int64) (*request, *outcome) {
 	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
 		seq, r.attempt = md.Sequence.Stream, md.NumDelivered
+	}
+	if r.attempt > 1 {
+		w.metrics.redelivered()
 	}
 	meta, problem := parseMeta(h, seq)
 	r.meta = meta
@@ -124,8 +132,11 @@ func (w *Worker) accept(msg jetstream.Msg, held int64) (*request, *outcome) {
 	case !meta.deadline.IsZero() && now.After(meta.deadline):
 		return reject(codec.CodeDeadlineExceeded, fmt.Sprintf("deadline %s passed before the request was processed",
 			meta.deadline.Format(time.RFC3339Nano)))
-	case r.attempt > uint64(w.cfg.MaxAttempts):
-		return reject(codec.CodeInternal, fmt.Sprintf("giving up after %d deliveries", r.attempt-1))
+	case r.attempt > uint64(w.cfg.MaxDeliveries):
+		// Not settled after this many deliveries although no engine
+		// failure was counted: the request most likely kills the workers
+		// that run it. Answer it instead of crashing the next one.
+		return reject(codec.CodeInternal, fmt.Sprintf("delivered %d times without being settled (does it crash the worker?); not run again", r.attempt-1))
 	}
 	req, err := codec.DecodeRequest(msg.Data(), w.limits)
 	if err != nil {

@@ -44,9 +44,16 @@ type Config struct {
 
 	// AckWait is the consumer's ack wait (default 30s).
 	AckWait time.Duration `env:"ACK_WAIT"`
-	// MaxAttempts is the number of deliveries after which a request that
-	// keeps failing transiently gets an INTERNAL error result (default 5).
+	// MaxAttempts is the number of failed engine attempts after which a
+	// request gets an INTERNAL error result (default 5). Only failures of
+	// the engine on that request count: hand-backs on shutdown,
+	// redeliveries after a crash and result-side outages do not.
 	MaxAttempts int `env:"MAX_ATTEMPTS"`
+	// MaxDeliveries guards against a request that kills every worker that
+	// runs it (a crash inside native code leaves no failure to count): a
+	// request delivered this many times without being settled is answered
+	// INTERNAL without running it (default 100).
+	MaxDeliveries int `env:"MAX_DELIVERIES"`
 	// RetryBackoff is the first redelivery delay after a transient failure;
 	// it doubles per attempt up to 30s (default 500ms).
 	RetryBackoff time.Duration `env:"RETRY_BACKOFF"`
@@ -54,12 +61,17 @@ type Config struct {
 	// workers of the model (default 4096).
 	MaxAckPending int `env:"MAX_ACK_PENDING"`
 
-	// MaxPullBytes bounds the bytes of requests buffered by the client
-	// and, separately, the bytes of requests held in the pipeline between
-	// pull and settle (default 64 MiB each; pulling pauses when the
-	// pipeline is full). It is raised to at least 2*MaxMsgSize, since a
-	// byte limit below one message stalls the pull.
+	// MaxPullBytes bounds the bytes of requests the worker holds, from
+	// the client's pull buffer to settle (default 64 MiB). A quarter of it,
+	// at most 16 MiB and at least twice the largest request, is the pull
+	// buffer; the rest is the pipeline. Pulling pauses while it is spent.
+	// Keep it well below the server's per-connection max_pending (64 MiB
+	// by default), which the pull buffer alone can never reach.
 	MaxPullBytes int `env:"MAX_PULL_BYTES"`
+	// MaxInflightRows bounds the rows of requests held in the pipeline
+	// (default 65536, at least MaxRequestRows); it is also the batcher's
+	// queue limit, so a request is never refused for want of room.
+	MaxInflightRows int `env:"MAX_INFLIGHT_ROWS"`
 	// MaxBatchRows is the most rows coalesced into one engine batch
 	// (default: the engine profile's max batch, at most 64).
 	MaxBatchRows int `env:"MAX_BATCH_ROWS"`
@@ -133,12 +145,14 @@ func (c Config) withDefaults() Config {
 	set(&c.MaxMsgSize, 8<<20)
 	setD(&c.AckWait, 30*time.Second)
 	set(&c.MaxAttempts, 5)
+	set(&c.MaxDeliveries, 100)
 	setD(&c.RetryBackoff, 500*time.Millisecond)
 	set(&c.MaxAckPending, 4096)
 	set(&c.MaxPullBytes, 64<<20)
-	c.MaxPullBytes = max(c.MaxPullBytes, 2*c.MaxMsgSize)
 	setD(&c.MaxDelay, 2*time.Millisecond)
 	set(&c.MaxRequestRows, 65536)
+	set(&c.MaxInflightRows, 65536)
+	c.MaxInflightRows = max(c.MaxInflightRows, c.MaxRequestRows)
 	set(&c.Executors, 2)
 	set(&c.PublishInflight, 32)
 	setD(&c.PublishTimeout, 10*time.Second)
@@ -167,8 +181,8 @@ func (c Config) Validate() error {
 	if c.MaxBatchRows < 0 || c.MaxRequestRows < 0 || c.Executors < 0 || c.PublishInflight < 0 {
 		errs = append(errs, errors.New("row, executor and in-flight limits must not be negative"))
 	}
-	if c.MaxAttempts < 1 {
-		errs = append(errs, fmt.Errorf("max attempts %d must be at least 1", c.MaxAttempts))
+	if c.MaxAttempts < 1 || c.MaxDeliveries < c.MaxAttempts {
+		errs = append(errs, fmt.Errorf("max attempts %d must be at least 1 and max deliveries %d at least max attempts", c.MaxAttempts, c.MaxDeliveries))
 	}
 	if c.MaxDelay < 0 || c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("max delay %v must be ≥ 0 and ack wait %v ≥ 1s", c.MaxDelay, c.AckWait))

@@ -22,6 +22,14 @@ type Metrics struct {
 	results   metric.Int64Counter
 	padding   metric.Float64Histogram
 	model     attribute.KeyValue
+
+	redeliveries  metric.Int64Counter
+	handBacks     metric.Int64Counter
+	inflightReqs  metric.Int64UpDownCounter
+	inflightBytes metric.Int64UpDownCounter
+	publishFails  metric.Int64Counter
+	resultSideUp  metric.Int64Gauge
+	unanswerables metric.Int64Counter
 }
 
 // NewMetrics creates the worker's instruments on mp for model.
@@ -52,7 +60,70 @@ func NewMetrics(mp metric.MeterProvider, model string) (*Metrics, error) {
 	if x.results, err = m.Int64Counter("jetinfer.results", metric.WithDescription("results published, by status")); err != nil {
 		return nil, fmt.Errorf("creating results counter: %w", err)
 	}
+	if x.redeliveries, err = m.Int64Counter("jetinfer.redeliveries", metric.WithDescription("requests received that the server had delivered before")); err != nil {
+		return nil, fmt.Errorf("creating redeliveries counter: %w", err)
+	}
+	if x.handBacks, err = m.Int64Counter("jetinfer.handbacks", metric.WithDescription("requests handed back for redelivery, by reason")); err != nil {
+		return nil, fmt.Errorf("creating hand-backs counter: %w", err)
+	}
+	if x.inflightReqs, err = m.Int64UpDownCounter("jetinfer.inflight.requests", metric.WithDescription("requests held between pull and settle")); err != nil {
+		return nil, fmt.Errorf("creating in-flight gauge: %w", err)
+	}
+	if x.inflightBytes, err = m.Int64UpDownCounter("jetinfer.inflight.bytes", metric.WithUnit("By"), metric.WithDescription("request bytes held between pull and settle")); err != nil {
+		return nil, fmt.Errorf("creating in-flight bytes gauge: %w", err)
+	}
+	if x.publishFails, err = m.Int64Counter("jetinfer.result.publish.failures", metric.WithDescription("result publishes the result side did not store (retried, never charged to the request)")); err != nil {
+		return nil, fmt.Errorf("creating publish failures counter: %w", err)
+	}
+	if x.resultSideUp, err = m.Int64Gauge("jetinfer.result.side.up", metric.WithDescription("1 while results can be stored, 0 during a result-side outage")); err != nil {
+		return nil, fmt.Errorf("creating result side gauge: %w", err)
+	}
+	if x.unanswerables, err = m.Int64Counter("jetinfer.unanswerable", metric.WithDescription("requests terminated because no result could be stored for them")); err != nil {
+		return nil, fmt.Errorf("creating unanswerable counter: %w", err)
+	}
+	x.resultSideUp.Record(context.Background(), 1, metric.WithAttributes(x.model))
 	return x, nil
+}
+
+func (m *Metrics) redelivered() {
+	if m != nil {
+		m.redeliveries.Add(context.Background(), 1, metric.WithAttributes(m.model))
+	}
+}
+
+func (m *Metrics) handedBack(reason string) {
+	if m != nil {
+		m.handBacks.Add(context.Background(), 1, metric.WithAttributes(m.model, attribute.String("reason", reason)))
+	}
+}
+
+func (m *Metrics) addInflight(reqs, bytes int64) {
+	if m != nil {
+		m.inflightReqs.Add(context.Background(), reqs, metric.WithAttributes(m.model))
+		m.inflightBytes.Add(context.Background(), bytes, metric.WithAttributes(m.model))
+	}
+}
+
+func (m *Metrics) publishFailed() {
+	if m != nil {
+		m.publishFails.Add(context.Background(), 1, metric.WithAttributes(m.model))
+	}
+}
+
+func (m *Metrics) setResultSide(up bool) {
+	if m != nil {
+		v := int64(0)
+		if up {
+			v = 1
+		}
+		m.resultSideUp.Record(context.Background(), v, metric.WithAttributes(m.model))
+	}
+}
+
+func (m *Metrics) unanswerable() {
+	if m != nil {
+		m.unanswerables.Add(context.Background(), 1, metric.WithAttributes(m.model))
+	}
 }
 
 func (m *Metrics) observeBatch(ctx context.Context, p batcher.Plan, d time.Duration) {

@@ -7,15 +7,19 @@ import (
 	"github.com/jetinfer/jetinfer/trt"
 )
 
-// outcome is how one request ends: a result to publish (ok or error), or
-// a transient failure to retry.
+// outcome is how one request ends in this worker: a result to publish (ok
+// or error), or a hand-back for redelivery.
 type outcome struct {
 	r       *request
 	code    codec.Code // codec.CodeOK for a successful result
 	msg     string     // error message for error results
 	outputs []trt.Tensor
-	retry   bool // transient failure: nak with delay unless attempts are exhausted
-	requeue bool // no room to batch it now: hand back without counting an attempt
-	queue   time.Duration
-	compute time.Duration
+	// handBack: nak the request so that it is redelivered after delay,
+	// publishing nothing. reason says why (metrics, traces). Whether it
+	// cost the request an attempt was decided before (attempts.fail).
+	handBack bool
+	delay    time.Duration
+	reason   string
+	queue    time.Duration
+	compute  time.Duration
 }

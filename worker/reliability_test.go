@@ -277,44 +277,51 @@ func updateResultStream(t *testing.T, js jetstream.JetStream, f func(*jetstream.
 	}
 }
 
-func TestReliabilityResultPublishFailureWindow(t *testing.T) {
+// TestReliabilityResultSideOutage makes the result side unavailable twice
+// while requests arrive: first the result stream refuses every result
+// (full, DiscardNew), then no stream listens on the result subjects at all
+// (PubAcks time out). Both outages last longer than the consumer's AckWait.
+// Every request must still get exactly one OK result: an outage is not the
+// requests' fault, so it costs them no attempt, and the worker keeps them
+// in progress instead of letting them be redelivered.
+func TestReliabilityResultSideOutage(t *testing.T) {
 	eng := loadEngine(t, "digits.onnx")
 	d := loadDigits(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	js := mustJS(t, nc)
-	startWorker(t, nc, eng, worker.Config{Model: "digits", RetryBackoff: 20 * time.Millisecond, MaxAttempts: 20,
-		PublishTimeout: 500 * time.Millisecond})
+	// Non-default: AckWait 1s (the minimum) so that a 3s outage outlasts
+	// it; PublishTimeout 500ms so that the second outage's PubAck
+	// timeouts come quickly.
+	w := startWorker(t, nc, eng, worker.Config{Model: "digits", AckWait: time.Second, PublishTimeout: 500 * time.Millisecond})
 	reqs := relRequests(t, d, "pf", "pubfail", 300)
-	for i := range reqs {
-		// A request whose result cannot be stored on its last allowed
-		// delivery is answered INTERNAL: allowed, but exactly once.
-		reqs[i].want = append(reqs[i].want, codec.CodeInternal)
-	}
 	publishAll(t, js, reqs[:100])
-	// Window 1: the result stream rejects every result (MaxMsgs reached,
-	// DiscardNew) ...
+	notReady := func() bool { return !w.Ready() }
+
 	updateResultStream(t, js, func(c *jetstream.StreamConfig) { c.MaxMsgs, c.Discard = 1, jetstream.DiscardNew })
 	publishAll(t, js, reqs[100:200])
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, notReady, "the worker to report not ready while results are refused")
+	time.Sleep(3 * time.Second)
 	updateResultStream(t, js, func(c *jetstream.StreamConfig) { c.MaxMsgs, c.Discard = -1, jetstream.DiscardOld })
-	// ... window 2: no stream listens on the result subjects, and a plain
-	// subscriber takes the messages, so PubAcks never come (timeouts).
+	waitFor(t, w.Ready, "the worker to be ready again once results are stored")
+
 	sub, err := nc.Subscribe("jetinfer.res.>", func(*nats.Msg) {})
 	if err != nil {
 		t.Fatal(err)
 	}
 	updateResultStream(t, js, func(c *jetstream.StreamConfig) { c.Subjects = []string{"jetinfer.parked.>"} })
 	publishAll(t, js, reqs[200:])
-	time.Sleep(time.Second)
+	waitFor(t, notReady, "the worker to report not ready while no stream stores results")
+	time.Sleep(3 * time.Second)
 	updateResultStream(t, js, func(c *jetstream.StreamConfig) { c.Subjects = []string{"jetinfer.res.>"} })
 	_ = sub.Unsubscribe()
 
 	codes := assertExactlyOnce(t, js, d, reqs)
-	n := redeliveries(t, js)
-	t.Logf("statuses %v, %d redeliveries", codes, n)
-	if n == 0 {
-		t.Error("no request was handed back: the publish failures were not injected")
+	if codes[codec.CodeOK] != len(reqs) {
+		t.Errorf("statuses %v: every request should be answered OK", codes)
+	}
+	if n := redeliveries(t, js); n != 0 {
+		t.Errorf("%d redeliveries: requests held through an outage must stay in progress", n)
 	}
 }
 
@@ -546,4 +553,37 @@ func TestReliabilityConsumerDeleted(t *testing.T) {
 	startWorker(t, connect(t, ns), eng, cfg)
 	publishAll(t, js, reqs[100:])
 	assertExactlyOnce(t, js, d, reqs)
+}
+
+// TestReliabilityStoredBacklogAtDefaults stores more rows than a worker
+// admits at once (its default row budget is 65,536) before the worker
+// starts, as a pool scaled from zero finds its queue, and drains it at
+// default settings: every request runs once, none is handed back or
+// redelivered, none is answered INTERNAL.
+func TestReliabilityStoredBacklogAtDefaults(t *testing.T) {
+	eng := loadEngine(t, "digits.onnx")
+	d := loadDigits(t)
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js := mustJS(t, nc)
+	cfg := worker.Config{Model: "digits"}
+	if _, err := worker.EnsureStreams(context.Background(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	const n, rows = 1500, 64 // 96,000 rows
+	reqs := make([]relRequest, n)
+	for i := range reqs {
+		lo := (i * 13) % (d.rows - rows)
+		reqs[i] = relRequest{id: fmt.Sprintf("bl-%d", i), job: "backlog", body: d.request(t, lo, lo+rows),
+			rows: rows, want: []codec.Code{codec.CodeOK}}
+	}
+	publishAll(t, js, reqs)
+	startWorker(t, nc, eng, cfg)
+	codes := assertExactlyOnce(t, js, d, reqs)
+	if codes[codec.CodeOK] != n {
+		t.Errorf("statuses %v: every request of the backlog should be answered OK", codes)
+	}
+	if r := redeliveries(t, js); r != 0 {
+		t.Errorf("%d redeliveries: a busy worker must stop pulling, not hand requests back", r)
+	}
 }

@@ -113,7 +113,10 @@ func (w *Worker) admit(st *schedState, r *request, outcomes chan<- *outcome) {
 		Deadline: r.meta.deadline, Priority: r.meta.priority}
 	if err := st.b.Add(time.Now(), it); err != nil {
 		if errors.Is(err, batcher.ErrQueueFull) {
-			outcomes <- &outcome{r: r, requeue: true, msg: err.Error()}
+			// Admission holds rows against the batcher's queue limit, so
+			// this is a bug; hand the request back without charging it.
+			w.log.Error("batcher queue full despite admission control", "model", w.cfg.Model, "err", err)
+			outcomes <- &outcome{r: r, handBack: true, delay: w.cfg.RetryBackoff, reason: "batcher queue full"}
 			return
 		}
 		outcomes <- &outcome{r: r, code: codec.CodeInvalidArgument, msg: fmt.Sprintf("batching request: %v", err)}
@@ -139,12 +142,8 @@ func (w *Worker) finish(st *schedState, res *jobResult, outcomes chan<- *outcome
 		st.b.Remove(id)
 		st.asm.Drop(id)
 		delete(st.reqs, id)
-		o := &outcome{r: r, queue: r.dispatched.Sub(r.received), compute: res.compute}
-		if errors.Is(err, trt.ErrInvalidInput) {
-			o.code, o.msg = codec.CodeInvalidArgument, fmt.Sprintf("running engine: %v", err)
-		} else {
-			o.code, o.msg, o.retry = codec.CodeInternal, fmt.Sprintf("running engine: %v", err), true
-		}
+		o := w.engineFailure(r, fmt.Errorf("running engine: %w", err))
+		o.queue, o.compute = r.dispatched.Sub(r.received), res.compute
 		outcomes <- o
 	}
 	if res.outputs == nil {
@@ -167,7 +166,7 @@ func (w *Worker) finish(st *schedState, res *jobResult, outcomes chan<- *outcome
 				st.b.Remove(s.Item)
 				st.asm.Drop(s.Item)
 				delete(st.reqs, s.Item)
-				outcomes <- &outcome{r: r, code: codec.CodeInternal, retry: true, msg: fmt.Sprintf("scattering engine outputs: %v", err)}
+				outcomes <- w.engineFailure(r, fmt.Errorf("scattering engine outputs: %w", err))
 			}
 		}
 		return
@@ -192,6 +191,28 @@ func (w *Worker) finish(st *schedState, res *jobResult, outcomes chan<- *outcome
 		}
 		outcomes <- o
 	}
+}
+
+// engineFailure decides how a request whose rows the engine failed to run
+// ends. Invalid input is the request's fault: an error result. A lost
+// device is nobody's fault: the request is handed back uncharged and the
+// worker stops. Any other failure costs the request one attempt: it is
+// handed back with a growing delay until Config.MaxAttempts attempts have
+// failed, then answered INTERNAL.
+func (w *Worker) engineFailure(r *request, err error) *outcome {
+	switch {
+	case errors.Is(err, trt.ErrInvalidInput):
+		return &outcome{r: r, code: codec.CodeInvalidArgument, msg: err.Error()}
+	case errors.Is(err, trt.ErrDeviceLost):
+		w.stop(err)
+		return &outcome{r: r, handBack: true, reason: "engine device lost"}
+	}
+	n := w.attempts.fail(r.meta.id, time.Now(), err.Error())
+	if n >= w.cfg.MaxAttempts {
+		return &outcome{r: r, code: codec.CodeInternal,
+			msg: fmt.Sprintf("%v (attempt %d of %d failed; giving up)", err, n, w.cfg.MaxAttempts)}
+	}
+	return &outcome{r: r, handBack: true, delay: w.backoff(n), reason: "engine failure"}
 }
 
 // executeJob gathers a plan's inputs, runs the engine, and, when a batch

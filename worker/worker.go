@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/jetinfer/jetinfer/batcher"
 	"github.com/jetinfer/jetinfer/codec"
@@ -73,8 +72,19 @@ type Worker struct {
 	stats    stats
 	started  time.Time
 	ready    atomic.Bool
-	// budget bounds the bytes of requests held between pull and settle.
-	budget *semaphore.Weighted
+	// resultDown is the unix ns since which results could not be stored,
+	// 0 while the result side works.
+	resultDown atomic.Int64
+	// pullBytes is the client's pull buffer; admission bounds the rest.
+	pullBytes int
+	admission *admission
+	holding   *holding
+	attempts  *attempts
+	// stop ends Run early with a cause (a lost engine device); set by Run.
+	stopOnce sync.Once
+	stopErr  error
+	cancel   context.CancelFunc
+	done     chan struct{}
 
 	// Set up by warmUp at the start of Run.
 	reqSpec   trt.Spec                 // what requests must carry
@@ -83,9 +93,24 @@ type Worker struct {
 	inputs    map[string]batcher.Input // read-only after warmUp
 }
 
-// Ready reports whether the worker is pulling requests: true from the
-// moment its subscription exists until shutdown begins.
-func (w *Worker) Ready() bool { return w.ready.Load() }
+// Ready reports whether the worker can take work: it is pulling requests
+// (from the moment its subscription exists until shutdown begins), its
+// results can be stored, and its engine is alive.
+func (w *Worker) Ready() bool { return w.ready.Load() && w.resultDown.Load() == 0 }
+
+// Done is closed when Run has returned.
+func (w *Worker) Done() <-chan struct{} { return w.done }
+
+// stop ends Run as if its context were cancelled, and makes Run return
+// err: used when the engine can no longer run anything.
+func (w *Worker) stop(err error) {
+	w.stopOnce.Do(func() {
+		w.log.Error("stopping the worker", "model", w.cfg.Model, "err", err)
+		w.stopErr = err
+		w.ready.Store(false)
+		w.cancel()
+	})
+}
 
 // New returns a Worker serving eng under cfg over nc.
 func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error) {
@@ -123,7 +148,20 @@ func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error)
 	w.cfg.MaxBatchRows = min(w.cfg.MaxBatchRows, w.maxBatch)
 	d := eng.Device()
 	w.engineID = d.Kind + ":" + d.Name
-	w.budget = semaphore.NewWeighted(int64(w.cfg.MaxPullBytes))
+	// The pull buffer is a quarter of the budget, at most 16 MiB (well
+	// under the server's default 64 MiB max_pending per connection, which
+	// cuts slow consumers) and at least two of the largest requests (a
+	// pull smaller than one message stalls); the rest is the pipeline's.
+	maxMsg := min(int64(w.cfg.MaxMsgSize), nc.MaxPayload())
+	if maxMsg <= 0 {
+		maxMsg = int64(w.cfg.MaxMsgSize)
+	}
+	w.pullBytes = int(max(min(int64(w.cfg.MaxPullBytes)/4, 16<<20), 2*maxMsg))
+	pipeline := max(int64(w.cfg.MaxPullBytes)-int64(w.pullBytes), 2*maxMsg)
+	w.admission = newAdmission(pipeline, int64(w.cfg.MaxInflightRows))
+	w.holding = newHolding()
+	w.attempts = newAttempts(15*time.Minute, 1<<17)
+	w.done = make(chan struct{})
 	w.limits = codec.DefaultLimits()
 	w.limits.MaxBodyBytes = cfg.MaxMsgSize
 	w.limits.MaxRows = cfg.MaxRequestRows
@@ -136,7 +174,8 @@ func (w *Worker) warmUp(ctx context.Context) error {
 	masks, lengths := generatedInputs(w.spec, w.cfg.MaskInputs, w.cfg.LengthInputs)
 	w.reqSpec = requestSpec(w.spec, append(slices.Clone(masks), lengths...))
 	bspec := batcherSpec(w.spec, w.cfg.MaxBatchRows)
-	bcfg := batcher.Config{MaxDelay: w.cfg.MaxDelay, MaxPadding: w.cfg.MaxPadding, Masks: masks, Lengths: lengths}
+	bcfg := batcher.Config{MaxDelay: w.cfg.MaxDelay, MaxPadding: w.cfg.MaxPadding, Masks: masks, Lengths: lengths,
+		MaxQueueRows: w.cfg.MaxInflightRows} // the admission budget's rows: never full
 	cost, err := w.loadCostModel(ctx, bspec, bcfg)
 	if err != nil {
 		return err
@@ -174,6 +213,9 @@ func profileMaxBatch(s trt.Spec) (int, error) {
 // documentation describes and returns nil. It returns an error if the
 // streams cannot be set up or the pull subscription fails.
 func (w *Worker) Run(ctx context.Context) error {
+	defer close(w.done)
+	ctx, w.cancel = context.WithCancel(ctx)
+	defer w.cancel()
 	if err := w.warmUp(ctx); err != nil {
 		return err
 	}
@@ -183,10 +225,25 @@ func (w *Worker) Run(ctx context.Context) error {
 		if cons, err = w.js.Consumer(ctx, w.cfg.RequestStream, w.cfg.Model); err != nil {
 			return fmt.Errorf("binding to consumer %s on %s (create it with `jetinfer streams`): %w", w.cfg.Model, w.cfg.RequestStream, err)
 		}
-	} else if cons, err = EnsureStreams(ctx, w.js, w.cfg); err != nil {
-		return err
+	} else {
+		var drift []Drift
+		if cons, drift, err = SetUpStreams(ctx, w.js, w.cfg); err != nil {
+			return err
+		}
+		for _, d := range drift {
+			level := slog.LevelInfo
+			if d.Breaks != "" {
+				level = slog.LevelWarn
+			}
+			w.log.Log(ctx, level, "stream setting differs from the config; left as set (`jetinfer streams --update` applies the config)",
+				"object", d.Object, "setting", d.Setting, "have", d.Have, "config", d.Want, "breaks", d.Breaks)
+		}
 	}
-	it, err := cons.Messages(jetstream.PullMaxBytes(w.cfg.MaxPullBytes),
+	ackWait := w.cfg.AckWait
+	if info := cons.CachedInfo(); info != nil && info.Config.AckWait > 0 {
+		ackWait = info.Config.AckWait // an operator's setting wins
+	}
+	it, err := cons.Messages(jetstream.PullMaxBytes(w.pullBytes),
 		jetstream.PullHeartbeat(5*time.Second), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return fmt.Errorf("subscribing to %s: %w", wire.RequestSubject(w.cfg.Prefix, w.cfg.Model), err)
@@ -194,6 +251,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.ready.Store(true)
 	w.log.Info("worker started", "model", w.cfg.Model, "version", w.cfg.ModelVersion,
 		"engine", w.engineID, "max_batch_rows", w.cfg.MaxBatchRows, "max_delay", w.cfg.MaxDelay)
+	w.log.Info("admission budget", "model", w.cfg.Model,
+		"pull_buffer_bytes", w.pullBytes, "pipeline_bytes", w.admission.maxBytes, "pipeline_rows", w.admission.maxRows,
+		"server_max_payload", w.nc.MaxPayload(), "max_msg_size", w.cfg.MaxMsgSize,
+		"why", "pull buffer = min(budget/4, 16 MiB), at least 2 largest requests; rows = batcher queue limit")
 
 	// drainCtx outlives ctx by DrainTimeout: in-flight work finishes under it.
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
@@ -234,13 +295,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		collectErr = w.collect(cons, it, arrivals, outcomes)
 	})
 	producers.Go(func() { w.schedule(arrivals, jobs, done, outcomes) })
+	var executors sync.WaitGroup
 	for range w.cfg.Executors {
-		go func() {
+		executors.Go(func() {
 			for j := range jobs {
 				done <- w.executeJob(drainCtx, j)
 			}
-		}()
+		})
 	}
+	defer executors.Wait()
 	go func() {
 		producers.Wait()
 		close(outcomes)
@@ -250,6 +313,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.ReportInterval > 0 {
 		tail.Go(func() { w.runReporter(reportCtx) })
 	}
+	keepCtx, stopKeeping := context.WithCancel(drainCtx)
+	tail.Go(func() { w.keep(keepCtx, max(ackWait/3, 100*time.Millisecond)) })
 	tail.Add(2)
 	go func() {
 		defer tail.Done()
@@ -258,10 +323,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer tail.Done()
+		defer stopKeeping()
 		w.settle(drainCtx, settles)
 	}()
 	tail.Wait()
 	w.log.Info("worker stopped", "model", w.cfg.Model)
+	if w.stopErr != nil {
+		return w.stopErr
+	}
 	if collectErr != nil && ctx.Err() == nil {
 		return collectErr
 	}

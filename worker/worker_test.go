@@ -105,7 +105,7 @@ func (d *digits) checkLogits(t testing.TB, body []byte, wantRows int) {
 }
 
 // startWorker runs a worker until the test ends.
-func startWorker(t testing.TB, nc *nats.Conn, eng worker.Engine, cfg worker.Config, opts ...worker.Option) {
+func startWorker(t testing.TB, nc *nats.Conn, eng worker.Engine, cfg worker.Config, opts ...worker.Option) *worker.Worker {
 	t.Helper()
 	w, err := worker.New(nc, eng, cfg, opts...)
 	if err != nil {
@@ -136,6 +136,7 @@ func startWorker(t testing.TB, nc *nats.Conn, eng worker.Engine, cfg worker.Conf
 			t.Errorf("worker.Run: %v", err)
 		}
 	})
+	return w
 }
 
 // collect reads the results of job until n arrived (or 60s passed, which
@@ -255,6 +256,12 @@ func TestMalformedRequestsGetErrorResultsAndOthersSucceed(t *testing.T) {
 			wantCode: codec.CodeNotFound, wantText: []string{`"7"`}},
 		{name: "bad-reply-to", body: valid, header: map[string]string{wire.HeaderReplyTo: "elsewhere.>"},
 			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo}},
+		{name: "reply-to-empty-token", body: valid, header: map[string]string{wire.HeaderReplyTo: "jetinfer.res.digits..x"},
+			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo, "empty token"}},
+		{name: "reply-to-trailing-dot", body: valid, header: map[string]string{wire.HeaderReplyTo: "jetinfer.res.digits.x."},
+			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo, "empty token"}},
+		{name: "reply-to-wildcard", body: valid, header: map[string]string{wire.HeaderReplyTo: "jetinfer.res.digits.*"},
+			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo, "wildcard"}},
 		{name: "ok-2", body: valid, wantCode: codec.CodeOK},
 		{name: "ok-nan-allowed", body: withNaN(t, nan), wantCode: codec.CodeOK},
 	}

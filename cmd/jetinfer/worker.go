@@ -34,12 +34,20 @@ type workerConfig struct {
 }
 
 func (c *workerConfig) parse(args []string, stderr io.Writer) error {
+	return c.parseWith("worker", args, stderr, nil)
+}
+
+// parseWith is parse for the command name, with extra flags of its own.
+func (c *workerConfig) parseWith(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) error {
 	c.Worker.Model = "digits"
 	if err := env.ParseWithOptions(c, env.Options{Prefix: "JETINFER_"}); err != nil {
 		return fmt.Errorf("reading JETINFER_* environment: %w", err)
 	}
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	if extra != nil {
+		extra(fs)
+	}
 	fs.BoolVar(&c.Embedded, "embedded", c.Embedded, "start an in-process JetStream server (JETINFER_EMBEDDED)")
 	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS server URL (JETINFER_NATS_URL)")
 	fs.StringVar(&c.Worker.Model, "model", c.Worker.Model, "model name served (JETINFER_MODEL)")
