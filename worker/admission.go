@@ -6,51 +6,85 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/semaphore"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // admission is the worker's one budget for what it holds between pull and
-// settle: bytes of request bodies and rows. The collector takes a
-// request's bytes before decoding it and its rows after; the settler gives
-// both back. While either is spent the collector waits, so the worker
-// stops pulling instead of handing requests back: a request is never
-// refused because the worker is busy. The batcher's queue limit is the
-// same row budget, so the batcher never overflows.
+// settle: bytes of request bodies and rows. The collector reserves bytes
+// before each pull (the server sends no more than was reserved) and rows
+// after decoding each request; the settler gives both back. While either
+// is spent the collector waits, so the worker stops pulling instead of
+// handing requests back: a request is never refused because the worker is
+// busy. The batcher's queue limit is the same row budget, so the batcher
+// never overflows.
 type admission struct {
-	bytes, rows       *semaphore.Weighted
-	maxBytes, maxRows int64
+	bytes, rows *budget
 }
 
 func newAdmission(maxBytes, maxRows int64) *admission {
-	return &admission{
-		bytes: semaphore.NewWeighted(maxBytes), rows: semaphore.NewWeighted(maxRows),
-		maxBytes: maxBytes, maxRows: maxRows,
-	}
+	return &admission{bytes: newBudget(maxBytes), rows: newBudget(maxRows)}
 }
 
-// takeBytes blocks until n bytes are free (a single request larger than
-// the whole budget takes all of it, so that it can still run alone) and
-// returns what it took.
-func (a *admission) takeBytes(n int64) int64 {
-	n = min(n, a.maxBytes)
-	_ = a.bytes.Acquire(context.Background(), n) // cannot fail without a context
-	return n
-}
-
-// takeRows is takeBytes for rows.
+// takeRows blocks until n rows are free and takes them (all of the budget
+// for a request larger than it, so that it can still run alone).
 func (a *admission) takeRows(n int64) int64 {
-	n = min(n, a.maxRows)
-	_ = a.rows.Acquire(context.Background(), n)
-	return n
+	n = min(n, a.rows.max)
+	got, _ := a.rows.take(context.Background(), n, n) // cannot fail without a context
+	return got
 }
 
 func (a *admission) give(bytes, rows int64) {
-	if bytes > 0 {
-		a.bytes.Release(bytes)
+	a.bytes.give(bytes)
+	a.rows.give(rows)
+}
+
+// budget is a counted resource whose takers wait for a minimum and take
+// whatever more is free, up to a maximum. Safe for concurrent use.
+type budget struct {
+	max     int64
+	mu      sync.Mutex
+	free    int64
+	waiting bool
+	changed chan struct{} // closed and replaced when free grows and someone waits
+}
+
+func newBudget(n int64) *budget { return &budget{max: n, free: n, changed: make(chan struct{})} }
+
+// take waits until at least atLeast (at most the whole budget) is free,
+// then takes what is free up to atMost. It returns false when ctx ends
+// first.
+func (b *budget) take(ctx context.Context, atLeast, atMost int64) (int64, bool) {
+	atLeast = min(atLeast, b.max)
+	for {
+		b.mu.Lock()
+		if b.free >= atLeast {
+			n := min(b.free, max(atMost, atLeast))
+			b.free -= n
+			b.mu.Unlock()
+			return n, true
+		}
+		b.waiting = true
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, false
+		}
 	}
-	if rows > 0 {
-		a.rows.Release(rows)
+}
+
+func (b *budget) give(n int64) {
+	if n <= 0 {
+		return
 	}
+	b.mu.Lock()
+	b.free += n
+	if b.waiting {
+		close(b.changed)
+		b.changed, b.waiting = make(chan struct{}), false
+	}
+	b.mu.Unlock()
 }
 
 // holding is the set of requests the worker holds between pull and
@@ -61,20 +95,20 @@ func (a *admission) give(bytes, rows int64) {
 // collector adds, the settler removes, the keeper walks.
 type holding struct {
 	mu   sync.Mutex
-	reqs map[*request]time.Time // request → when the server last heard of it
+	reqs map[jetstream.Msg]time.Time // message → when the server last heard of it
 }
 
-func newHolding() *holding { return &holding{reqs: map[*request]time.Time{}} }
+func newHolding() *holding { return &holding{reqs: map[jetstream.Msg]time.Time{}} }
 
-func (h *holding) add(r *request, now time.Time) {
+func (h *holding) add(m jetstream.Msg, now time.Time) {
 	h.mu.Lock()
-	h.reqs[r] = now
+	h.reqs[m] = now
 	h.mu.Unlock()
 }
 
-func (h *holding) remove(r *request) {
+func (h *holding) remove(m jetstream.Msg) {
 	h.mu.Lock()
-	delete(h.reqs, r)
+	delete(h.reqs, m)
 	h.mu.Unlock()
 }
 
@@ -86,10 +120,10 @@ func (h *holding) len() int {
 
 // stale returns the requests the server has not heard of since before
 // cutoff and marks them as heard of at now.
-func (h *holding) stale(cutoff, now time.Time) []*request {
+func (h *holding) stale(cutoff, now time.Time) []jetstream.Msg {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var out []*request
+	var out []jetstream.Msg
 	for r, t := range h.reqs {
 		if t.Before(cutoff) {
 			out = append(out, r)
@@ -109,9 +143,9 @@ func (w *Worker) keep(ctx context.Context, period time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, r := range w.holding.stale(now.Add(-period), now) {
-				if err := r.msg.InProgress(); err != nil {
-					w.log.Debug("extending ack wait", "model", w.cfg.Model, "request_id", r.meta.id, "err", err)
+			for _, m := range w.holding.stale(now.Add(-period), now) {
+				if err := m.InProgress(); err != nil {
+					w.log.Debug("extending ack wait", "model", w.cfg.Model, "subject", m.Subject(), "err", err)
 				}
 			}
 		}

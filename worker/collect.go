@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,55 +36,131 @@ type request struct {
 	heldRows   int64         // rows held against the admission budget
 }
 
-// collect pulls requests and hands each decoded one to the scheduler
-// until the iterator is closed (by Drain on shutdown). Rejected requests go
-// straight to outcomes.
-func (w *Worker) collect(cons jetstream.Consumer, it jetstream.MessagesContext, arrivals chan<- *request, outcomes chan<- *outcome) error {
+// Pulls: each fetch asks for at most fetchMsgs messages and the bytes the
+// admission budget has free, and lasts at most fetchWait when fewer are
+// queued (an idle worker asks again every fetchWait).
+const (
+	fetchMsgs = 1024
+	fetchWait = 2 * time.Second
+	pullers   = 2
+)
+
+// collect pulls requests and hands each decoded one to the scheduler until
+// ctx ends (shutdown) or the consumer is gone. Rejected requests go
+// straight to outcomes. A puller goroutine fetches; this one decodes.
+func (w *Worker) collect(ctx context.Context, cons jetstream.Consumer, arrivals chan<- *request, outcomes chan<- *outcome) error {
+	// Room for every message the budget can have pulled and not yet
+	// taken in, so that the puller never waits on the decoder: each pull
+	// reserves at least one max payload and brings at most fetchMsgs.
+	room := fetchMsgs * int(max(pullers, w.admission.bytes.max/max(1, w.nc.MaxPayload())))
+	pulled := make(chan pulledMsg, room)
+	// Two pullers, so that the next pull is on its way while the last
+	// one's messages arrive: the server never waits for a pull request.
+	errs := make([]error, pullers)
+	var wg sync.WaitGroup
+	for i := range pullers {
+		wg.Go(func() { errs[i] = w.pull(ctx, cons, pulled) })
+	}
+	go func() {
+		wg.Wait()
+		close(pulled)
+	}()
+	for p := range pulled {
+		w.takeIn(p.msg, p.held, arrivals, outcomes)
+	}
+	return errors.Join(errs...)
+}
+
+// pulledMsg is a message the puller received, with the bytes it holds.
+type pulledMsg struct {
+	msg  jetstream.Msg
+	held int64
+}
+
+// pull fetches requests until ctx ends or the consumer is gone. Every
+// fetch is sized by the free admission budget, so every message the
+// server sends is already paid for, and every one is kept in progress (the
+// keeper) from the moment it arrives: nothing waits outside the budget or
+// long enough for its AckWait to expire.
+func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pulled chan<- pulledMsg) error {
+	var failing time.Duration // backoff after failed pulls
 	for {
-		msg, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if errors.Is(err, jetstream.ErrConnectionClosed) {
-					return fmt.Errorf("pulling requests: %w", err)
-				}
+		// At least one largest message (a pull smaller than the next
+		// message would return nothing), at most one pull's worth.
+		reserved, ok := w.admission.bytes.take(ctx, w.nc.MaxPayload(), int64(w.pullBytes))
+		if !ok {
+			return nil
+		}
+		batch, err := cons.Fetch(fetchMsgs, jetstream.FetchMaxBytes(int(reserved)), jetstream.FetchMaxWait(fetchWait))
+		if err == nil {
+			for msg := range batch.Messages() {
+				held := min(int64(len(msg.Data())), reserved)
+				reserved -= held
+				w.holding.add(msg, time.Now())
+				pulled <- pulledMsg{msg: msg, held: held}
+			}
+			err = batch.Error()
+		}
+		w.admission.bytes.give(reserved)
+		if err == nil || errors.Is(err, jetstream.ErrBatchCompleted) || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+			failing = 0
+			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// Silence from the server: a disconnect (the client
-				// reconnects by itself) or a deleted consumer.
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, err = cons.Info(ctx)
-				cancel()
-				if err == nil {
-					continue
-				}
-			}
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				// Without its consumer the worker would idle forever; stop
-				// so that the orchestrator restarts it, which recreates
-				// the consumer.
-				it.Stop()
-				return fmt.Errorf("pulling requests: consumer %s: %w", w.cfg.Model, err)
-			}
-			w.log.Warn("pulling requests", "model", w.cfg.Model, "err", err)
 			continue
 		}
-		// Admission: hold the request's bytes, then its rows, until it is
-		// settled. While the budget is spent the collector waits here and
-		// pulls nothing more; no request is handed back for want of room.
-		held := w.admission.takeBytes(int64(len(msg.Data())))
-		w.stats.inFlight.Add(1)
-		w.metrics.addInflight(int64(1), held)
-		r, rejected := w.accept(msg, held)
-		if rejected != nil {
-			w.holding.add(rejected.r, rejected.r.received)
-			outcomes <- rejected
-			continue
+		if stop := w.pullFailed(ctx, cons, err); stop != nil {
+			return stop
 		}
-		w.holding.add(r, r.received)
-		r.heldRows = w.admission.takeRows(int64(r.rows))
-		arrivals <- r
+		failing = min(max(2*failing, 100*time.Millisecond), 2*time.Second)
+		t := time.NewTimer(failing)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
 	}
+}
+
+// pullFailed classifies a failed pull: it returns an error when the
+// worker must stop (its consumer is gone, so it would idle forever; the
+// orchestrator restarts it, which recreates the consumer), nil when the
+// next pull may succeed (a disconnect, a leader election, a restart).
+func (w *Worker) pullFailed(ctx context.Context, cons jetstream.Consumer, err error) error {
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+		return fmt.Errorf("pulling requests: consumer %s: %w", w.cfg.Model, err)
+	case errors.Is(err, nats.ErrConnectionClosed):
+		return fmt.Errorf("pulling requests: %w", err)
+	case errors.Is(err, nats.ErrNoResponders) && ctx.Err() == nil:
+		// Nobody answered the pull: the consumer may have been deleted.
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, ierr := cons.Info(ictx)
+		cancel()
+		if errors.Is(ierr, jetstream.ErrConsumerNotFound) || errors.Is(ierr, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("pulling requests: consumer %s: %w", w.cfg.Model, ierr)
+		}
+	}
+	if ctx.Err() == nil {
+		w.log.Warn("pulling requests", "model", w.cfg.Model, "err", err)
+	}
+	return nil
+}
+
+// takeIn takes in one pulled message: it holds its bytes (reserved by the
+// pull) and, once decoded, its rows until it is settled, and hands it to
+// the scheduler, or answers it with an error outcome.
+func (w *Worker) takeIn(msg jetstream.Msg, held int64, arrivals chan<- *request, outcomes chan<- *outcome) {
+	w.stats.inFlight.Add(1)
+	w.metrics.addInflight(1, held)
+	r, rejected := w.accept(msg, held)
+	if rejected != nil {
+		outcomes <- rejected
+		return
+	}
+	r.heldRows = w.admission.takeRows(int64(r.rows))
+	arrivals <- r
 }
 
 // accept parses, decodes and validates one message. It returns either a

@@ -166,6 +166,20 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// MemoryBound is the resident memory a worker process running with c
+// stays under, in bytes: 128 MiB for the Go runtime, the engine (ONNX
+// Runtime and the model, batch buffers), results awaiting their PubAck and
+// the client's own buffers, plus twice MaxPullBytes: the request bytes the
+// worker holds (pull buffer and pipeline) and as much again for their
+// outputs and for garbage the collector has not yet reclaimed. Binaries
+// set the Go runtime's soft memory limit from it (GOMEMLIMIT wins), so
+// that collection tightens as the bound nears. docs/reliability.md checks
+// it under a flood of 4 MiB requests.
+func MemoryBound(c Config) int64 {
+	c = c.withDefaults()
+	return 128<<20 + 2*int64(c.MaxPullBytes)
+}
+
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
 	c = c.withDefaults()

@@ -179,7 +179,7 @@ func (w *Worker) release(r *request) {
 		r.req.Release()
 	}
 	r.span.End()
-	w.holding.remove(r)
+	w.holding.remove(r.msg)
 	w.stats.inFlight.Add(-1)
 	w.metrics.addInflight(-1, -r.held)
 	w.admission.give(r.held, r.heldRows)

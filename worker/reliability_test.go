@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -146,24 +147,42 @@ func readResults(js jetstream.JetStream) (map[string]int, map[string]worker.Resu
 	if last == 0 {
 		return counts, first, nil
 	}
-	cons, err := js.OrderedConsumer(ctx, wire.DefaultResultStream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, nil, err
-	}
-	for {
-		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading before sequence %d: %w", last, err)
-		}
-		h := m.Headers()
+	add := func(h nats.Header, body []byte) {
 		id := h.Get(wire.HeaderRequestID)
 		if counts[id]++; counts[id] == 1 {
-			first[id] = worker.Result{RequestID: id, Status: codec.Code(h.Get(wire.HeaderStatus)), Error: h.Get(wire.HeaderError), Body: m.Data()}
+			first[id] = worker.Result{RequestID: id, Status: codec.Code(h.Get(wire.HeaderStatus)), Error: h.Get(wire.HeaderError), Body: body}
 		}
+	}
+	cons, err := js.OrderedConsumer(ctx, wire.DefaultResultStream, jetstream.OrderedConsumerConfig{})
+	for err == nil {
+		var m jetstream.Msg
+		if m, err = cons.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil {
+			break
+		}
+		add(m.Headers(), m.Data())
 		if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= last {
 			return counts, first, nil
 		}
 	}
+	if !errors.Is(err, nats.ErrNoResponders) {
+		return nil, nil, fmt.Errorf("reading before sequence %d: %w", last, err)
+	}
+	// After a node loss the server may place the ordered consumer on the
+	// lost node (no responders): read message by message from the
+	// stream's leader instead.
+	clear(counts)
+	clear(first)
+	for seq := uint64(1); seq <= last; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading sequence %d: %w", seq, err)
+		}
+		add(m.Header, m.Data)
+	}
+	return counts, first, nil
 }
 
 // assertExactlyOnce waits until the work queue is empty and the result

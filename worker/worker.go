@@ -19,7 +19,6 @@ import (
 	"github.com/jetinfer/jetinfer/batcher"
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
-	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // Engine is what the worker needs of an execution backend; trt.Engine
@@ -75,7 +74,7 @@ type Worker struct {
 	// resultDown is the unix ns since which results could not be stored,
 	// 0 while the result side works.
 	resultDown atomic.Int64
-	// pullBytes is the client's pull buffer; admission bounds the rest.
+	// pullBytes bounds one pull; admission bounds everything held.
 	pullBytes int
 	admission *admission
 	holding   *holding
@@ -148,17 +147,16 @@ func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error)
 	w.cfg.MaxBatchRows = min(w.cfg.MaxBatchRows, w.maxBatch)
 	d := eng.Device()
 	w.engineID = d.Kind + ":" + d.Name
-	// The pull buffer is a quarter of the budget, at most 16 MiB (well
+	// One pull asks for at most a quarter of the budget and 16 MiB (well
 	// under the server's default 64 MiB max_pending per connection, which
-	// cuts slow consumers) and at least two of the largest requests (a
-	// pull smaller than one message stalls); the rest is the pipeline's.
+	// cuts slow consumers), and at least two of the largest requests (a
+	// pull smaller than the next message returns nothing).
 	maxMsg := min(int64(w.cfg.MaxMsgSize), nc.MaxPayload())
 	if maxMsg <= 0 {
 		maxMsg = int64(w.cfg.MaxMsgSize)
 	}
 	w.pullBytes = int(max(min(int64(w.cfg.MaxPullBytes)/4, 16<<20), 2*maxMsg))
-	pipeline := max(int64(w.cfg.MaxPullBytes)-int64(w.pullBytes), 2*maxMsg)
-	w.admission = newAdmission(pipeline, int64(w.cfg.MaxInflightRows))
+	w.admission = newAdmission(max(int64(w.cfg.MaxPullBytes), 2*maxMsg), int64(w.cfg.MaxInflightRows))
 	w.holding = newHolding()
 	w.attempts = newAttempts(15*time.Minute, 1<<17)
 	w.done = make(chan struct{})
@@ -243,18 +241,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	if info := cons.CachedInfo(); info != nil && info.Config.AckWait > 0 {
 		ackWait = info.Config.AckWait // an operator's setting wins
 	}
-	it, err := cons.Messages(jetstream.PullMaxBytes(w.pullBytes),
-		jetstream.PullHeartbeat(5*time.Second), jetstream.WithMessagesErrOnMissingHeartbeat(true))
-	if err != nil {
-		return fmt.Errorf("subscribing to %s: %w", wire.RequestSubject(w.cfg.Prefix, w.cfg.Model), err)
-	}
 	w.ready.Store(true)
 	w.log.Info("worker started", "model", w.cfg.Model, "version", w.cfg.ModelVersion,
 		"engine", w.engineID, "max_batch_rows", w.cfg.MaxBatchRows, "max_delay", w.cfg.MaxDelay)
 	w.log.Info("admission budget", "model", w.cfg.Model,
-		"pull_buffer_bytes", w.pullBytes, "pipeline_bytes", w.admission.maxBytes, "pipeline_rows", w.admission.maxRows,
+		"held_bytes", w.admission.bytes.max, "held_rows", w.admission.rows.max, "pull_bytes", w.pullBytes,
 		"server_max_payload", w.nc.MaxPayload(), "max_msg_size", w.cfg.MaxMsgSize,
-		"why", "pull buffer = min(budget/4, 16 MiB), at least 2 largest requests; rows = batcher queue limit")
+		"why", "held bytes = JETINFER_MAX_PULL_BYTES (at least 2 largest requests); one pull = min(1/4 of it, 16 MiB), at least 2 largest requests, far below the server's 64 MiB max_pending; rows = batcher queue limit")
 
 	// drainCtx outlives ctx by DrainTimeout: in-flight work finishes under it.
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
@@ -266,7 +259,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			w.ready.Store(false)
 			w.log.Info("draining", "model", w.cfg.Model, "timeout", w.cfg.DrainTimeout)
-			it.Drain()
 			t := time.NewTimer(w.cfg.DrainTimeout)
 			defer t.Stop()
 			select {
@@ -292,7 +284,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var collectErr error
 	producers.Go(func() {
 		defer close(arrivals)
-		collectErr = w.collect(cons, it, arrivals, outcomes)
+		collectErr = w.collect(ctx, cons, arrivals, outcomes)
 	})
 	producers.Go(func() { w.schedule(arrivals, jobs, done, outcomes) })
 	var executors sync.WaitGroup

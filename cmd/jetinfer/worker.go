@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/caarlos0/env/v10"
@@ -111,6 +112,13 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 	metrics, err := worker.NewMetrics(mp, cfg.Worker.Model)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Leave 64 MiB of the bound to memory the Go runtime does not
+		// count (ONNX Runtime, TensorRT, CUDA).
+		bound := worker.MemoryBound(cfg.Worker)
+		debug.SetMemoryLimit(bound - 64<<20)
+		log.Info("memory bound", "bytes", bound, "go_soft_limit", bound-64<<20)
 	}
 	w, err := worker.New(nc, eng, cfg.Worker, worker.WithLogger(log), worker.WithTracerProvider(tp),
 		worker.WithMetrics(metrics), worker.WithStartTime(started))

@@ -13,35 +13,20 @@ import (
 	"github.com/jetinfer/jetinfer/worker"
 )
 
-// rssMargin is the fixed memory allowance on top of a worker's in-flight
-// budget (JETINFER_MAX_PULL_BYTES): the Go runtime, ONNX Runtime and the
-// model, result and batch buffers, and garbage not yet collected. An idle
-// worker measured 50-60 MiB here.
-const rssMargin = 128 << 20
-
-// Worker settings shared by the scenarios, as JETINFER_* variables.
-const (
-	msgSize = 1 << 20 // JETINFER_MAX_MSG_SIZE
-	budget  = 4 << 20 // JETINFER_MAX_PULL_BYTES unless a scenario sets another
-)
-
-// env returns a worker process environment for the broker at url. extra
-// holds KEY, VALUE pairs that override the defaults.
+// env returns a worker process environment for the broker at url: the
+// worker's defaults, but for what a test harness must set (where the
+// broker, model and library are; an HTTP port of its own per process, since
+// several workers share this machine; no trace export). extra holds KEY,
+// VALUE pairs that a scenario overrides, each with its reason.
 func (r *runner) env(url string, extra ...string) map[string]string {
 	e := map[string]string{
-		"JETINFER_NATS_URL":        url,
-		"JETINFER_MODEL":           model,
-		"JETINFER_MODEL_PATH":      filepath.Join(r.root, "testdata", "models", "digits.onnx"),
-		"JETINFER_ORT_LIBRARY":     r.ortLib,
-		"JETINFER_MAX_MSG_SIZE":    strconv.Itoa(msgSize),
-		"JETINFER_MAX_PULL_BYTES":  strconv.Itoa(budget),
-		"JETINFER_ACK_WAIT":        "5s",
-		"JETINFER_RETRY_BACKOFF":   "200ms",
-		"JETINFER_DRAIN_TIMEOUT":   "5s",
-		"JETINFER_PUBLISH_TIMEOUT": "2s",
-		"JETINFER_LOG_LEVEL":       "info",
-		"OTEL_TRACES_EXPORTER":     "none",
-		"JETINFER_HTTP_LISTEN":     "127.0.0.1:0",
+		"JETINFER_NATS_URL":    url,
+		"JETINFER_MODEL":       model,
+		"JETINFER_MODEL_PATH":  filepath.Join(r.root, "testdata", "models", "digits.onnx"),
+		"JETINFER_ORT_LIBRARY": r.ortLib,
+		"JETINFER_LOG_LEVEL":   "info",
+		"OTEL_TRACES_EXPORTER": "none",
+		"JETINFER_HTTP_LISTEN": "127.0.0.1:0",
 	}
 	for i := 0; i+1 < len(extra); i += 2 {
 		e[extra[i]] = extra[i+1]
@@ -49,19 +34,20 @@ func (r *runner) env(url string, extra ...string) map[string]string {
 	return e
 }
 
-// boundOf is the RSS bound of workers started with env.
+// boundOf is the documented RSS bound (worker.MemoryBound) of workers
+// started with env.
 func boundOf(env map[string]string) int64 {
-	b, err := strconv.ParseInt(env["JETINFER_MAX_PULL_BYTES"], 10, 64)
-	if err != nil {
-		b = budget
+	var c worker.Config
+	if v, err := strconv.Atoi(env["JETINFER_MAX_PULL_BYTES"]); err == nil {
+		c.MaxPullBytes = v
 	}
-	return max(b, 2*msgSize) + rssMargin
+	return worker.MemoryBound(c)
 }
 
 // workerConfig is the worker.Config the processes of env use, for
 // creating streams from the runner before any worker runs.
 func workerConfig(replicas int) worker.Config {
-	return worker.Config{Model: model, MaxMsgSize: msgSize, Replicas: replicas}
+	return worker.Config{Model: model, Replicas: replicas}
 }
 
 // single starts a one-node broker and connects the runner's client.

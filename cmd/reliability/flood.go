@@ -3,14 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// floodBudget is the flood workers' JETINFER_MAX_PULL_BYTES.
-const floodBudget = 8 << 20
 
 // floodRequests returns n requests of 64 rows (16.6 KB bodies).
 func (r *runner) floodRequests(prefix string, n int) []*request {
@@ -51,9 +47,7 @@ func flood(ctx context.Context, r *runner, rw *row) error {
 	if err := ensureStreams(ctx, js, 1); err != nil {
 		return err
 	}
-	// AckWait covers the slow worker's full buffer (8 MiB of requests at
-	// about 100 per second), so that buffered requests are not redelivered.
-	env := r.env(b.url(), "JETINFER_MAX_PULL_BYTES", strconv.Itoa(floodBudget), "JETINFER_ACK_WAIT", "30s")
+	env := r.env(b.url())
 	rw.rssBound = boundOf(env)
 	var all []*request
 
@@ -80,12 +74,12 @@ func flood(ctx context.Context, r *runner, rw *row) error {
 	if code, _ := w1.terminate(20 * time.Second); code != 0 {
 		rw.check(false, "real worker exited %d", code)
 	}
-	rw.note("real worker: backlog of %d requests (%.0f MiB, %.0fx the budget) served at %.0f requests/s (%.0f rows/s); RSS %s MiB idle, %s MiB peak",
-		len(backlog), float64(len(backlog))*16.6e3/(1<<20), float64(len(backlog))*16.6e3/floodBudget, capReal, capReal*64, mib(idle), mib(w1.peakRSS()))
+	rw.note("real worker: backlog of %d requests (%.0f MiB) served at %.0f requests/s (%.0f rows/s); RSS %s MiB idle, %s MiB peak",
+		len(backlog), float64(len(backlog))*16.6e3/(1<<20), capReal, capReal*64, mib(idle), mib(w1.peakRSS()))
 
 	// Phase B: a worker whose engine takes 10 ms per batch (stand-in
 	// wrapper around the real engine) flooded at 10x its capacity.
-	slowEnv := r.env(b.url(), "JETINFER_MAX_PULL_BYTES", strconv.Itoa(floodBudget), "JETINFER_ACK_WAIT", "30s", envDelay, "10ms")
+	slowEnv := r.env(b.url(), envDelay, "10ms")
 	slow, err := r.startWorker(standInWorker, "slow", slowEnv)
 	if err != nil {
 		return err
@@ -119,6 +113,6 @@ func flood(ctx context.Context, r *runner, rw *row) error {
 			return err
 		}
 	}
-	rw.note("in-flight budget JETINFER_MAX_PULL_BYTES=%d MiB, RSS bound = budget + %d MiB margin", floodBudget>>20, rssMargin>>20)
+	rw.note("default settings; RSS bound = 128 MiB + 2 x JETINFER_MAX_PULL_BYTES (64 MiB)")
 	return r.finish(ctx, rw, js, all, 2*time.Minute)
 }

@@ -12,9 +12,13 @@
 //
 // The last line it prints is
 //
-//	reliability: scenarios=<n> requests=<r> lost=<l> duplicated=<d>
+//	reliability: scenarios=<n> requests=<r> lost=<l> duplicated=<d> internal=<i> left_in_queue=<q> max_rss_mib=<m> rss_bound_mib=<b>
 //
-// and it exits 1 when any scenario breaks an invariant. It needs the ONNX
+// (internal counts INTERNAL results of requests that did not ask for one;
+// max_rss_mib is the largest worker RSS of any scenario and rss_bound_mib
+// the smallest bound any scenario held its workers to) and it exits 1
+// when any scenario breaks an invariant. Workers run at their default
+// settings; a scenario that overrides one says which and why. It needs the ONNX
 // Runtime library (`make ort`, or JETINFER_ORT_LIBRARY) and builds
 // ./cmd/jetinfer itself unless -jetinfer names a binary.
 //
@@ -180,12 +184,20 @@ func runAll(ctx context.Context, out io.Writer, scale float64, only, report, bin
 	} else if report != "" {
 		fmt.Fprintln(out, "not writing", report, "for a partial or scaled run")
 	}
-	var reqs, lost, dup int
+	var reqs, lost, dup, internal int
+	var left uint64
+	var maxRSS, bound int64
 	var failed []string
 	for _, rw := range rows {
 		reqs += rw.a.requests
 		lost += rw.a.lost
 		dup += rw.a.duplicated
+		internal += rw.a.internal
+		left += rw.queue.stored + rw.queue.pending + rw.queue.ackPending
+		maxRSS = max(maxRSS, rw.maxRSS)
+		if rw.rssBound > 0 && (bound == 0 || rw.rssBound < bound) {
+			bound = rw.rssBound
+		}
 		if !rw.pass() {
 			failed = append(failed, rw.name)
 		}
@@ -197,7 +209,8 @@ func runAll(ctx context.Context, out io.Writer, scale float64, only, report, bin
 	if keepDir {
 		fmt.Fprintln(out, "kept", tmp)
 	}
-	fmt.Fprintf(out, "reliability: scenarios=%d requests=%d lost=%d duplicated=%d\n", len(rows), reqs, lost, dup)
+	fmt.Fprintf(out, "reliability: scenarios=%d requests=%d lost=%d duplicated=%d internal=%d left_in_queue=%d max_rss_mib=%s rss_bound_mib=%s\n",
+		len(rows), reqs, lost, dup, internal, left, mib(maxRSS), mib(bound))
 	if len(failed) > 0 {
 		return errFailed
 	}
@@ -218,7 +231,7 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) *row {
 	}
 	stopSampling := r.sampler()
 	start := time.Now()
-	sctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	sctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
 	err := sc.run(sctx, r, rw)
 	cancel()
 	rw.elapsed = time.Since(start)

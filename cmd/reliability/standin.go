@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,7 @@ func runStandIn(ctx context.Context, stderr io.Writer) error {
 	defer nc.Close()
 	fe := &faultyEngine{Engine: eng, failFirst: cfg.FailFirst, failRate: cfg.FailRate, poison: cfg.Poison,
 		delay: cfg.Delay, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+	debug.SetMemoryLimit(worker.MemoryBound(cfg.Worker) - 64<<20) // as jetinfer worker does
 	w, err := worker.New(nc, fe, cfg.Worker, worker.WithLogger(log))
 	if err != nil {
 		return err

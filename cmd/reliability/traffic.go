@@ -268,6 +268,7 @@ type audit struct {
 	errorCoded int // ids whose (first) result is an error code
 	wrong      int // ids whose result has an unexpected status, message or logits
 	foreign    int // result messages for ids never sent
+	internal   int // ids answered INTERNAL that did not ask for it
 	byCode     map[codec.Code]int
 	examples   []string // a few descriptions of wrong results
 	// sample holds one error message per request kind.
@@ -357,6 +358,9 @@ func (a *audit) result(d *digits, byID map[string]*request, seen map[*request]in
 	a.byCode[code]++
 	if code != codec.CodeOK {
 		a.errorCoded++
+	}
+	if code == codec.CodeInternal && !slices.Contains(q.want, code) {
+		a.internal++
 	}
 	msg := h.Get(wire.HeaderError)
 	if _, ok := a.sample[q.kind]; !ok && q.kind != "" && code != codec.CodeOK {
