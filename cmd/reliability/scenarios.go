@@ -16,7 +16,7 @@ import (
 var scenarios = []scenario{
 	{"backlog-1m", "A stored backlog of 1M rows (64-row requests) before any worker runs, as a pool scaled from zero finds it; one worker at default settings drains it.", backlogScenario(1)},
 	{"backlog-1m-3w", "The same 1M-row backlog drained by three workers at default settings.", backlogScenario(3)},
-	{"flood-4mib", "4 MiB requests (16,000 rows) arrive at 10x one worker's measured capacity for 5 s, at default settings: no slow-consumer disconnect, RSS under the documented bound.", flood4MiB},
+	{"flood-4mib", "A flood of 4 MiB requests (16,000 rows each) at default settings: 640 MiB (10x the worker's byte budget) stored before the worker starts, 160 MiB more published as fast as the producer can while it drains. No slow-consumer disconnect; RSS under the documented bound.", flood4MiB},
 	{"result-outage", "The result side is unavailable while requests arrive: the result stream is full (DiscardNew) for 60 s, then no stream takes the result subjects for 15 s, then a plain subscriber takes them (PubAcks time out) for 15 s. Default settings: no request may be failed for it.", resultOutage},
 	{"result-leader-change", "A 3-node cluster with R3 streams; the result stream's leader steps down three times while requests flow.", resultLeaderChange},
 	{"bad-reply-to", "Requests whose Jetinfer-Reply-To has empty tokens, trailing dots, wildcards, whitespace or another model's prefix, mixed with valid and valid custom Reply-To requests.", badReplyTo},

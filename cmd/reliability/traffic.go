@@ -309,7 +309,7 @@ func auditResults(ctx context.Context, js jetstream.JetStream, d *digits, reqs [
 			return nil, fmt.Errorf("reading the result stream: %w", err)
 		}
 		for done := false; !done; {
-			batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+			batch, err := cons.Fetch(1000, jetstream.FetchMaxBytes(16<<20), jetstream.FetchMaxWait(2*time.Second))
 			if err != nil {
 				return nil, fmt.Errorf("reading the result stream: %w", err)
 			}
