@@ -30,6 +30,7 @@ type Metrics struct {
 	publishFails  metric.Int64Counter
 	resultSideUp  metric.Int64Gauge
 	unanswerables metric.Int64Counter
+	engineInfo    metric.Int64Gauge
 }
 
 // NewMetrics creates the worker's instruments on mp for model.
@@ -81,8 +82,19 @@ func NewMetrics(mp metric.MeterProvider, model string) (*Metrics, error) {
 	if x.unanswerables, err = m.Int64Counter("jetinfer.unanswerable", metric.WithDescription("requests terminated because no result could be stored for them")); err != nil {
 		return nil, fmt.Errorf("creating unanswerable counter: %w", err)
 	}
+	if x.engineInfo, err = m.Int64Gauge("jetinfer.engine.info", metric.WithDescription("1, labelled with the model version and engine served")); err != nil {
+		return nil, fmt.Errorf("creating engine info gauge: %w", err)
+	}
 	x.resultSideUp.Record(context.Background(), 1, metric.WithAttributes(x.model))
 	return x, nil
+}
+
+// serving records which model version and engine the worker serves.
+func (m *Metrics) serving(version, engine string) {
+	if m != nil {
+		m.engineInfo.Record(context.Background(), 1, metric.WithAttributes(m.model,
+			attribute.String("version", version), attribute.String("engine", engine)))
+	}
 }
 
 func (m *Metrics) redelivered() {

@@ -242,6 +242,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		ackWait = info.Config.AckWait // an operator's setting wins
 	}
 	w.ready.Store(true)
+	w.metrics.serving(w.cfg.ModelVersion, w.engineID)
 	w.log.Info("worker started", "model", w.cfg.Model, "version", w.cfg.ModelVersion,
 		"engine", w.engineID, "max_batch_rows", w.cfg.MaxBatchRows, "max_delay", w.cfg.MaxDelay)
 	w.log.Info("admission budget", "model", w.cfg.Model,

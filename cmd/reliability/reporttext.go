@@ -22,16 +22,31 @@ then checks the delivery contract of docs/protocol.md:
   ` + "`JETINFER_REQ`" + ` at the end (a poison message stuck in the work queue
   shows here).
 - **redelivered**: deliveries of the model's consumer beyond one per stored
-  request (kills, nak-and-retry, hand-backs); evidence that the fault hit
-  requests in flight. Not comparable where the consumer was recreated.
+  request (kills, engine-failure retries, drain hand-backs); evidence that
+  the fault hit requests in flight. A busy worker never hands work back,
+  so backlogs, floods and result-side outages must show 0. Not comparable
+  where the consumer was recreated.
 - **max RSS**: the largest peak resident set (` + "`VmHWM`" + `, sampled from /proc
-  every 100 ms) of the scenario's worker processes, against the bound
-  ` + "`JETINFER_MAX_PULL_BYTES`" + ` + 128 MiB.
+  every 100 ms) of the scenario's worker processes, against the documented
+  bound ` + "`worker.MemoryBound`" + `: 128 MiB + 2 x ` + "`JETINFER_MAX_PULL_BYTES`" + `
+  (256 MiB at the default 64 MiB).
+
+**Settings.** Workers run at their defaults. The harness sets only where
+the broker, model and ONNX Runtime library are, an HTTP port per process
+(several workers share one machine), and no trace export. Overrides a
+scenario needs are named in its description: ` + "`JETINFER_STREAM_REPLICAS=3`" + `
+on clusters, ` + "`JETINFER_REJECT_NON_FINITE=true`" + ` in bad-input (to exercise
+that check), ` + "`JETINFER_DRAIN_TIMEOUT=1s`" + ` for sigterm's slow worker (to force
+the drain-timeout path), and fault-injection variables for stand-in
+engines. The servers run with ` + "`max_payload`" + ` 8 MiB (nats-server's default is
+1 MiB), which the 4 MiB requests need.
 
 A scenario passes when lost, duplicated, wrong and left-in-queue are 0, RSS
 is under its bound, every worker stopped by SIGTERM exited 0, and its own
-checks (listed under it) hold. Request counts are scaled for a 2-core
-machine; ` + "`-scale`" + ` multiplies them.
+checks (listed under it) hold. The last line of the run is
+` + "`reliability: scenarios=<n> requests=<r> lost=0 duplicated=0 internal=0 left_in_queue=0 max_rss_mib=<m> rss_bound_mib=<b>`" + `
+(internal: INTERNAL results of requests that did not ask for one). Request
+counts are scaled for a 2-core machine; ` + "`-scale`" + ` multiplies them.
 
 `
 
