@@ -10,10 +10,15 @@
 //
 // Worker.Run starts and waits for every goroutine it uses:
 //
-//   - the collector pulls messages, holds each one's bytes against the
-//     in-flight budget (Config.MaxPullBytes; pulling pauses while the
-//     pipeline is full), decodes and validates it, and passes it to the
-//     scheduler, or answers it with an error outcome;
+//   - two pullers fetch requests, each pull sized by the free admission
+//     budget (Config.MaxPullBytes bytes, Config.MaxInflightRows rows, held
+//     from pull to settle): a busy worker stops pulling and never hands a
+//     request back for want of room;
+//   - the collector decodes and validates each pulled request and passes
+//     it to the scheduler, or answers it with an error outcome;
+//   - the keeper tells the server every third of the ack wait that each
+//     held request is still in progress, so that a deep pipeline or a
+//     result-side outage never lets a request's ack wait expire;
 //   - the scheduler owns the shape-aware batcher (package batcher) and its
 //     assembler: it admits requests, releases a batch plan whenever an
 //     executor is free (rows from many requests, ragged rows padded to a
@@ -26,11 +31,15 @@
 //     the others;
 //   - the publisher encodes each outcome as a result message and publishes
 //     it asynchronously with a Nats-Msg-Id derived from the request id;
-//   - the acker waits for each result's PubAck, in order, and only then acks
-//     (or terminates) the request; a failed publish naks the request with a
-//     delay so that it is redelivered;
+//   - the settler waits for each result's PubAck, in order, and only then
+//     acks (or terminates) the request; a result the server did not store
+//     is published again until it is (a result-side outage holds requests,
+//     it does not fail them); engine failures are handed back with a delay
+//     and counted as attempts;
 //   - the reporter publishes the worker's measurements for the scheduler.
 //
+// The admission budget, the set of held messages and the attempt counts
+// are each guarded by their own mutex; no code holds two of them at once.
 // Stages talk over bounded channels; the batcher, assembler and request
 // table belong to the scheduler goroutine alone. At start-up Run measures
 // the engine's latency per batch shape (or loads it from
@@ -38,16 +47,16 @@
 //
 // # Shutdown order
 //
-// When Run's context is cancelled: the collector stops pulling (the pull
-// subscription is drained, so messages already buffered are still
-// processed) and closes its output; the scheduler flushes every queued row
+// When Run's context is cancelled (or the engine's device is lost): the
+// pullers stop after their current pull, whose messages are still taken in;
+// the collector closes its output; the scheduler flushes every queued row
 // into batches without waiting for fuller ones; the executors finish
-// in-flight batches; the publisher publishes every
-// outcome; the acker waits for their PubAcks (at most Config.DrainTimeout)
-// and acks or naks each request. Run then returns nil. A request whose
-// outcome could not be settled is left unacked and is redelivered after
-// the consumer's AckWait, to this or another worker.
-//
+// in-flight batches; the publisher publishes every outcome; the settler
+// waits for their PubAcks (at most Config.DrainTimeout) and acks or
+// terminates each request. Run then returns nil (or the device error). A
+// request whose outcome could not be settled by then is handed back,
+// uncharged, and is redelivered to this or another worker.
+
 // # Delivery semantics
 //
 // A request is acked only after its result's PubAck. Results are published

@@ -151,7 +151,7 @@ func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error)
 	// under the server's default 64 MiB max_pending per connection, which
 	// cuts slow consumers), and at least two of the largest requests (a
 	// pull smaller than the next message returns nothing).
-	maxMsg := min(int64(w.cfg.MaxMsgSize), nc.MaxPayload())
+	maxMsg := nc.MaxPayload() // no message, request or not, is larger
 	if maxMsg <= 0 {
 		maxMsg = int64(w.cfg.MaxMsgSize)
 	}
