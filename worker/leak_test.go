@@ -1,0 +1,30 @@
+package worker_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/jetinfer/jetinfer/worker"
+)
+
+// TestRunLeavesNoGoroutines serves requests, shuts the worker down and
+// checks that every goroutine Run started has ended. The check is
+// registered first, so it runs after every other cleanup (worker stop,
+// connection close, server shutdown).
+func TestRunLeavesNoGoroutines(t *testing.T) {
+	eng := loadEngine(t, "digits.onnx")
+	d := loadDigits(t)
+	before := goleak.IgnoreCurrent() // goroutines of other tests and the engine
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js := mustJS(t, nc)
+	w := startWorker(t, nc, eng, worker.Config{Model: "digits"})
+	reqs := relRequests(t, d, "lk", "leak", 50)
+	publishAll(t, js, reqs)
+	assertExactlyOnce(t, js, d, reqs)
+	if !w.Ready() {
+		t.Error("worker not ready while serving")
+	}
+}
