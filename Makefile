@@ -74,3 +74,7 @@ bench-batcher: ort ## simulate the shape-aware batcher vs a Triton-style batcher
 .PHONY: reliability
 reliability: ort ## fault, load and bad-input scenarios against real workers; rewrites docs/reliability.md
 	$(GO) run ./cmd/reliability
+
+.PHONY: bench-ceiling
+bench-ceiling: ort ## jetinfer's requests/s against JetStream's ceiling for its message pattern, same run
+	$(GO) run ./cmd/ceiling

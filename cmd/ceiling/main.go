@@ -1,0 +1,345 @@
+// Command ceiling measures jetinfer's end-to-end request rate against the
+// ceiling JetStream itself allows for jetinfer's message pattern, in one
+// run against one in-process nats-server with jetinfer's stream settings
+// (file storage, the worker's defaults).
+//
+// For each request size it measures, with the project's own Go code over
+// nats.go:
+//
+//   - publish: requests published asynchronously with a Nats-Msg-Id,
+//     every PubAck awaited;
+//   - consume: the same requests pulled (fetches of at most 16 MiB, as the
+//     worker pulls) and acked;
+//   - result: result-sized messages published with a Nats-Msg-Id, every
+//     PubAck awaited, and delivered to a reader on the result stream;
+//
+// and the ceiling per request, 1/(1/publish + 1/consume + 1/result). Then a
+// producer publishes the same requests while a worker at default settings
+// (the real digits model on ONNX Runtime) serves them and a reader collects
+// the results: jetinfer's requests/s, from the first publish to the last
+// result read. The last line is
+//
+//	ceiling: r4=<x> r64=<y> r1m=<z>
+//
+// each jetinfer ÷ ceiling. Run it from the repository root (`make
+// bench-ceiling`); it needs the ONNX Runtime library (`make ort`).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetinfer/jetinfer/codec"
+	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/trt/onnxrt"
+	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/wire"
+)
+
+// size is one request shape measured.
+type size struct {
+	name string // summary key
+	rows int    // digits rows per request
+	n    int    // requests per measurement
+}
+
+func main() {
+	scale := flag.Float64("scale", 1, "multiply every request count")
+	flag.Parse()
+	if err := run(*scale); err != nil {
+		fmt.Fprintln(os.Stderr, "ceiling:", err)
+		os.Exit(1)
+	}
+}
+
+func run(scale float64) error {
+	codec.RegisterTensorExtension()
+	lib, err := onnxrt.FindLibrary(os.Getenv("JETINFER_ORT_LIBRARY"))
+	if err != nil {
+		return fmt.Errorf("finding the ONNX Runtime library (make ort): %w", err)
+	}
+	rt, err := onnxrt.NewRuntime(lib)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	eng, err := rt.LoadFile(context.Background(), filepath.Join("testdata", "models", "digits.onnx"), onnxrt.Options{IntraOpThreads: 1})
+	if err != nil {
+		return fmt.Errorf("loading the digits model: %w", err)
+	}
+	defer eng.Close()
+	pixels, err := loadPixels(filepath.Join("testdata", "digits_test.arrow"))
+	if err != nil {
+		return err
+	}
+	sizes := []size{{"r4", 4, 20000}, {"r64", 64, 8000}, {"r1m", 4096, 300}}
+	var summary []string
+	for _, s := range sizes {
+		s.n = max(10, int(float64(s.n)*scale))
+		ratio, err := measure(s, eng, pixels)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		summary = append(summary, fmt.Sprintf("%s=%.2f", s.name, ratio))
+	}
+	fmt.Println("ceiling: " + strings.Join(summary, " "))
+	return nil
+}
+
+// loadPixels returns the digits test split's pixel rows (256 bytes each).
+func loadPixels(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	req, err := codec.DecodeRequest(b, codec.Limits{MaxBodyBytes: len(b) + 1})
+	if err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", path, err)
+	}
+	defer req.Release()
+	col, ok := req.Column("pixels")
+	if !ok {
+		return nil, errors.New("digits test split has no pixels column")
+	}
+	return append([]byte(nil), col.Data...), nil
+}
+
+// body encodes a request of rows digits rows starting at row lo.
+func body(pixels []byte, lo, rows int) ([]byte, error) {
+	n := len(pixels) / 256
+	px := make([]byte, 0, rows*256)
+	ids := array.NewInt64Builder(memory.DefaultAllocator)
+	defer ids.Release()
+	for i := range rows {
+		r := (lo + i) % n
+		px = append(px, pixels[r*256:(r+1)*256]...)
+		ids.Append(int64(r))
+	}
+	idArr := ids.NewInt64Array()
+	defer idArr.Release()
+	w := &byteWriter{}
+	err := codec.EncodeRequest(w, []trt.Tensor{{Name: "pixels", DType: trt.Float32, Shape: trt.Shape{int64(rows), 8, 8}, Data: px}}, idArr)
+	return w.b, err
+}
+
+type byteWriter struct{ b []byte }
+
+func (w *byteWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
+
+// server is a fresh in-process JetStream server with file storage.
+func startServer(dir string) (*server.Server, error) {
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir,
+		MaxPayload: 8 << 20, NoSigs: true, NoLog: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		return nil, errors.New("server not ready")
+	}
+	return ns, nil
+}
+
+// measure runs the broker baselines and jetinfer for one size and returns
+// jetinfer ÷ ceiling.
+func measure(s size, eng *onnxrt.Engine, pixels []byte) (float64, error) {
+	bodies := make([][]byte, 16)
+	for i := range bodies {
+		b, err := body(pixels, i*17, s.rows)
+		if err != nil {
+			return 0, err
+		}
+		bodies[i] = b
+	}
+	dir, err := os.MkdirTemp("", "jetinfer-ceiling-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	ns, err := startServer(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer ns.Shutdown()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+	if err != nil {
+		return 0, err
+	}
+	ctx := context.Background()
+	cfg := worker.Config{Model: "digits"}
+	cons, err := worker.EnsureStreams(ctx, js, cfg)
+	if err != nil {
+		return 0, err
+	}
+	reqSubject := wire.RequestSubject(wire.DefaultPrefix, "digits")
+
+	// publish
+	pub := func(prefix string) error {
+		for i := range s.n {
+			if err := publishAsync(js, &nats.Msg{Subject: reqSubject, Data: bodies[i%len(bodies)]}, fmt.Sprintf("%s-%d", prefix, i)); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+			return nil
+		case <-time.After(5 * time.Minute):
+			return errors.New("publishes not acknowledged after 5 min")
+		}
+	}
+	start := time.Now()
+	if err := pub("base"); err != nil {
+		return 0, fmt.Errorf("publishing: %w", err)
+	}
+	publish := float64(s.n) / time.Since(start).Seconds()
+
+	// consume and ack: nats.go's fastest pull pattern (a continuous
+	// message stream with a 16 MiB buffer) and fire-and-forget acks, as
+	// the worker acks.
+	start = time.Now()
+	it, err := cons.Messages(jetstream.PullMaxBytes(16 << 20))
+	if err != nil {
+		return 0, err
+	}
+	for range s.n {
+		m, err := it.Next()
+		if err != nil {
+			return 0, fmt.Errorf("pulling: %w", err)
+		}
+		if err := m.Ack(); err != nil {
+			return 0, err
+		}
+	}
+	it.Stop()
+	consume := float64(s.n) / time.Since(start).Seconds()
+
+	// result publish with PubAck, delivered to a reader
+	result := make([]byte, s.rows*40+600) // logits + ids + IPC framing
+	resSubject := wire.ResultSubject(wire.DefaultPrefix, "digits", "base")
+	read, err := reader(ctx, js, resSubject, s.n)
+	if err != nil {
+		return 0, err
+	}
+	start = time.Now()
+	for i := range s.n {
+		if err := publishAsync(js, &nats.Msg{Subject: resSubject, Data: result}, fmt.Sprintf("base-%d/result", i)); err != nil {
+			return 0, err
+		}
+	}
+	if err := read(); err != nil {
+		return 0, err
+	}
+	results := float64(s.n) / time.Since(start).Seconds()
+	ceiling := 1 / (1/publish + 1/consume + 1/results)
+
+	// jetinfer: a worker at default settings, a producer and a reader.
+	w, err := worker.New(nc, eng, cfg, worker.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return 0, err
+	}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- w.Run(wctx) }()
+	for !w.Ready() {
+		select {
+		case err := <-runErr:
+			return 0, fmt.Errorf("worker stopped: %w", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	read, err = reader(ctx, js, wire.ResultSubject(wire.DefaultPrefix, "digits", "e2e"), s.n)
+	if err != nil {
+		return 0, err
+	}
+	start = time.Now()
+	go func() {
+		for i := range s.n {
+			h := nats.Header{}
+			h.Set(wire.HeaderJob, "e2e")
+			if err := publishAsync(js, &nats.Msg{Subject: reqSubject, Header: h, Data: bodies[i%len(bodies)]}, fmt.Sprintf("e2e-%d", i)); err != nil {
+				fmt.Fprintln(os.Stderr, "ceiling: publishing:", err)
+				return
+			}
+		}
+	}()
+	if err := read(); err != nil {
+		return 0, err
+	}
+	e2e := float64(s.n) / time.Since(start).Seconds()
+	stop()
+	if err := <-runErr; err != nil {
+		return 0, err
+	}
+	fmt.Printf("%s: %d rows, %d-byte requests, n=%d: publish %.0f/s, consume+ack %.0f/s, result publish+deliver %.0f/s => ceiling %.0f req/s; jetinfer %.0f req/s (%.0f rows/s) = %.2f of the ceiling\n",
+		s.name, s.rows, len(bodies[0]), s.n, publish, consume, results, ceiling, e2e, e2e*float64(s.rows), e2e/ceiling)
+	return e2e / ceiling, nil
+}
+
+// publishAsync publishes msg with a Nats-Msg-Id, waiting while too many
+// PubAcks are outstanding.
+func publishAsync(js jetstream.JetStream, msg *nats.Msg, id string) error {
+	for {
+		_, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// reader starts an ordered consumer on subject and returns a function that
+// waits until n messages were read, all of them OK where they carry a
+// status.
+func reader(ctx context.Context, js jetstream.JetStream, subject string, n int) (func() error, error) {
+	c, err := js.OrderedConsumer(ctx, wire.DefaultResultStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		return nil, err
+	}
+	var got atomic.Int64
+	done := make(chan error, 1)
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		if st := m.Headers().Get(wire.HeaderStatus); st != "" && st != string(codec.CodeOK) {
+			select {
+			case done <- fmt.Errorf("result %s: %s", st, m.Headers().Get(wire.HeaderError)):
+			default:
+			}
+		}
+		if got.Add(1) == int64(n) {
+			done <- nil
+		}
+	}, jetstream.PullMaxBytes(16<<20))
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		defer cc.Stop()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Minute):
+			return fmt.Errorf("%d of %d messages read after 10 min", got.Load(), n)
+		}
+	}, nil
+}
