@@ -59,3 +59,15 @@ func (e *Engine) Close() error { return nil }
 func (e *Engine) RunStaged(ctx context.Context, profile int, shapes []trt.Shape, fill func([][]byte) error, outputs []trt.Tensor) error {
 	return errUnavailable
 }
+
+// LoadPlugins fails: this binary has no TensorRT.
+func LoadPlugins(device int, paths []string) error {
+	return fmt.Errorf("loading plugin libraries: %w", errUnavailable)
+}
+
+// ThisNode describes what it can without TensorRT and CUDA (the platform
+// and cfg's loader settings) and fails: this binary has no TensorRT.
+func ThisNode(cfg Config) (trt.Node, error) {
+	return trt.Node{Platform: Platform(), HostCodeAllowed: cfg.AllowHostCode, Plugins: cfg.Plugins},
+		fmt.Errorf("describing this node: %w", errUnavailable)
+}
