@@ -24,7 +24,7 @@ func TestEngineCheckPrintsRules(t *testing.T) {
 		GPU:           trt.ManifestGPU{Name: "NVIDIA H100 80GB HBM3", ComputeCapability: "9.0"},
 		Compatibility: trt.Compatibility{Hardware: trt.HardwareCompatNone, VersionCompatible: true},
 		PlanSHA256:    trt.SHA256Hex(plan), PlanBytes: int64(len(plan)),
-		Build:         trt.BuildInfo{Plugins: []string{"/opt/libmine.so"}},
+		Build: trt.BuildInfo{Plugins: []string{"/opt/libmine.so"}},
 	}
 	m.SetSpec(trt.Spec{
 		Inputs:   []trt.TensorDesc{{Name: "x", DType: trt.Float32, Shape: trt.Shape{-1, 4}}},
@@ -52,7 +52,7 @@ func TestEngineCheckPrintsRules(t *testing.T) {
 	}
 	for _, want := range []string{
 		"TensorRT 10 version-compatible plan (built with 10.8.0.43) runs on TensorRT 11", // accepted across majors
-		"REFUSED  a version-compatible plan runs host code",                             // -allow-host-code=false
+		"REFUSED  a version-compatible plan runs host code",                              // -allow-host-code=false
 		"serialized into the version-compatible plan",                                    // plugins travel in the plan
 		"plan:            ok",
 	} {
