@@ -31,7 +31,7 @@ Run 'jetinfer engine <command> -h' for a command's flags.
 
 // tensorRTBuildHint says how to get a binary that can build plans.
 const tensorRTBuildHint = "this jetinfer was built without TensorRT; build one with " +
-	"`CGO_ENABLED=1 go build -tags tensorrt ./cmd/jetinfer` on a machine with CUDA and TensorRT 10.1+ or 11.x " +
+	"`CGO_ENABLED=1 go build -tags tensorrt ./cmd/jetinfer` on a machine with CUDA and TensorRT 10.0+ or 11.x " +
 	"(see docs/tensorrt.md)"
 
 // engineCmd implements `jetinfer engine <build|inspect|check> ...`.
@@ -515,13 +515,15 @@ func engineCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	node, err := tensorrt.ThisNode(tensorrt.Config{Device: *ordinal, AllowHostCode: *hostCode, Plugins: plugins})
-	switch {
-	case err == nil:
+	if err == nil {
 		fmt.Fprintf(stdout, "gpu:             CUDA device %d: %s%s, compute %s, uuid %s (CUDA runtime)\n", *ordinal, node.GPU.Name,
 			migSuffix(node.MIG), node.GPU.Compute, orDash(node.GPU.UUID))
-		fmt.Fprintf(stdout, "tensorrt:        %s (linked), package for CUDA %d\n", node.TensorRT, node.TensorRTCUDAMajor)
-	case errors.Is(err, trt.ErrUnavailable):
-		// No TensorRT here: the GPU from NVML, the rest from the flags.
+	} else {
+		// No TensorRT or no usable CUDA device here: the GPU from NVML,
+		// numbered as CUDA numbers it.
+		if !errors.Is(err, trt.ErrUnavailable) {
+			fmt.Fprintf(stdout, "cuda:            %v\n", err)
+		}
 		info, perr := gpuinfo.Probe()
 		if perr == nil {
 			var d gpuinfo.CUDADevice
@@ -537,11 +539,13 @@ func engineCheck(args []string, stdout, stderr io.Writer) error {
 		if perr != nil {
 			fmt.Fprintf(stdout, "gpu:             none (%v)\n", perr)
 		}
-		if *version == "" {
-			fmt.Fprintf(stdout, "tensorrt:        none linked (%s)\n", tensorRTBuildHint)
-		}
+	}
+	switch {
+	case *version != "":
+	case node.TensorRT != "":
+		fmt.Fprintf(stdout, "tensorrt:        %s (linked), package for CUDA %d\n", node.TensorRT, node.TensorRTCUDAMajor)
 	default:
-		return fmt.Errorf("engine check: %w", err)
+		fmt.Fprintf(stdout, "tensorrt:        none linked (%s)\n", tensorRTBuildHint)
 	}
 	if *version != "" {
 		node.TensorRT = *version

@@ -592,18 +592,26 @@ func (e *Engine) Close() error {
 // cfg.Device (a CUDA ordinal, CUDA_VISIBLE_DEVICES respected) with its
 // MIG profile, the linked TensorRT, the platform, and cfg's loader
 // settings (host code, plugins). Load checks plans against the same.
+//
+// On an error the node holds what was found before it (the platform, the
+// loader settings, the linked TensorRT and CUDA runtime when readable).
 func ThisNode(cfg Config) (trt.Node, error) {
+	n := trt.Node{Platform: Platform(), HostCodeAllowed: cfg.AllowHostCode, Plugins: cfg.Plugins}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
-		return trt.Node{}, err
+		return n, err
 	}
 	linked, err := LinkedVersion()
 	if err != nil {
-		return trt.Node{}, err
+		return n, err
+	}
+	n.TensorRT = linked
+	if rt, _, err := cuda.RuntimeVersion(); err == nil {
+		n.TensorRTCUDAMajor = CUDAMajor(rt)
 	}
 	dev, device, mig, err := openDevice(cfg)
 	if err != nil {
-		return trt.Node{}, err
+		return n, err
 	}
 	return newNode(device, mig, linked, dev.Info().RuntimeVersion, cfg), nil
 }

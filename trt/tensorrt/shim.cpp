@@ -5,7 +5,7 @@
 // contexts with their own streams, and the one-call-per-batch enqueue
 // built on trt/cuda's staging code (jcuda.h).
 //
-// Written against the TensorRT 10.1+ and 11.x C++ API (NvInferRuntime.h);
+// Written against the TensorRT 10.0+ and 11.x C++ API (NvInferRuntime.h);
 // only calls that exist unchanged in both majors are used here.
 
 #include "shim_internal.hpp"

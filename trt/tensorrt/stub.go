@@ -12,7 +12,7 @@ import (
 // Available reports whether this binary was built with TensorRT.
 const Available = false
 
-var errUnavailable = fmt.Errorf("TensorRT is not compiled in (rebuild with CGO_ENABLED=1 -tags tensorrt on a machine with TensorRT 10.1+ or 11.x and CUDA): %w", trt.ErrUnavailable)
+var errUnavailable = fmt.Errorf("TensorRT is not compiled in (rebuild with CGO_ENABLED=1 -tags tensorrt on a machine with TensorRT 10.0+ or 11.x and CUDA): %w", trt.ErrUnavailable)
 
 // Engine runs a TensorRT plan; none can exist in this build.
 type Engine struct{}
