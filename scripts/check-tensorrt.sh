@@ -6,7 +6,8 @@
 # TensorRT include directory given (the one holding NvInfer.h):
 #
 #   1. g++ -std=c++17 -Wall -Wextra -Werror compiles trt/tensorrt/shim.cpp
-#      (runtime half), and builder.cpp (ONNX -> plan) when the directory
+#      (runtime half, which includes NvInferPlugin.h for the standard
+#      plugins), and builder.cpp (ONNX -> plan) when the directory
 #      also holds NvOnnxParser.h, with TensorRT's headers as -isystem.
 #   2. gcc -std=c99 and g++ compile trt/cuda/jcuda.h with -Werror.
 #   3. go vet -tags tensorrt type-checks the cgo packages trt/tensorrt and
@@ -14,7 +15,7 @@
 #   4. go build -tags tensorrt compiles every Go, C and C++ file of those
 #      packages and of cmd/jetinfer exactly as a real build does (C++ with
 #      -Werror), and go test -c links the tagged test binary. Nothing real
-#      is linked: libnvinfer, libnvonnxparser and libcudart are empty stub
+#      is linked: libnvinfer, libnvinfer_plugin, libnvonnxparser and libcudart are empty stub
 #      libraries and unresolved symbols are ignored, so the binaries it
 #      makes are thrown away and must never be run.
 #
@@ -66,8 +67,10 @@ enum cudaLibraryOption { cudaLibraryHostUniversalFunctionAndDataTable = 0 };
 #define cudaEventBlockingSync 0x01
 #define cudaEventDisableTiming 0x02
 typedef struct dim3 { unsigned int x, y, z; } dim3;
+typedef struct CUuuid_st { char bytes[16]; } cudaUUID_t;
 struct cudaDeviceProp {
 	char name[256];
+	cudaUUID_t uuid;
 	size_t totalGlobalMem;
 	int major, minor, multiProcessorCount, asyncEngineCount, pciBusID;
 };
@@ -87,6 +90,7 @@ cudaError_t cudaMalloc(void **devPtr, size_t size);
 cudaError_t cudaFree(void *devPtr);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *pStream, unsigned int flags);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamQuery(cudaStream_t stream);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaEventCreate(cudaEvent_t *event);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags);
@@ -116,7 +120,7 @@ fi
 
 # Empty libraries for the link steps of the Go build.
 mkdir -p "$work/lib"
-for l in nvinfer nvonnxparser cudart; do
+for l in nvinfer nvinfer_plugin nvonnxparser cudart; do
 	echo 'int jetinfer_check_stub;' | gcc -shared -x c - -o "$work/lib/lib$l.so"
 done
 

@@ -15,7 +15,6 @@ import (
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
-	"github.com/jetinfer/jetinfer/trt/cuda"
 	"github.com/jetinfer/jetinfer/trt/gpuinfo"
 	"github.com/jetinfer/jetinfer/trt/tensorrt"
 )
@@ -32,7 +31,7 @@ Run 'jetinfer engine <command> -h' for a command's flags.
 
 // tensorRTBuildHint says how to get a binary that can build plans.
 const tensorRTBuildHint = "this jetinfer was built without TensorRT; build one with " +
-	"`CGO_ENABLED=1 go build -tags tensorrt ./cmd/jetinfer` on a machine with CUDA and TensorRT 10.1+ or 11.x " +
+	"`CGO_ENABLED=1 go build -tags tensorrt ./cmd/jetinfer` on a machine with CUDA and TensorRT 10.0+ or 11.x " +
 	"(see docs/tensorrt.md)"
 
 // engineCmd implements `jetinfer engine <build|inspect|check> ...`.
@@ -137,19 +136,19 @@ func engineBuild(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	out := fs.String("out", "", "plan file to write (required); the manifest goes to <out>.json")
 	var profiles profileList
 	fs.Var(&profiles, "profile", "optimization profile, repeatable: name=min:opt:max[,name=...], shapes like 1x8x8")
-	device := fs.Int("device", 0, "CUDA device ordinal")
+	device := fs.Int("device", 0, "CUDA device ordinal (CUDA_VISIBLE_DEVICES applies)")
 	strongly := fs.Bool("strongly-typed", false, "strongly typed network: precision from the ONNX model (always so on TensorRT 11)")
 	fp16 := fs.Bool("fp16", false, "TensorRT 10 only: allow FP16 kernels in a weakly typed network")
 	bf16 := fs.Bool("bf16", false, "TensorRT 10 only: allow BF16 kernels in a weakly typed network")
 	int8 := fs.Bool("int8", false, "TensorRT 10 only: INT8 with entropy calibration (-calib) or Q/DQ scales")
 	var calib stringList
 	fs.Var(&calib, "calib", "TensorRT 10 only: Arrow IPC calibration file (a request body), one batch each, repeatable")
-	calibCache := fs.String("calib-cache", "", "calibration cache file: read if present, written after the build")
+	calibCache := fs.String("calib-cache", "", "calibration cache file (with -calib): read if present, written after the build")
 	workspace := fs.String("workspace", "", "builder workspace limit, e.g. 4GiB (default: TensorRT's)")
-	optLevel := fs.Int("opt-level", -1, "builder optimization level 0..5 (-1: TensorRT's default, 3)")
+	optLevel := fs.Int("opt-level", -1, "builder optimization level 0..5 (-1: TensorRT's default, 3; 0 builds fastest, runs slowest)")
 	timingCache := fs.String("timing-cache", "", "timing cache file: read if present, updated after the build")
 	var plugins stringList
-	fs.Var(&plugins, "plugin", "plugin library to load, repeatable")
+	fs.Var(&plugins, "plugin", "plugin library to load, repeatable (TensorRT's standard plugins are always loaded)")
 	hw := fs.String("hardware-compat", trt.HardwareCompatNone, "none | ampere_plus | same_compute_capability (the latter two run on more GPUs, slower)")
 	vc := fs.Bool("version-compatible", false, "plan runs on later TensorRT of the same major (slower; loader needs host code allowed)")
 	lean := fs.Bool("exclude-lean-runtime", false, "with -version-compatible: do not embed the lean runtime")
@@ -167,11 +166,33 @@ func engineBuild(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	o := tensorrt.NewBuildOptions()
 	o.Device, o.Profiles, o.StronglyTyped = *device, profiles, *strongly
 	o.Precision = tensorrt.Precision{FP16: *fp16, BF16: *bf16, INT8: *int8}
-	o.OptimizationLevel, o.Plugins, o.HardwareCompat = *optLevel, plugins, *hw
+	o.Plugins, o.HardwareCompat = plugins, *hw
+	if *optLevel != -1 {
+		o.OptimizationLevel = tensorrt.OptimizationLevel(*optLevel)
+	}
 	o.VersionCompatible, o.ExcludeLeanRuntime = *vc, *lean
 	o.ONNXPath, o.Logger, o.Verbose = *onnxPath, log, *verbose
 	var err error
 	if o.WorkspaceBytes, err = parseBytes(*workspace); err != nil {
+		return fmt.Errorf("engine build: %w", err)
+	}
+	// Everything that can fail cheaply fails before the long build.
+	for _, p := range plugins {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("engine build: plugin library: %w", err)
+		}
+	}
+	if len(calib) == 0 && *calibCache != "" {
+		return errors.New("engine build: -calib-cache needs the -calib files too: their shape is the calibration profile " +
+			"(when the cache matches, TensorRT does not run them)")
+	}
+	if err := tensorrt.LoadPlugins(*device, plugins); err != nil {
+		return fmt.Errorf("engine build: %w", err)
+	}
+	// The GPU the plan is built on: CUDA device -device, UUID and MIG
+	// profile included, so that the manifest names that GPU.
+	node, err := tensorrt.ThisNode(tensorrt.Config{Device: *device, Plugins: plugins, AllowHostCode: *vc, Logger: log})
+	if err != nil {
 		return fmt.Errorf("engine build: %w", err)
 	}
 	onnx, err := os.ReadFile(*onnxPath)
@@ -204,25 +225,14 @@ func engineBuild(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	if err != nil {
 		return fmt.Errorf("engine build: reading back the plan: %w", err)
 	}
-	dev, err := cuda.Open(*device)
-	if err != nil {
-		return fmt.Errorf("engine build: %w", err)
-	}
-	info := dev.Info()
-	gpu := trt.Device{Kind: "cuda", Name: info.Name, Compute: info.Compute()}
+	gpu := node.GPU
 	driver := ""
 	if in, err := gpuinfo.Probe(); err == nil {
 		driver = in.DriverVersion
-		for _, g := range in.GPUs {
-			if g.Name == info.Name && g.Compute() == info.Compute() && gpu.UUID == "" {
-				gpu.UUID = g.UUID
-			}
-		}
 	} else {
 		log.Warn("NVML unavailable: the manifest records no driver version", "err", err)
 	}
-	m := tensorrt.NewManifest(res, spec, o, onnx, gpu, driver)
-	m.CUDARuntime = fmt.Sprintf("%d.%d", info.RuntimeVersion/1000, info.RuntimeVersion%1000/10)
+	m := tensorrt.NewManifest(res, spec, o, onnx, tensorrt.BuiltOn{GPU: gpu, MIG: node.MIG, Driver: driver})
 	m.Build.TimingCache = *timingCache
 	mb, err := m.Marshal()
 	if err != nil {
@@ -402,8 +412,15 @@ func engineInspect(args []string, stdout, stderr io.Writer) error {
 	planState, planErr := checkPlanFile(m, planPath)
 	w("plan:            %s", planState)
 	w("tensorrt:        %s", m.TensorRT)
-	w("built on:        %s, compute %s, driver %s, CUDA %s", m.GPU.Name, m.GPU.ComputeCapability, orDash(m.DriverVersion), orDash(m.CUDARuntime))
-	w("compatibility:   hardware %s, version-compatible %v", m.Compatibility.Hardware, m.Compatibility.VersionCompatible)
+	w("tensorrt cuda:   %s", orDash(intString(m.TensorRTCUDAMajor)))
+	w("platform:        %s", orDash(m.Platform))
+	w("built on:        %s%s, compute %s, uuid %s, driver %s, CUDA %s", m.GPU.Name, migSuffix(m.GPU.MIG), m.GPU.ComputeCapability,
+		orDash(m.GPU.UUID), orDash(m.DriverVersion), orDash(m.CUDARuntime))
+	w("compatibility:   hardware %s, version-compatible %v, exclude lean runtime %v", m.Compatibility.Hardware,
+		m.Compatibility.VersionCompatible, m.Compatibility.ExcludeLeanRuntime)
+	if len(m.Build.Plugins) > 0 {
+		w("plugins:         %s", strings.Join(m.Build.Plugins, ", "))
+	}
 	w("precision:       %s", precisionString(m.Precision))
 	for _, t := range m.Inputs {
 		w("input:           %s %s %v", t.Name, t.DType, t.Shape)
@@ -459,58 +476,105 @@ func precisionString(p trt.Precision) string {
 	return s
 }
 
+func intString(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
+}
+
+func migSuffix(mig string) string {
+	if mig == "" {
+		return ""
+	}
+	return " MIG " + mig
+}
+
+// engineCheck checks a manifest against a node and prints every
+// compatibility rule it applied. The node is this process's CUDA device
+// -gpu (a CUDA ordinal, as JETINFER_GPU_DEVICE) and linked TensorRT in a
+// tensorrt build; in a build without TensorRT, the GPU comes from NVML
+// (mapped from the CUDA ordinal through CUDA_VISIBLE_DEVICES) and the
+// TensorRT version and CUDA major from the flags.
 func engineCheck(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("jetinfer engine check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	index := fs.Int("gpu", 0, "NVML index of the GPU to check against")
-	version := fs.String("tensorrt-version", "", "TensorRT version to check against (default: the linked one)")
+	ordinal := fs.Int("gpu", 0, "CUDA device ordinal to check against, numbered as JETINFER_GPU_DEVICE (CUDA_VISIBLE_DEVICES applies)")
+	version := fs.String("tensorrt-version", "", "TensorRT version major.minor.patch.build to check against (default: the linked one)")
+	cudaMajor := fs.Int("tensorrt-cuda", 0, "CUDA major of the TensorRT package to check against (default: the linked CUDA runtime's)")
+	hostCode := fs.Bool("allow-host-code", true, "the loader allows a version-compatible plan's host code (JETINFER_TRT_ALLOW_HOST_CODE)")
+	var plugins stringList
+	fs.Var(&plugins, "plugin", "plugin library the loader loads, repeatable (JETINFER_TRT_PLUGINS)")
 	planFlag := fs.String("plan", "", "plan file to verify (default: the manifest path without .json)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: jetinfer engine check [-gpu N] [-tensorrt-version X.Y.Z] [-plan file] <manifest.json>")
+		fmt.Fprintln(stderr, "Usage: jetinfer engine check [-gpu N] [-tensorrt-version X.Y.Z.B] [-tensorrt-cuda N] [-allow-host-code=false] [-plugin lib.so] [-plan file] <manifest.json>")
 		fs.PrintDefaults()
 	}
 	m, _, planPath, err := manifestArg(fs, args, "engine check", planFlag)
 	if err != nil {
 		return err
 	}
-	var gpu trt.Device
-	info, err := gpuinfo.Probe()
+	node, err := tensorrt.ThisNode(tensorrt.Config{Device: *ordinal, AllowHostCode: *hostCode, Plugins: plugins})
 	if err == nil {
-		var g gpuinfo.GPU
-		if g, err = info.GPU(*index); err == nil {
-			gpu = g.Device()
-			fmt.Fprintf(stdout, "gpu %d:          %s, compute %s, driver %s\n", g.Index, g.Name, g.Compute(), info.DriverVersion)
-		}
-	}
-	if err != nil {
-		fmt.Fprintf(stdout, "gpu:            none (%v)\n", err)
-	}
-	trtVersion := *version
-	if trtVersion == "" {
-		if v, err := tensorrt.LinkedVersion(); err == nil {
-			trtVersion = v
-			fmt.Fprintf(stdout, "tensorrt:       %s (linked)\n", v)
-		} else {
-			fmt.Fprintf(stdout, "tensorrt:       none linked (%s)\n", tensorRTBuildHint)
-		}
+		fmt.Fprintf(stdout, "gpu:             CUDA device %d: %s%s, compute %s, uuid %s (CUDA runtime)\n", *ordinal, node.GPU.Name,
+			migSuffix(node.MIG), node.GPU.Compute, orDash(node.GPU.UUID))
 	} else {
-		fmt.Fprintf(stdout, "tensorrt:       %s (given)\n", trtVersion)
-	}
-	planState, planErr := checkPlanFile(m, planPath)
-	fmt.Fprintf(stdout, "plan:           %s\n", planState)
-	if err := m.CompatibleWith(gpu, trtVersion); err != nil {
-		var ie *trt.IncompatibleError
-		if errors.As(err, &ie) {
-			for _, mm := range ie.Mismatches {
-				fmt.Fprintf(stdout, "MISMATCH        %s\n", mm)
+		// No TensorRT or no usable CUDA device here: the GPU from NVML,
+		// numbered as CUDA numbers it.
+		if !errors.Is(err, trt.ErrUnavailable) {
+			fmt.Fprintf(stdout, "cuda:            %v\n", err)
+		}
+		info, perr := gpuinfo.Probe()
+		if perr == nil {
+			var d gpuinfo.CUDADevice
+			if d, perr = info.ByCUDAOrdinal(*ordinal, os.Getenv("CUDA_VISIBLE_DEVICES"), os.Getenv("CUDA_DEVICE_ORDER")); perr == nil {
+				node.GPU, node.MIG = d.GPU.Device(), d.MIG
+				fmt.Fprintf(stdout, "gpu:             CUDA device %d: %s%s, compute %s, uuid %s, driver %s (NVML)\n", *ordinal, d.GPU.Name,
+					migSuffix(d.MIG), d.GPU.Compute(), d.GPU.UUID, info.DriverVersion)
+				if d.Note != "" {
+					fmt.Fprintf(stdout, "note:            %s\n", d.Note)
+				}
 			}
 		}
+		if perr != nil {
+			fmt.Fprintf(stdout, "gpu:             none (%v)\n", perr)
+		}
+	}
+	switch {
+	case *version != "":
+	case node.TensorRT != "":
+		fmt.Fprintf(stdout, "tensorrt:        %s (linked), package for CUDA %d\n", node.TensorRT, node.TensorRTCUDAMajor)
+	default:
+		fmt.Fprintf(stdout, "tensorrt:        none linked (%s)\n", tensorRTBuildHint)
+	}
+	if *version != "" {
+		node.TensorRT = *version
+		fmt.Fprintf(stdout, "tensorrt:        %s (given)\n", *version)
+	}
+	if *cudaMajor != 0 {
+		node.TensorRTCUDAMajor = *cudaMajor
+	}
+	fmt.Fprintf(stdout, "platform:        %s\n", node.Platform)
+	planState, planErr := checkPlanFile(m, planPath)
+	fmt.Fprintf(stdout, "plan:            %s\n", planState)
+	rep := m.Check(node)
+	for _, r := range rep.Rules {
+		verdict, detail := "ok", r.Detail
+		if !r.OK {
+			verdict = "REFUSED"
+			if r.Hint != "" {
+				detail += " (" + r.Hint + ")"
+			}
+		}
+		fmt.Fprintf(stdout, "rule %-21s %-8s %s\n", r.Rule+":", verdict, detail)
+	}
+	if err := rep.Err(); err != nil {
 		return fmt.Errorf("engine check: %w", err)
 	}
 	if planErr != nil {
 		return fmt.Errorf("engine check: %w", planErr)
 	}
-	fmt.Fprintf(stdout, "compatible:     plan built with TensorRT %s on %s (compute %s) can run here\n",
+	fmt.Fprintf(stdout, "compatible:      plan built with TensorRT %s on %s (compute %s) can run here\n",
 		m.TensorRT, m.GPU.Name, m.GPU.ComputeCapability)
 	return nil
 }

@@ -29,10 +29,11 @@ const Available = true
 
 func statusError(op string, st *C.jc_status) error {
 	return &Error{
-		Op:   op,
-		Code: Code(st.code),
-		CUDA: int(st.cuda_error),
-		Msg:  cString(st.message[:]),
+		Op:     op,
+		Code:   Code(st.code),
+		CUDA:   int(st.cuda_error),
+		Msg:    cString(st.message[:]),
+		Sticky: st.sticky != 0,
 	}
 }
 
@@ -90,6 +91,7 @@ func Open(ordinal int) (*Device, error) {
 		TotalMemory:     uint64(info.total_memory),
 		CopyEngines:     int(info.async_engines),
 		PCIBus:          int(info.pci_bus),
+		UUID:            formatUUID(info.uuid[:], "GPU-"),
 		RuntimeVersion:  rt,
 		DriverVersion:   drv,
 	}}, nil
@@ -99,13 +101,16 @@ func Open(ordinal int) (*Device, error) {
 func (d *Device) AllocPinned(n int) (*HostBuffer, error) { return d.allocPinned(n) }
 
 func (d *Device) allocPinned(n int) (*HostBuffer, error) {
+	if err := d.Lost(); err != nil {
+		return nil, err
+	}
 	if n <= 0 {
 		return nil, fmt.Errorf("allocating %d bytes of pinned memory: size must be positive", n)
 	}
 	var st C.jc_status
 	var p unsafe.Pointer
 	if C.jc_host_alloc(C.int32_t(d.info.Ordinal), C.uint64_t(n), &p, &st) != C.JC_OK {
-		return nil, statusError(fmt.Sprintf("allocating %d bytes of pinned memory", n), &st)
+		return nil, d.observe(statusError(fmt.Sprintf("allocating %d bytes of pinned memory", n), &st))
 	}
 	return &HostBuffer{ptr: p, size: n, pinned: true, device: d.info.Ordinal}, nil
 }
@@ -145,13 +150,16 @@ func (h *HostBuffer) Free() error {
 
 // AllocDevice allocates n bytes of device memory.
 func (d *Device) AllocDevice(n int) (*DeviceBuffer, error) {
+	if err := d.Lost(); err != nil {
+		return nil, err
+	}
 	if n <= 0 {
 		return nil, fmt.Errorf("allocating %d bytes of device memory: size must be positive", n)
 	}
 	var st C.jc_status
 	var p C.uint64_t
 	if C.jc_dev_alloc(C.int32_t(d.info.Ordinal), C.uint64_t(n), &p, &st) != C.JC_OK {
-		return nil, statusError(fmt.Sprintf("allocating %d bytes of device memory", n), &st)
+		return nil, d.observe(statusError(fmt.Sprintf("allocating %d bytes of device memory", n), &st))
 	}
 	return &DeviceBuffer{device: d.info.Ordinal, ptr: uint64(p), size: n}, nil
 }
@@ -173,6 +181,7 @@ func (b *DeviceBuffer) Free() error {
 // Stream is a non-blocking CUDA stream with its own blocking-sync event.
 // It belongs to one goroutine at a time.
 type Stream struct {
+	dev           *Device
 	device        int
 	stream, event uint64
 	h2d, d2h      []C.jc_copy // scratch reused by Submit
@@ -180,12 +189,15 @@ type Stream struct {
 
 // NewStream creates a stream and its completion event on d.
 func (d *Device) NewStream() (*Stream, error) {
+	if err := d.Lost(); err != nil {
+		return nil, err
+	}
 	var st C.jc_status
 	var s, e C.uint64_t
 	if C.jc_stream_create(C.int32_t(d.info.Ordinal), &s, &e, &st) != C.JC_OK {
-		return nil, statusError("creating a CUDA stream", &st)
+		return nil, d.observe(statusError("creating a CUDA stream", &st))
 	}
-	return &Stream{device: d.info.Ordinal, stream: uint64(s), event: uint64(e)}, nil
+	return &Stream{dev: d, device: d.info.Ordinal, stream: uint64(s), event: uint64(e)}, nil
 }
 
 // Handle is the cudaStream_t as an integer, for other C code (TensorRT).
@@ -219,6 +231,9 @@ func firstOrNil(cs []C.jc_copy) *C.jc_copy {
 // host buffers. Host buffers should be pinned: pageable ones make the
 // copies synchronous.
 func (s *Stream) Submit(h2d []Copy, work *Spin, d2h []Copy) error {
+	if err := s.dev.Lost(); err != nil {
+		return err
+	}
 	var err error
 	if s.h2d, err = s.fill(s.h2d, h2d); err != nil {
 		return fmt.Errorf("submitting a batch: host to device %w", err)
@@ -249,7 +264,7 @@ func (s *Stream) Submit(h2d []Copy, work *Spin, d2h []Copy) error {
 			firstOrNil(s.d2h), C.int32_t(len(s.d2h)), C.uint64_t(s.event), &st)
 	}
 	if rc != C.JC_OK {
-		return statusError("submitting a batch", &st)
+		return s.dev.observe(statusError("submitting a batch", &st))
 	}
 	return nil
 }
@@ -257,9 +272,12 @@ func (s *Stream) Submit(h2d []Copy, work *Spin, d2h []Copy) error {
 // Wait blocks until everything submitted so far has completed. The calling
 // thread sleeps in the driver (blocking-sync event) rather than spinning.
 func (s *Stream) Wait() error {
+	if err := s.dev.Lost(); err != nil {
+		return err
+	}
 	var st C.jc_status
 	if C.jc_event_wait(C.int32_t(s.device), C.uint64_t(s.event), &st) != C.JC_OK {
-		return statusError("waiting for a batch", &st)
+		return s.dev.observe(statusError("waiting for a batch", &st))
 	}
 	return nil
 }
@@ -267,10 +285,13 @@ func (s *Stream) Wait() error {
 // Done reports, without blocking, whether everything submitted so far has
 // completed.
 func (s *Stream) Done() (bool, error) {
+	if err := s.dev.Lost(); err != nil {
+		return false, err
+	}
 	var st C.jc_status
 	var done C.int32_t
 	if C.jc_event_query(C.int32_t(s.device), C.uint64_t(s.event), &done, &st) != C.JC_OK {
-		return false, statusError("polling a batch", &st)
+		return false, s.dev.observe(statusError("polling a batch", &st))
 	}
 	return done != 0, nil
 }

@@ -18,7 +18,14 @@
 // be handed to C and to asynchronous copies; it must not be used after
 // Free. No C code keeps a pointer past the call that received it.
 //
-// Concurrency: Device is immutable and safe for concurrent use. PinnedPool
+// A lost device: jcuda.h's jc_sticky classifies sticky CUDA errors (an
+// illegal address, a launch failure, an uncorrectable ECC error, ...),
+// after which the process's CUDA context is unusable. Such an Error
+// matches trt.ErrDeviceLost, and once a Device or one of its Streams has
+// seen one, every later allocation, stream, Submit, Wait and Done on it
+// fails at once with an error matching it too (Device.Lost).
+//
+// Concurrency: Device is safe for concurrent use. PinnedPool
 // is safe for concurrent use. A Stream, and the buffers in flight on it,
 // belong to one goroutine at a time. Every C entry point selects its device
 // first (the CUDA current device is per OS thread and goroutines move

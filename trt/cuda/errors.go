@@ -3,6 +3,8 @@ package cuda
 import (
 	"errors"
 	"fmt"
+
+	"github.com/jetinfer/jetinfer/trt"
 )
 
 // Code classifies a failure of the C staging layer.
@@ -34,6 +36,10 @@ type Error struct {
 	Code Code
 	CUDA int    // cudaError_t when Code is CodeCUDA
 	Msg  string // the C side's message, naming the failing CUDA call
+	// Sticky: CUDA is a sticky error (jc_sticky in jcuda.h, such as an
+	// illegal address or a launch failure inside a kernel): the device's
+	// context is unusable for the rest of the process.
+	Sticky bool
 }
 
 func (e *Error) Error() string {
@@ -41,8 +47,12 @@ func (e *Error) Error() string {
 }
 
 // Is reports whether target is ErrNoDevice and e was caused by a missing
-// device or driver, or whether target is an *Error with the same Code.
+// device or driver, whether target is trt.ErrDeviceLost and e is sticky,
+// or whether target is an *Error with the same Code.
 func (e *Error) Is(target error) bool {
+	if target == trt.ErrDeviceLost {
+		return e.Sticky
+	}
 	if target == ErrNoDevice {
 		return e.Code == CodeCUDA && (e.CUDA == cudaErrorNoDevice ||
 			e.CUDA == cudaErrorInsufficientDriver || e.CUDA == cudaErrorInvalidDevice)

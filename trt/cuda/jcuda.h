@@ -46,6 +46,7 @@ enum { JC_MESSAGE_SIZE = 1024 };
 typedef struct jc_status {
 	int32_t code;
 	int32_t cuda_error;
+	int32_t sticky; /* 1: cuda_error left the CUDA context unusable (jc_sticky) */
 	char message[JC_MESSAGE_SIZE];
 } jc_status;
 
@@ -67,7 +68,35 @@ static inline void jc_status_clear(jc_status *st)
 	if (st) {
 		st->code = JC_OK;
 		st->cuda_error = 0;
+		st->sticky = 0;
 		st->message[0] = '\0';
+	}
+}
+
+/* jc_sticky reports whether err is a sticky error: one that leaves the
+ * process's CUDA context unusable, so that every later CUDA call fails too
+ * and only a new process recovers (the runtime API's words: "the process
+ * must be terminated and relaunched"). Numeric values, stable since CUDA
+ * 10.1, so that the list compiles against every CUDA header set. An
+ * uncorrectable ECC or NVLink error is counted too: the GPU needs a reset. */
+static inline int32_t jc_sticky(cudaError_t err)
+{
+	switch ((int)err) {
+	case 214: /* cudaErrorECCUncorrectable */
+	case 220: /* cudaErrorNvlinkUncorrectable */
+	case 700: /* cudaErrorIllegalAddress */
+	case 702: /* cudaErrorLaunchTimeout */
+	case 710: /* cudaErrorAssert */
+	case 714: /* cudaErrorHardwareStackError */
+	case 715: /* cudaErrorIllegalInstruction */
+	case 716: /* cudaErrorMisalignedAddress */
+	case 717: /* cudaErrorInvalidAddressSpace */
+	case 718: /* cudaErrorInvalidPc */
+	case 719: /* cudaErrorLaunchFailure */
+	case 911: /* cudaErrorExternalDevice */
+		return 1;
+	default:
+		return 0;
 	}
 }
 
@@ -76,6 +105,7 @@ static inline int32_t jc_fail(jc_status *st, int32_t code, const char *what)
 	if (st) {
 		st->code = code;
 		st->cuda_error = 0;
+		st->sticky = 0;
 		snprintf(st->message, sizeof st->message, "%s", what);
 	}
 	return code;
@@ -86,6 +116,7 @@ static inline int32_t jc_cuda_fail(jc_status *st, const char *op, cudaError_t er
 	if (st) {
 		st->code = JC_ERR_CUDA;
 		st->cuda_error = (int32_t)err;
+		st->sticky = jc_sticky(err);
 		snprintf(st->message, sizeof st->message, "%s: %s (%s)", op,
 		         cudaGetErrorString(err), cudaGetErrorName(err));
 	}
@@ -133,6 +164,7 @@ typedef struct jc_device_info {
 	uint64_t total_memory;
 	int32_t async_engines;   /* copy engines: 2 means H2D and D2H overlap */
 	int32_t pci_bus;
+	unsigned char uuid[16];  /* cudaDeviceProp.uuid */
 } jc_device_info;
 
 /* jc_device_open selects device and initializes its primary context. */
@@ -150,6 +182,7 @@ static inline int32_t jc_device_open(int32_t device, jc_device_info *info, jc_st
 	info->total_memory = (uint64_t)p.totalGlobalMem;
 	info->async_engines = p.asyncEngineCount;
 	info->pci_bus = p.pciBusID;
+	memcpy(info->uuid, p.uuid.bytes, sizeof info->uuid);
 	return JC_OK;
 }
 
@@ -241,6 +274,21 @@ static inline int32_t jc_event_wait(int32_t device, uint64_t event, jc_status *s
 	JC_CHECK(st, "cudaSetDevice", cudaSetDevice(device));
 	JC_CHECK(st, "cudaEventSynchronize", cudaEventSynchronize(jc_event_of(event)));
 	return JC_OK;
+}
+
+/* jc_stream_probe looks for a sticky error behind stream after a failure
+ * that carried no CUDA error code (TensorRT's enqueueV3 returning false):
+ * it returns JC_OK while the stream is healthy (idle or busy), else the
+ * CUDA error, with st->sticky telling whether the context is lost. */
+static inline int32_t jc_stream_probe(int32_t device, uint64_t stream, jc_status *st)
+{
+	cudaError_t err;
+	jc_status_clear(st);
+	JC_CHECK(st, "cudaSetDevice", cudaSetDevice(device));
+	err = cudaStreamQuery(jc_stream_of(stream));
+	if (err == cudaSuccess || err == cudaErrorNotReady)
+		return JC_OK;
+	return jc_cuda_fail(st, "cudaStreamQuery after a failed enqueue", err);
 }
 
 /* jc_event_query returns JC_OK with *done set, without blocking. */

@@ -1,8 +1,12 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"unsafe"
+
+	"github.com/jetinfer/jetinfer/trt"
 )
 
 // DeviceInfo describes a CUDA device.
@@ -15,8 +19,11 @@ type DeviceInfo struct {
 	TotalMemory     uint64
 	CopyEngines     int // 2 or more: host-to-device and device-to-host copies overlap
 	PCIBus          int
-	RuntimeVersion  int // CUDA runtime linked in, 1000*major + 10*minor
-	DriverVersion   int // CUDA version the driver supports, same encoding
+	// UUID is the device's UUID as NVML and nvidia-smi print it
+	// ("GPU-…", or "MIG-…" for a MIG instance); empty if unknown.
+	UUID           string
+	RuntimeVersion int // CUDA runtime linked in, 1000*major + 10*minor
+	DriverVersion  int // CUDA version the driver supports, same encoding
 }
 
 // Compute returns the compute capability as "major.minor".
@@ -116,9 +123,33 @@ func (s *Spin) check() error {
 }
 
 // Device is an opened CUDA device (its primary context is initialized).
-// It is immutable and safe for concurrent use.
+// It is safe for concurrent use.
+//
+// Once a call on the device or one of its streams has failed with a sticky
+// error (Error.Sticky: an illegal address, a launch failure, ...), every
+// later call fails at once with an error matching trt.ErrDeviceLost: the
+// context is gone for this process, and only a new process recovers.
 type Device struct {
 	info DeviceInfo
+	lost atomic.Pointer[Error] // the first sticky error seen
+}
+
+// Lost returns nil while the device is usable, else an error matching
+// trt.ErrDeviceLost that names the sticky error which lost it.
+func (d *Device) Lost() error {
+	if e := d.lost.Load(); e != nil {
+		return fmt.Errorf("CUDA device %d is lost (%s: %s); restart the process: %w", d.info.Ordinal, e.Op, e.Msg, trt.ErrDeviceLost)
+	}
+	return nil
+}
+
+// observe records err's sticky CUDA error, if it has one, and returns err.
+func (d *Device) observe(err error) error {
+	var ce *Error
+	if errors.As(err, &ce) && ce.Sticky {
+		d.lost.CompareAndSwap(nil, ce)
+	}
+	return err
 }
 
 // Info describes the device.
@@ -132,4 +163,22 @@ type SpinKernel struct {
 	device  int
 	library uint64
 	kernel  uint64
+}
+
+// formatUUID renders 16 UUID bytes the way NVML prints them,
+// "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"; "" for all zero bytes.
+func formatUUID[B ~int8 | ~uint8](b []B, prefix string) string {
+	if len(b) != 16 {
+		return ""
+	}
+	var raw [16]byte
+	zero := true
+	for i, v := range b {
+		raw[i] = byte(v)
+		zero = zero && raw[i] == 0
+	}
+	if zero {
+		return ""
+	}
+	return fmt.Sprintf("%s%x-%x-%x-%x-%x", prefix, raw[0:4], raw[4:6], raw[6:8], raw[8:10], raw[10:16])
 }

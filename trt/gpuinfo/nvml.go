@@ -101,6 +101,25 @@ func (n *NVML) gpu(i int) (GPU, error) {
 	if pci, ret := d.GetPciInfo(); ret == nvml.SUCCESS {
 		g.PCIBusID = cString(pci.BusId[:])
 	}
+	if cur, _, ret := d.GetMigMode(); ret == nvml.SUCCESS && cur == nvml.DEVICE_MIG_ENABLE {
+		n, ret := d.GetMaxMigDeviceCount()
+		if ret != nvml.SUCCESS {
+			return GPU{}, fmt.Errorf("counting the MIG devices of GPU %d: %s", i, errorString(ret))
+		}
+		for k := range n {
+			md, ret := d.GetMigDeviceHandleByIndex(k)
+			if ret != nvml.SUCCESS {
+				continue // an unused MIG slot
+			}
+			var m MIGDevice
+			if m.UUID, ret = md.GetUUID(); ret != nvml.SUCCESS {
+				return GPU{}, fmt.Errorf("reading the UUID of MIG device %d of GPU %d: %s", k, i, errorString(ret))
+			}
+			name, _ := md.GetName()
+			m.Profile = MIGProfile(name)
+			g.MIG = append(g.MIG, m)
+		}
+	}
 	return g, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/trt/cuda"
 )
 
 // cmem tracks C allocations made to pass build options; free releases them.
@@ -94,6 +95,15 @@ func Build(ctx context.Context, onnx []byte, o BuildOptions) (BuildResult, error
 	if len(onnx) == 0 {
 		return BuildResult{}, fmt.Errorf("building a plan: the ONNX model is empty")
 	}
+	cudaRuntime, _, err := cuda.RuntimeVersion()
+	if err != nil {
+		return BuildResult{}, fmt.Errorf("building a plan: %w", err)
+	}
+	// Plugins before anything slow: a missing or broken library fails
+	// here, not after minutes of building.
+	if err := LoadPlugins(o.Device, o.Plugins); err != nil {
+		return BuildResult{}, fmt.Errorf("building a plan: %w", err)
+	}
 	var m cmem
 	defer m.free()
 	var opts C.jt_build_options
@@ -109,7 +119,7 @@ func Build(ctx context.Context, onnx []byte, o BuildOptions) (BuildResult, error
 		opts.precision |= C.JT_PRECISION_INT8
 	}
 	opts.workspace_bytes = C.uint64_t(o.WorkspaceBytes)
-	opts.optimization_level = C.int32_t(o.OptimizationLevel)
+	opts.optimization_level = C.int32_t(o.optimizationLevel())
 	opts.hardware_compat = hardwareCompat[o.HardwareCompat]
 	opts.version_compatible = boolInt(o.VersionCompatible)
 	opts.exclude_lean_runtime = boolInt(o.ExcludeLeanRuntime)
@@ -192,6 +202,7 @@ func Build(ctx context.Context, onnx []byte, o BuildOptions) (BuildResult, error
 		TimingCache:      goBytes(res.timing_cache),
 		CalibrationCache: goBytes(res.calibration_cache),
 		TensorRT:         linked,
+		CUDARuntime:      cudaRuntime,
 	}
 	C.jt_buffer_free(&res.plan)
 	C.jt_buffer_free(&res.timing_cache)

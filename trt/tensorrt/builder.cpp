@@ -118,13 +118,15 @@ public:
 					if (std::strcmp(c_.shapes[i].name, names[b]) == 0)
 						idx = i;
 				if (idx < 0) {
-					error_ = std::string("calibration data has no input named ") + names[b];
+					error_ = std::string("calibration batch ") + std::to_string(next_) + " has no input named " +
+					         names[b];
 					return false;
 				}
 				void const *src = c_.batches[static_cast<size_t>(next_) * static_cast<size_t>(c_.n_inputs) + idx];
 				cudaError_t err = cudaMemcpy(dev_[idx], src, c_.input_bytes[idx], cudaMemcpyHostToDevice);
 				if (err != cudaSuccess) {
-					error_ = std::string("copying calibration batch: ") + cudaGetErrorString(err);
+					error_ = std::string("copying calibration batch ") + std::to_string(next_) + ": " +
+					         cudaGetErrorString(err);
 					return false;
 				}
 				bindings[b] = dev_[idx];
@@ -132,6 +134,7 @@ public:
 			next_++;
 			return true;
 		} catch (...) {
+			error_ = "calibration batch " + std::to_string(next_) + ": C++ exception";
 			return false;
 		}
 	}
@@ -151,6 +154,7 @@ public:
 	}
 
 	std::string const &error() const { return error_; }
+	int32_t served() const { return next_; }
 	std::vector<char> const &written() const { return written_; }
 
 private:
@@ -226,12 +230,18 @@ int32_t build(void const *onnx, uint64_t onnx_size, jt_build_options const &o, j
 	if (set_device(st, cap, o.device) != JT_OK)
 		return st->code;
 
+	// Plugins first: a missing or broken library fails here, before
+	// parsing and the long build. Each library is registered once per
+	// process, so building, then deserializing the plan to read it back,
+	// or building twice, all work.
+	if (init_standard_plugins(st, cap) != JT_OK)
+		return st->code;
+	for (int32_t i = 0; i < o.n_plugins; i++)
+		if (load_plugin_library(o.plugin_paths[i], st, cap) != JT_OK)
+			return st->code;
 	std::unique_ptr<IBuilder> builder(createInferBuilder(logger()));
 	if (!builder)
 		return fail(st, cap, JT_ERR_TENSORRT, "createInferBuilder failed");
-	for (int32_t i = 0; i < o.n_plugins; i++)
-		if (builder->getPluginRegistry().loadLibrary(o.plugin_paths[i]) == nullptr)
-			return fail(st, cap, JT_ERR_TENSORRT, std::string("loading plugin library ") + o.plugin_paths[i] + " failed");
 
 	NetworkDefinitionCreationFlags flags = 0;
 #if JT_LEGACY_PRECISION
@@ -317,13 +327,18 @@ int32_t build(void const *onnx, uint64_t onnx_size, jt_build_options const &o, j
 #endif
 
 	std::unique_ptr<IHostMemory> plan(builder->buildSerializedNetwork(*network, *config));
-	if (!plan || plan->size() == 0) {
 #if JT_LEGACY_PRECISION
-		if (cal && !cal->error().empty())
-			return fail(st, cap, JT_ERR_INVALID, "building the engine failed: " + cal->error());
+	// A getBatch failure looks like the end of the data to TensorRT, which
+	// would calibrate on fewer batches without a word: fail the build.
+	if (cal && !cal->error().empty())
+		return fail(st, cap, JT_ERR_INVALID, "INT8 calibration failed: " + cal->error());
+	if (cal && cal->served() > 0 && cal->served() < o.calibration->n_batches)
+		return fail(st, cap, JT_ERR_TENSORRT,
+		            "INT8 calibration stopped after " + std::to_string(cal->served()) + " of " +
+		                std::to_string(o.calibration->n_batches) + " batches");
 #endif
+	if (!plan || plan->size() == 0)
 		return fail(st, cap, JT_ERR_TENSORRT, "building the engine failed");
-	}
 	if (!copy_out(plan->data(), plan->size(), out->plan))
 		return fail(st, cap, JT_ERR_NO_MEMORY, "copying the plan: out of memory");
 	ITimingCache const *tc = config->getTimingCache();

@@ -5,7 +5,7 @@ package tensorrt
 /*
 #cgo CFLAGS: -I${SRCDIR}/../cuda -I/usr/local/cuda/include
 #cgo CXXFLAGS: -std=c++17 -I${SRCDIR}/../cuda -I/usr/local/cuda/include -I/usr/include/x86_64-linux-gnu
-#cgo LDFLAGS: -L/usr/local/cuda/lib64 -lnvinfer -lnvonnxparser -lcudart -lstdc++
+#cgo LDFLAGS: -L/usr/local/cuda/lib64 -lnvinfer -lnvinfer_plugin -lnvonnxparser -lcudart -lstdc++
 #cgo noescape jt_context_enqueue
 #cgo nocallback jt_context_enqueue
 #cgo noescape jt_context_wait
@@ -26,10 +26,11 @@ const Available = true
 
 func statusError(op string, st *C.jt_status) error {
 	return &Error{
-		Op:   op,
-		Code: Code(st.code),
-		CUDA: int(st.cuda_error),
-		Msg:  cString(st.message[:]),
+		Op:         op,
+		Code:       Code(st.code),
+		CUDA:       int(st.cuda_error),
+		Msg:        cString(st.message[:]),
+		DeviceLost: st.device_lost != 0,
 	}
 }
 
@@ -44,19 +45,22 @@ func cString(b []C.char) string {
 	return string(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), n))
 }
 
-// LinkedVersion returns the version of the libnvinfer this process loaded
-// ("major.minor.patch", from getInferLibVersion).
+// LinkedVersion returns the full version of the libnvinfer this process
+// loaded ("major.minor.patch.build", from getInferLibVersion and
+// getInferLibBuildVersion).
 func LinkedVersion() (string, error) {
-	v := int(C.jt_linked_version())
-	if v <= 0 {
+	v, b := int(C.jt_linked_version()), int(C.jt_linked_build())
+	if v <= 0 || b < 0 {
 		return "", &Error{Op: "reading the TensorRT version", Code: CodeInternal, Msg: "getInferLibVersion failed"}
 	}
-	return FormatVersion(v), nil
+	return FormatFullVersion(v, b), nil
 }
 
-// HeaderVersion returns the TensorRT version whose headers the shim was
-// compiled against.
-func HeaderVersion() string { return FormatVersion(int(C.jt_header_version())) }
+// HeaderVersion returns the full version of the TensorRT headers the shim
+// was compiled against ("major.minor.patch.build").
+func HeaderVersion() string {
+	return FormatFullVersion(int(C.jt_header_version()), int(C.jt_header_build()))
+}
 
 func setLogLevel(verbose bool) {
 	lvl := C.int32_t(C.JT_LOG_WARNING)

@@ -3,7 +3,8 @@
 // ABI (shim.h) compiled by cgo.
 //
 // Build tag: the real implementation needs cgo and the "tensorrt" tag and
-// links libnvinfer, libnvonnxparser and libcudart (TensorRT 10.1+ or 11.x).
+// links libnvinfer, libnvinfer_plugin, libnvonnxparser and libcudart (TensorRT
+// 10.0+ or 11.x).
 // Without them, Load, Inspect and Build return errors wrapping
 // trt.ErrUnavailable, so default and CGO_ENABLED=0 builds work everywhere.
 // The CUDA staging code (pinned buffers, streams, one C call per batch) is
@@ -17,8 +18,9 @@
 // may be in flight.
 //
 // Concurrency: Run is safe for concurrent use; each call takes a free slot
-// (waiting, cancellable by ctx, while all are busy), so up to Contexts
-// batches overlap on the GPU. Once a batch is queued on the GPU, ctx no
+// (waiting, cancellable by ctx, while all are busy), preferring one whose
+// context already has the batch's optimization profile selected, so up to
+// Contexts batches overlap on the GPU. Once a batch is queued on the GPU, ctx no
 // longer interrupts it: Run waits for it, since its buffers are in use.
 // Build is serialized by TensorRT's builder and may be called from one
 // goroutine at a time.
@@ -30,7 +32,18 @@
 // carry the lines TensorRT emitted during the failing call.
 //
 // Compatibility: a plan is tied to the TensorRT version and GPU it was
-// built for. Load checks the plan's trt.Manifest against the linked
-// TensorRT (getInferLibVersion) and the CUDA device before deserializing,
-// and refuses a mismatch with an error naming expected and found values.
+// built for. Load checks the plan's trt.Manifest against this node
+// (ThisNode: the linked TensorRT's full version, the CUDA device, its MIG
+// profile, the platform, the loader's settings) before deserializing, and
+// refuses a mismatch with an error naming every refused rule.
+//
+// A lost device: when a call fails with a sticky CUDA error (the shim
+// classifies them; see trt/cuda), the error matches trt.ErrDeviceLost,
+// and so does every later Run or RunStaged of the engine, without touching
+// the GPU again: only a new process recovers.
+//
+// Plugins: TensorRT's plugin registry is process-wide. LoadPlugins (and
+// Load, Build) register each library once per process; libraries are never
+// deregistered. TensorRT's standard plugins are registered by the first
+// runtime or build.
 package tensorrt

@@ -31,10 +31,12 @@ var (
 // Engine runs a deserialized TensorRT plan. See the package doc for its
 // lifetime and concurrency rules.
 type Engine struct {
-	cfg    Config
-	log    *slog.Logger
-	dev    *cuda.Device
-	device trt.Device
+	cfg      Config
+	log      *slog.Logger
+	dev      *cuda.Device
+	alloc    cudaAllocator
+	device   trt.Device
+	hostCode bool // the runtime lets the plan run host code it carries
 
 	rt  *C.jt_runtime
 	eng *C.jt_engine
@@ -44,17 +46,12 @@ type Engine struct {
 	outIndex []int
 	elem     map[int]int // IO index -> element size
 
-	slots chan *slot
-	all   []*slot
+	pool   *slotPool[*slot]
+	all    []*slot
+	health health
 
 	mu     sync.Mutex
 	closed bool
-}
-
-// staging is one tensor's buffers in a slot.
-type staging struct {
-	host *cuda.HostBuffer
-	dev  *cuda.DeviceBuffer
 }
 
 // slot is one execution context with its stream and staging buffers; it
@@ -66,11 +63,15 @@ type slot struct {
 	bind []C.jt_binding // inputs, then outputs
 }
 
-// Load checks plan against its manifest m (the linked TensorRT version,
-// the CUDA device's compute capability, the plan's size and SHA-256),
+// Load checks plan against its manifest m (every rule of
+// trt.Manifest.Check against this node: the linked TensorRT's full
+// version, platform, CUDA major, the device's compute capability, model
+// and MIG profile, host code, plugins; then the plan's size and SHA-256),
 // deserializes it and prepares cfg.Contexts execution slots. A nil m skips
 // the checks (a warning is logged): TensorRT then decides, and a plan for
-// another version or GPU fails to deserialize.
+// another version or GPU fails to deserialize. The runtime allows the
+// plan's host code only for a version-compatible plan and only with
+// cfg.AllowHostCode.
 func Load(ctx context.Context, plan []byte, m *trt.Manifest, cfg Config) (*Engine, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -79,29 +80,34 @@ func Load(ctx context.Context, plan []byte, m *trt.Manifest, cfg Config) (*Engin
 	if len(plan) == 0 {
 		return nil, errors.New("loading engine plan: the plan is empty")
 	}
-	dev, device, err := openDevice(cfg)
-	if err != nil {
-		return nil, err
-	}
 	linked, err := LinkedVersion()
 	if err != nil {
 		return nil, err
 	}
+	if err := checkLinked(HeaderVersion(), linked); err != nil {
+		return nil, fmt.Errorf("loading engine plan: %w", err)
+	}
+	dev, device, mig, err := openDevice(cfg)
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Logger.With("device", cfg.Device, "gpu", device.Name, "tensorrt", linked)
+	hostCode := cfg.AllowHostCode
 	if m != nil {
 		if err := m.CheckPlan(plan); err != nil {
 			return nil, fmt.Errorf("loading engine plan: %w", err)
 		}
-		if err := m.CompatibleWith(device, linked); err != nil {
+		if err := m.CompatibleWith(newNode(device, mig, linked, dev.Info().RuntimeVersion, cfg)); err != nil {
 			return nil, fmt.Errorf("loading engine plan: %w", err)
 		}
+		hostCode = cfg.AllowHostCode && m.Compatibility.VersionCompatible
 	} else {
 		log.Warn("loading an engine plan without a manifest: its TensorRT version and GPU are not checked")
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: log, dev: dev, device: device, elem: make(map[int]int)}
+	e := &Engine{cfg: cfg, log: log, dev: dev, alloc: cudaAllocator{dev}, device: device, hostCode: hostCode, elem: make(map[int]int)}
 	if err := e.open(plan); err != nil {
 		e.Close()
 		return nil, err
@@ -118,9 +124,9 @@ func Load(ctx context.Context, plan []byte, m *trt.Manifest, cfg Config) (*Engin
 		}
 		e.all = append(e.all, s)
 	}
-	e.slots = make(chan *slot, len(e.all))
+	e.pool = newSlotPool[*slot](len(e.all))
 	for _, s := range e.all {
-		e.slots <- s
+		e.pool.put(s, 0) // newSlot leaves every context on profile 0
 	}
 	log.Info("TensorRT engine loaded", "inputs", len(e.spec.Inputs), "outputs", len(e.spec.Outputs),
 		"profiles", len(e.spec.Profiles), "contexts", len(e.all))
@@ -137,14 +143,14 @@ func Inspect(ctx context.Context, plan []byte, cfg Config) (trt.Spec, error) {
 	if len(plan) == 0 {
 		return trt.Spec{}, errors.New("inspecting engine plan: the plan is empty")
 	}
-	dev, device, err := openDevice(cfg)
+	dev, device, _, err := openDevice(cfg)
 	if err != nil {
 		return trt.Spec{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		return trt.Spec{}, err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, dev: dev, device: device, elem: make(map[int]int)}
+	e := &Engine{cfg: cfg, log: cfg.Logger, dev: dev, alloc: cudaAllocator{dev}, device: device, hostCode: cfg.AllowHostCode, elem: make(map[int]int)}
 	defer e.Close()
 	if err := e.open(plan); err != nil {
 		return trt.Spec{}, err
@@ -152,38 +158,20 @@ func Inspect(ctx context.Context, plan []byte, cfg Config) (trt.Spec, error) {
 	return e.spec, nil
 }
 
-// openDevice opens the CUDA device and names it as trt.Device, with the
-// UUID from NVML when NVML is there.
-func openDevice(cfg Config) (*cuda.Device, trt.Device, error) {
+// openDevice opens CUDA device cfg.Device and names it as trt.Device, with
+// its UUID from the CUDA runtime and, where NVML is there, the MIG
+// profile of the instance (and NVML's spelling of the UUID, "MIG-…" for
+// an instance).
+func openDevice(cfg Config) (*cuda.Device, trt.Device, string, error) {
 	dev, err := cuda.Open(cfg.Device)
 	if err != nil {
-		return nil, trt.Device{}, fmt.Errorf("loading engine plan: %w", err)
+		return nil, trt.Device{}, "", fmt.Errorf("loading engine plan: %w", err)
 	}
-	info := dev.Info()
-	d := trt.Device{Kind: "cuda", Name: info.Name, Compute: info.Compute()}
-	if in, err := gpuinfo.Probe(); err == nil {
-		for _, g := range in.GPUs {
-			if busNumber(g.PCIBusID) == info.PCIBus && g.Name == info.Name {
-				d.UUID = g.UUID
-			}
-		}
-	} else {
-		cfg.Logger.Debug("NVML unavailable; engine reports no GPU UUID", "err", err)
-	}
-	return dev, d, nil
-}
-
-// busNumber extracts the bus from an NVML PCI id "dddddddd:bb:dd.f".
-func busNumber(id string) int {
-	f := strings.Split(id, ":")
-	if len(f) < 3 {
-		return -1
-	}
-	n, err := strconv.ParseInt(f[len(f)-2], 16, 32)
+	d, mig, err := describeDevice(dev.Info(), gpuinfo.Probe)
 	if err != nil {
-		return -1
+		cfg.Logger.Debug("NVML unavailable; the MIG profile of the device is unknown", "err", err)
 	}
-	return int(n)
+	return dev, d, mig, nil
 }
 
 // open creates the runtime, loads plugins, deserializes and introspects.
@@ -191,21 +179,35 @@ func (e *Engine) open(plan []byte) error {
 	setLogLevel(e.cfg.Verbose)
 	defer drainLog(e.log)
 	var st C.jt_status
-	if C.jt_runtime_create(C.int32_t(e.cfg.Device), boolInt(e.cfg.AllowHostCode), &e.rt, &st) != C.JT_OK {
+	if C.jt_runtime_create(C.int32_t(e.cfg.Device), boolInt(e.hostCode), &e.rt, &st) != C.JT_OK {
 		return statusError("creating the TensorRT runtime", &st)
 	}
-	for _, p := range e.cfg.Plugins {
-		cp := C.CString(p)
-		rc := C.jt_runtime_load_plugin(e.rt, cp, &st)
-		C.free(unsafe.Pointer(cp))
-		if rc != C.JT_OK {
-			return statusError("loading plugin "+p, &st)
-		}
+	if err := LoadPlugins(e.cfg.Device, e.cfg.Plugins); err != nil {
+		return err
 	}
 	if C.jt_engine_deserialize(e.rt, unsafe.Pointer(unsafe.SliceData(plan)), C.uint64_t(len(plan)), &e.eng, &st) != C.JT_OK {
 		return statusError("deserializing the plan", &st)
 	}
 	return e.introspect()
+}
+
+// LoadPlugins registers the plugin libraries at paths with TensorRT's
+// process-wide plugin registry, each library once per process; loading one
+// again (a reload, a second model, a build followed by a load) succeeds
+// without registering it twice. Libraries stay registered until the
+// process exits. TensorRT's standard plugins are registered by every
+// runtime and build; list only your own libraries.
+func LoadPlugins(device int, paths []string) error {
+	for _, p := range paths {
+		var st C.jt_status
+		cp := C.CString(p)
+		rc := C.jt_plugin_load(C.int32_t(device), cp, &st)
+		C.free(unsafe.Pointer(cp))
+		if rc != C.JT_OK {
+			return statusError("loading plugin library "+p, &st)
+		}
+	}
+	return nil
 }
 
 func boolInt(b bool) C.int32_t {
@@ -290,7 +292,8 @@ func (e *Engine) introspect() error {
 }
 
 // newSlot creates an execution context and buffers sized for the largest
-// shapes of every profile.
+// shapes of every profile. It sizes the profiles last to first, so that
+// the context is left on profile 0, where the pool expects it.
 func (e *Engine) newSlot() (*slot, error) {
 	var st C.jt_status
 	s := &slot{}
@@ -301,7 +304,8 @@ func (e *Engine) newSlot() (*slot, error) {
 	s.in, s.out = make([]staging, nIn), make([]staging, nOut)
 	s.bind = make([]C.jt_binding, nIn+nOut)
 	inBytes, outBytes := make([]int, nIn), make([]int, nOut)
-	for p, prof := range e.spec.Profiles {
+	for p := len(e.spec.Profiles) - 1; p >= 0; p-- {
+		prof := e.spec.Profiles[p]
 		for i, in := range e.spec.Inputs {
 			n, err := trt.ByteSize(in.DType, prof.Max[in.Name])
 			if err != nil {
@@ -329,38 +333,18 @@ func (e *Engine) newSlot() (*slot, error) {
 		}
 	}
 	for i, n := range inBytes {
-		if err := e.grow(&s.in[i], n); err != nil {
+		if err := s.in[i].grow(e.alloc, n); err != nil {
 			e.freeSlot(s)
 			return nil, err
 		}
 	}
 	for i, n := range outBytes {
-		if err := e.grow(&s.out[i], n); err != nil {
+		if err := s.out[i].grow(e.alloc, n); err != nil {
 			e.freeSlot(s)
 			return nil, err
 		}
 	}
 	return s, nil
-}
-
-// grow makes sure st holds at least n bytes (at least 256, so that every
-// binding has an address).
-func (e *Engine) grow(st *staging, n int) error {
-	n = max(n, 256)
-	if st.host != nil && st.host.Len() >= n && st.dev.Len() >= n {
-		return nil
-	}
-	st.host.Free()
-	st.dev.Free()
-	st.host, st.dev = nil, nil
-	var err error
-	if st.host, err = e.dev.AllocPinned(n); err != nil {
-		return err
-	}
-	if st.dev, err = e.dev.AllocDevice(n); err != nil {
-		return err
-	}
-	return nil
 }
 
 func (e *Engine) freeSlot(s *slot) error {
@@ -374,7 +358,7 @@ func (e *Engine) freeSlot(s *slot) error {
 	}
 	for _, list := range [][]staging{s.in, s.out} {
 		for i := range list {
-			errs = append(errs, list[i].host.Free(), list[i].dev.Free())
+			errs = append(errs, list[i].free())
 		}
 	}
 	return errors.Join(errs...)
@@ -417,22 +401,20 @@ func (e *Engine) checkBatch(b *trt.Batch) error {
 	return nil
 }
 
-func (e *Engine) acquire(ctx context.Context) (*slot, error) {
+// acquire takes a free slot, preferring one whose context is on profile.
+// It fails at once when the engine is closed or its device lost.
+func (e *Engine) acquire(ctx context.Context, profile int) (*slot, error) {
 	e.mu.Lock()
 	closed := e.closed
 	e.mu.Unlock()
 	if closed {
 		return nil, errors.New("running a batch: engine closed")
 	}
-	if err := ctx.Err(); err != nil {
+	if err := e.health.check(); err != nil {
 		return nil, err
 	}
-	select {
-	case s := <-e.slots:
-		return s, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	s, _, err := e.pool.get(ctx, profile)
+	return s, err
 }
 
 // Run executes one batch: it stages the inputs in a free slot's pinned
@@ -443,15 +425,15 @@ func (e *Engine) Run(ctx context.Context, b *trt.Batch) error {
 	if err := e.checkBatch(b); err != nil {
 		return err
 	}
-	s, err := e.acquire(ctx)
+	s, err := e.acquire(ctx, b.Profile)
 	if err != nil {
 		return err
 	}
-	defer func() { e.slots <- s }()
+	defer e.pool.put(s, b.Profile) // the shim selected b.Profile, or failed before
 	shapes := make([]trt.Shape, len(b.Inputs))
 	for i, t := range b.Inputs {
-		if err := e.grow(&s.in[i], len(t.Data)); err != nil {
-			return err
+		if err := s.in[i].grow(e.alloc, len(t.Data)); err != nil {
+			return e.health.observe(err)
 		}
 		copy(s.in[i].host.Bytes(), t.Data)
 		shapes[i] = t.Shape
@@ -482,14 +464,14 @@ func (e *Engine) RunStaged(ctx context.Context, profile int, shapes []trt.Shape,
 		}
 		sizes[i] = n
 	}
-	s, err := e.acquire(ctx)
+	s, err := e.acquire(ctx, profile)
 	if err != nil {
 		return err
 	}
-	defer func() { e.slots <- s }()
+	defer e.pool.put(s, profile)
 	for i, n := range sizes {
-		if err := e.grow(&s.in[i], n); err != nil {
-			return err
+		if err := s.in[i].grow(e.alloc, n); err != nil {
+			return e.health.observe(err)
 		}
 		bufs[i] = s.in[i].host.Bytes()[:n:n]
 	}
@@ -500,8 +482,13 @@ func (e *Engine) RunStaged(ctx context.Context, profile int, shapes []trt.Shape,
 }
 
 // runSlot binds the staged inputs of shapes, enqueues the batch on the
-// slot's context, waits for it and copies the outputs out.
+// slot's context, waits for it and copies the outputs out. An error that
+// says the device is lost marks the engine lost for every later call.
 func (e *Engine) runSlot(s *slot, profile int, shapes []trt.Shape, outputs []trt.Tensor) error {
+	return e.health.observe(e.runSlotOnce(s, profile, shapes, outputs))
+}
+
+func (e *Engine) runSlotOnce(s *slot, profile int, shapes []trt.Shape, outputs []trt.Tensor) error {
 	nIn := len(e.spec.Inputs)
 	for i, sh := range shapes {
 		n, err := trt.ByteSize(e.spec.Inputs[i].DType, sh)
@@ -524,8 +511,9 @@ func (e *Engine) runSlot(s *slot, profile int, shapes []trt.Shape, outputs []trt
 	if rc == C.JT_ERR_CAPACITY {
 		// An output is larger than at the profile's max input shapes:
 		// grow to the sizes the shim filled in and try once more.
+		// A failed grow keeps the old buffers, so the slot stays usable.
 		for i := range e.spec.Outputs {
-			if err := e.grow(&s.out[i], int(s.bind[nIn+i].bytes)); err != nil {
+			if err := s.out[i].grow(e.alloc, int(s.bind[nIn+i].bytes)); err != nil {
 				return err
 			}
 			setBuffers(&s.bind[nIn+i], s.out[i])
@@ -560,10 +548,13 @@ func (e *Engine) runSlot(s *slot, profile int, shapes []trt.Shape, outputs []trt
 }
 
 func setBuffers(b *C.jt_binding, st staging) {
-	b.device = C.uint64_t(st.dev.Ptr())
-	b.device_bytes = C.uint64_t(st.dev.Len())
-	b.host = st.host.Pointer()
-	b.host_bytes = C.uint64_t(st.host.Len())
+	b.device, b.device_bytes, b.host, b.host_bytes = 0, 0, nil, 0
+	if st.dev != nil && st.host != nil { // never nil in a pooled slot; the shim refuses a binding without buffers
+		b.device = C.uint64_t(st.dev.Ptr())
+		b.device_bytes = C.uint64_t(st.dev.Len())
+		b.host = st.host.Pointer()
+		b.host_bytes = C.uint64_t(st.host.Len())
+	}
 }
 
 // Close waits for in-flight batches, then releases the contexts, buffers,
@@ -577,9 +568,9 @@ func (e *Engine) Close() error {
 	e.closed = true
 	e.mu.Unlock()
 	var errs []error
-	if e.slots != nil {
+	if e.pool != nil {
 		for range e.all {
-			<-e.slots // every slot back: no Run in flight
+			e.pool.get(context.Background(), 0) // every slot back: no Run in flight
 		}
 	}
 	for _, s := range e.all {
@@ -595,4 +586,32 @@ func (e *Engine) Close() error {
 	}
 	drainLog(e.log)
 	return errors.Join(errs...)
+}
+
+// ThisNode describes this process for trt.Manifest.Check: the CUDA device
+// cfg.Device (a CUDA ordinal, CUDA_VISIBLE_DEVICES respected) with its
+// MIG profile, the linked TensorRT, the platform, and cfg's loader
+// settings (host code, plugins). Load checks plans against the same.
+//
+// On an error the node holds what was found before it (the platform, the
+// loader settings, the linked TensorRT and CUDA runtime when readable).
+func ThisNode(cfg Config) (trt.Node, error) {
+	n := trt.Node{Platform: Platform(), HostCodeAllowed: cfg.AllowHostCode, Plugins: cfg.Plugins}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return n, err
+	}
+	linked, err := LinkedVersion()
+	if err != nil {
+		return n, err
+	}
+	n.TensorRT = linked
+	if rt, _, err := cuda.RuntimeVersion(); err == nil {
+		n.TensorRTCUDAMajor = CUDAMajor(rt)
+	}
+	dev, device, mig, err := openDevice(cfg)
+	if err != nil {
+		return n, err
+	}
+	return newNode(device, mig, linked, dev.Info().RuntimeVersion, cfg), nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/trt/cuda"
+	"github.com/jetinfer/jetinfer/trt/gpuinfo"
 	"github.com/jetinfer/jetinfer/trt/trttest"
 )
 
@@ -69,8 +70,11 @@ func buildPlan(t *testing.T, model string) ([]byte, trt.Manifest) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info := d.Info()
-	m := NewManifest(res, spec, o, onnx, trt.Device{Kind: "cuda", Name: info.Name, Compute: info.Compute()}, "")
+	gpu, mig, err := describeDevice(d.Info(), gpuinfo.Probe)
+	if err != nil {
+		t.Logf("NVML: %v", err)
+	}
+	m := NewManifest(res, spec, o, onnx, BuiltOn{GPU: gpu, MIG: mig})
 	return res.Plan, m
 }
 
@@ -94,8 +98,14 @@ func TestLoadRefusesMismatch(t *testing.T) {
 	gpuOrSkip(t)
 	plan, m := buildPlan(t, trttest.Digits)
 	for name, mutate := range map[string]func(*trt.Manifest){
-		"version": func(m *trt.Manifest) { m.TensorRT = "9.0.0" },
-		"compute": func(m *trt.Manifest) { m.GPU.ComputeCapability = "5.0" },
+		"version":  func(m *trt.Manifest) { m.TensorRT = "9.0.0.1" },
+		"build":    func(m *trt.Manifest) { m.TensorRT += "0" },
+		"compute":  func(m *trt.Manifest) { m.GPU.ComputeCapability = "5.0" },
+		"model":    func(m *trt.Manifest) { m.GPU.Name = "NVIDIA Imaginary" },
+		"platform": func(m *trt.Manifest) { m.Platform = "windows/amd64" },
+		"lean": func(m *trt.Manifest) {
+			m.Compatibility.VersionCompatible, m.Compatibility.ExcludeLeanRuntime = true, true
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			bad := m
@@ -132,5 +142,24 @@ func TestLegacyPrecisionFlags(t *testing.T) {
 		}
 	} else if err == nil || !strings.Contains(err.Error(), "QuantizeLinear") {
 		t.Fatalf("FP16 flag on TensorRT %s = %v, want a refusal saying to use Q/DQ or FP16 weights", linked, err)
+	}
+}
+
+// TestPluginLoadedOnce: a plugin library given twice (a reload, a second
+// model, a build followed by a load) registers once and both calls
+// succeed. JETINFER_TEST_PLUGIN names a TensorRT plugin library.
+func TestPluginLoadedOnce(t *testing.T) {
+	gpuOrSkip(t)
+	lib := os.Getenv("JETINFER_TEST_PLUGIN")
+	if lib == "" {
+		t.Skip("JETINFER_TEST_PLUGIN (a TensorRT plugin library) not set")
+	}
+	for i := range 2 {
+		if err := LoadPlugins(0, []string{lib}); err != nil {
+			t.Fatalf("load %d of %s: %v", i+1, lib, err)
+		}
+	}
+	if err := LoadPlugins(0, []string{filepath.Join(t.TempDir(), "missing.so")}); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("missing plugin library: %v", err)
 	}
 }

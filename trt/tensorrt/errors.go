@@ -40,18 +40,32 @@ type Error struct {
 	Code Code
 	CUDA int    // cudaError_t when Code is CodeCUDA
 	Msg  string // what failed, followed by what TensorRT logged during the call
+	// DeviceLost: the shim classified the failure as a sticky CUDA error
+	// (jc_sticky): the GPU context is unusable for the rest of the
+	// process. Such an Error matches trt.ErrDeviceLost.
+	DeviceLost bool
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Op, e.Msg) }
 
 // Is reports whether target is trt.ErrInvalidInput and the shim blamed the
-// request (CodeInvalid), or target is an *Error with the same Code.
+// request (CodeInvalid), target is trt.ErrDeviceLost and the device is
+// lost, or target is an *Error with the same Code.
 func (e *Error) Is(target error) bool {
-	if target == trt.ErrInvalidInput {
+	switch target {
+	case trt.ErrInvalidInput:
 		return e.Code == CodeInvalid
+	case trt.ErrDeviceLost:
+		return e.DeviceLost
 	}
 	t, ok := target.(*Error)
 	return ok && t.Code == e.Code
+}
+
+// FormatFullVersion renders a version number as FormatVersion does, with
+// the build number appended: "major.minor.patch.build".
+func FormatFullVersion(v, build int) string {
+	return fmt.Sprintf("%s.%d", FormatVersion(v), build)
 }
 
 // FormatVersion renders a TensorRT version number (10000*major +

@@ -8,7 +8,7 @@ import (
 )
 
 func TestNewManifest(t *testing.T) {
-	res := BuildResult{Plan: []byte("plan bytes"), TensorRT: "10.8.0", CalibrationCache: []byte("cache")}
+	res := BuildResult{Plan: []byte("plan bytes"), TensorRT: "10.8.0.43", CUDARuntime: 12080, CalibrationCache: []byte("cache")}
 	spec := trt.Spec{
 		Inputs:   []trt.TensorDesc{{Name: "pixels", DType: trt.Float32, Shape: trt.Shape{-1, 8, 8}}},
 		Outputs:  []trt.TensorDesc{{Name: "logits", DType: trt.Float32, Shape: trt.Shape{-1, 10}}},
@@ -19,7 +19,7 @@ func TestNewManifest(t *testing.T) {
 	o.Precision.INT8 = true
 	o.Calibration = &CalibrationData{Batches: make([][]trt.Tensor, 3)}
 	gpu := trt.Device{Kind: "cuda", Name: "NVIDIA H100 80GB HBM3", Compute: "9.0", UUID: "GPU-x"}
-	m := NewManifest(res, spec, o, []byte("onnx"), gpu, "580.159.04")
+	m := NewManifest(res, spec, o, []byte("onnx"), BuiltOn{GPU: gpu, Driver: "580.159.04"})
 	if err := m.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -30,16 +30,24 @@ func TestNewManifest(t *testing.T) {
 		m.Precision.Calibration.CacheSHA256 != trt.SHA256Hex([]byte("cache")) || m.ONNXSHA256 != trt.SHA256Hex([]byte("onnx")) {
 		t.Fatalf("manifest %+v", m)
 	}
-	if err := m.CompatibleWith(gpu, "10.8.0"); err != nil {
-		t.Fatalf("a plan is incompatible with the GPU that built it: %v", err)
+	if m.TensorRTCUDAMajor != 12 || m.Platform != Platform() || m.CUDARuntime != "12.8" || m.Build.OptimizationLevel != -1 {
+		t.Fatalf("manifest does not record the build node: %+v", m)
 	}
-	if err := m.CompatibleWith(gpu, "10.9.0"); !errors.Is(err, trt.ErrIncompatible) {
+	here := newNode(gpu, "", "10.8.0.43", 12080, Config{})
+	if err := m.CompatibleWith(here); err != nil {
+		t.Fatalf("a plan is incompatible with the node that built it: %v", err)
+	}
+	if err := m.CompatibleWith(newNode(gpu, "", "10.9.0.34", 12080, Config{})); !errors.Is(err, trt.ErrIncompatible) {
 		t.Fatalf("another TensorRT version accepted: %v", err)
 	}
-	res.TensorRT = "11.1.0"
+	o.OptimizationLevel = OptimizationLevel(0)
+	if m := NewManifest(res, spec, o, nil, BuiltOn{GPU: gpu}); m.Build.OptimizationLevel != 0 {
+		t.Fatalf("optimization level 0 recorded as %d", m.Build.OptimizationLevel)
+	}
+	res.TensorRT = "11.1.0.106"
 	o = NewBuildOptions()
 	o.Profiles = spec.Profiles
-	if m := NewManifest(res, spec, o, nil, gpu, ""); !m.Precision.StronglyTyped || m.ONNXSHA256 != "" {
+	if m := NewManifest(res, spec, o, nil, BuiltOn{GPU: gpu}); !m.Precision.StronglyTyped || m.ONNXSHA256 != "" {
 		t.Fatalf("TensorRT 11 plan not recorded as strongly typed: %+v", m.Precision)
 	}
 }

@@ -66,16 +66,18 @@ func (p Precision) Any() bool { return p.FP16 || p.BF16 || p.INT8 }
 type CalibrationData struct {
 	Batches [][]trt.Tensor
 	// Cache is a calibration cache from an earlier build; when it matches,
-	// TensorRT skips running the batches.
+	// TensorRT skips running the batches. A cache without batches is
+	// refused (the batches' shape is the calibration profile).
 	Cache []byte
 }
 
 func (c *CalibrationData) check() error {
-	if len(c.Batches) == 0 && len(c.Cache) == 0 {
-		return errors.New("calibration needs batches or a cache")
-	}
 	if len(c.Batches) == 0 {
-		return nil
+		// The calibration profile is the batches' shape, so a cache alone
+		// cannot set it; TensorRT skips running the batches when the
+		// cache is valid, so giving them costs only reading the files.
+		return errors.New("INT8 calibration needs its batches (-calib files) even with a calibration cache: " +
+			"the batches' shape is the calibration profile, and when the cache matches TensorRT does not run them")
 	}
 	first := c.Batches[0]
 	if len(first) == 0 {
@@ -120,13 +122,17 @@ type BuildOptions struct {
 	Calibration *CalibrationData
 	// WorkspaceBytes limits the builder's scratch memory; 0: TensorRT's default.
 	WorkspaceBytes int64
-	// OptimizationLevel is the builder optimization level 0..5; -1 (or
-	// the zero value through NewBuildOptions) means TensorRT's default, 3.
-	OptimizationLevel int
+	// OptimizationLevel is the builder optimization level 0..5 (0 builds
+	// fastest and runs slowest); nil means TensorRT's default, 3.
+	OptimizationLevel *int
 	// TimingCache is a timing cache from an earlier build; Build returns the
 	// updated cache.
 	TimingCache []byte
-	// Plugins are plugin libraries the network needs.
+	// Plugins are plugin libraries the network needs. Build loads each
+	// once per process (TensorRT's plugin registry is process-wide) before
+	// parsing, so a missing or broken library fails before the long build.
+	// TensorRT's standard plugins (libnvinfer_plugin) are always
+	// registered.
 	Plugins []string
 	// HardwareCompat: trt.HardwareCompatNone (default), AmperePlus or
 	// SameCompute; the latter two are slower.
@@ -144,9 +150,23 @@ type BuildOptions struct {
 	Verbose bool
 }
 
-// NewBuildOptions returns options with TensorRT's defaults.
+// NewBuildOptions returns options with TensorRT's defaults; the zero
+// BuildOptions means the same.
 func NewBuildOptions() BuildOptions {
-	return BuildOptions{OptimizationLevel: -1, HardwareCompat: trt.HardwareCompatNone}
+	return BuildOptions{HardwareCompat: trt.HardwareCompatNone}
+}
+
+// OptimizationLevel returns a pointer to level, for
+// BuildOptions.OptimizationLevel.
+func OptimizationLevel(level int) *int { return &level }
+
+// optimizationLevel is the level to hand the shim: -1 for TensorRT's
+// default.
+func (o BuildOptions) optimizationLevel() int {
+	if o.OptimizationLevel == nil {
+		return -1
+	}
+	return *o.OptimizationLevel
 }
 
 // Check validates the options without TensorRT. tensorRTMajor is the
@@ -203,8 +223,8 @@ func (o BuildOptions) Check(tensorRTMajor int) error {
 			bad("profile %d: min, opt and max name different inputs", i)
 		}
 	}
-	if o.OptimizationLevel < -1 || o.OptimizationLevel > 5 {
-		bad("optimization level must be 0..5 or -1 for the default, got %d", o.OptimizationLevel)
+	if l := o.OptimizationLevel; l != nil && (*l < 0 || *l > 5) {
+		bad("optimization level must be 0..5 (or unset for TensorRT's default), got %d", *l)
 	}
 	if o.WorkspaceBytes < 0 {
 		bad("workspace limit must not be negative")
@@ -229,5 +249,6 @@ type BuildResult struct {
 	Plan             []byte
 	TimingCache      []byte // updated timing cache, to save for the next build
 	CalibrationCache []byte // INT8 calibration cache, if calibration ran
-	TensorRT         string // version of the TensorRT that built the plan
+	TensorRT         string // full version ("major.minor.patch.build") of the TensorRT that built the plan
+	CUDARuntime      int    // CUDA runtime version of the build (1000*major + 10*minor)
 }

@@ -48,7 +48,13 @@ func TestBuildOptionsCheck(t *testing.T) {
 		{"min > opt", func(o *BuildOptions) { o.Profiles[0].Min["x"] = trt.Shape{9, 16} }, 10, "min <= opt <= max"},
 		{"missing max", func(o *BuildOptions) { delete(o.Profiles[0].Max, "x") }, 10, "needs min, opt and max"},
 		{"rank mismatch", func(o *BuildOptions) { o.Profiles[0].Max["x"] = trt.Shape{64} }, 10, "different ranks"},
-		{"opt level", func(o *BuildOptions) { o.OptimizationLevel = 6 }, 10, "0..5"},
+		{"opt level", func(o *BuildOptions) { o.OptimizationLevel = OptimizationLevel(6) }, 10, "0..5"},
+		{"opt level negative", func(o *BuildOptions) { o.OptimizationLevel = OptimizationLevel(-1) }, 10, "0..5"},
+		{"opt level 0", func(o *BuildOptions) { o.OptimizationLevel = OptimizationLevel(0) }, 10, ""},
+		{"calibration cache without batches", func(o *BuildOptions) {
+			o.Precision.INT8 = true
+			o.Calibration = &CalibrationData{Cache: []byte("cache")}
+		}, 10, "needs its batches"},
 		{"hardware", func(o *BuildOptions) { o.HardwareCompat = "turing_plus" }, 10, "hardware compatibility"},
 		{"lean runtime", func(o *BuildOptions) { o.ExcludeLeanRuntime = true }, 10, "version-compatible"},
 		{"version compatible ampere plus", func(o *BuildOptions) {
@@ -74,6 +80,20 @@ func TestBuildOptionsCheck(t *testing.T) {
 	}
 }
 
+// TestBuildOptionsZeroValue: the zero BuildOptions means TensorRT's
+// defaults, optimization level included (not level 0, TensorRT's
+// fastest build and slowest engine).
+func TestBuildOptionsZeroValue(t *testing.T) {
+	var o BuildOptions
+	if got := o.optimizationLevel(); got != -1 {
+		t.Fatalf("zero BuildOptions hands the shim optimization level %d, want -1 (TensorRT's default)", got)
+	}
+	o.OptimizationLevel = OptimizationLevel(0)
+	if got := o.optimizationLevel(); got != 0 {
+		t.Fatalf("explicit level 0 handed over as %d", got)
+	}
+}
+
 func TestConfigDefaults(t *testing.T) {
 	c, err := Config{}.withDefaults()
 	if err != nil || c.Contexts != 2 || c.Logger == nil {
@@ -92,5 +112,8 @@ func TestFormatVersion(t *testing.T) {
 		if got := FormatVersion(v); got != want {
 			t.Errorf("FormatVersion(%d) = %q, want %q", v, got, want)
 		}
+	}
+	if got := FormatFullVersion(100800, 43); got != "10.8.0.43" {
+		t.Errorf("FormatFullVersion = %q", got)
 	}
 }

@@ -5,12 +5,18 @@
 // contexts with their own streams, and the one-call-per-batch enqueue
 // built on trt/cuda's staging code (jcuda.h).
 //
-// Written against the TensorRT 10.1+ and 11.x C++ API (NvInferRuntime.h);
+// Written against the TensorRT 10.0+ and 11.x C++ API (NvInferRuntime.h);
 // only calls that exist unchanged in both majors are used here.
 
 #include "shim_internal.hpp"
 
+#include <NvInferPlugin.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 
@@ -138,9 +144,63 @@ int32_t jt_dtype(DataType t) noexcept
 	}
 }
 
+// PluginLibraries is the process's record of plugin libraries registered
+// with TensorRT's process-wide plugin registry, keyed by resolved path.
+// TensorRT's loadLibrary returns null when a library's plugins are already
+// registered, so each library is loaded once and its handle kept for the
+// life of the process (never deregistered: engines may still use it).
+struct PluginLibraries {
+	std::mutex mu;
+	std::map<std::string, IPluginRegistry::PluginLibraryHandle> loaded;
+	bool standard = false;
+};
+
+PluginLibraries &plugin_libraries()
+{
+	static PluginLibraries *p = new PluginLibraries(); // never destroyed, like the registry
+	return *p;
+}
+
 } // namespace
 
 ILogger &logger() { return the_logger(); }
+
+int32_t init_standard_plugins(jt_status *st, Capture const &cap)
+{
+	PluginLibraries &p = plugin_libraries();
+	std::lock_guard<std::mutex> lock(p.mu);
+	if (p.standard)
+		return JT_OK;
+	if (!initLibNvInferPlugins(&the_logger(), ""))
+		return fail(st, cap, JT_ERR_TENSORRT, "registering TensorRT's standard plugins (initLibNvInferPlugins) failed");
+	p.standard = true;
+	return JT_OK;
+}
+
+int32_t load_plugin_library(char const *path, jt_status *st, Capture const &cap)
+{
+	if (path == nullptr || path[0] == '\0')
+		return fail(st, cap, JT_ERR_INVALID, "plugin library path is empty");
+	char resolved[PATH_MAX];
+	if (realpath(path, resolved) == nullptr)
+		return fail(st, cap, JT_ERR_INVALID,
+		            std::string("plugin library ") + path + " not found: " + std::strerror(errno));
+	PluginLibraries &p = plugin_libraries();
+	std::lock_guard<std::mutex> lock(p.mu);
+	if (p.loaded.count(resolved) != 0)
+		return JT_OK;
+	IPluginRegistry *reg = getPluginRegistry();
+	if (reg == nullptr)
+		return fail(st, cap, JT_ERR_TENSORRT, "TensorRT's plugin registry is unavailable");
+	IPluginRegistry::PluginLibraryHandle h = reg->loadLibrary(resolved);
+	if (h == nullptr)
+		return fail(st, cap, JT_ERR_TENSORRT,
+		            std::string("loading plugin library ") + resolved +
+		                " failed (not a TensorRT plugin library, a missing dependency, or its plugins are already "
+		                "registered by another library)");
+	p.loaded.emplace(resolved, h);
+	return JT_OK;
+}
 
 int32_t queued() { return the_logger().size(); }
 
@@ -319,7 +379,18 @@ int32_t jt_linked_version(void)
 	}
 }
 
+int32_t jt_linked_build(void)
+{
+	try {
+		return getInferLibBuildVersion();
+	} catch (...) {
+		return -1;
+	}
+}
+
 int32_t jt_header_version(void) { return NV_TENSORRT_VERSION; }
+
+int32_t jt_header_build(void) { return NV_TENSORRT_BUILD; }
 
 void jt_log_set_level(int32_t max_severity)
 {
@@ -344,6 +415,8 @@ int32_t jt_runtime_create(int32_t device, int32_t allow_host_code, jt_runtime **
 		*out = nullptr;
 		if (set_device(st, cap, device) != JT_OK)
 			return st->code;
+		if (init_standard_plugins(st, cap) != JT_OK)
+			return st->code;
 		std::unique_ptr<jt_runtime> r(new jt_runtime);
 		r->device = device;
 		r->rt.reset(createInferRuntime(logger()));
@@ -355,12 +428,12 @@ int32_t jt_runtime_create(int32_t device, int32_t allow_host_code, jt_runtime **
 	});
 }
 
-int32_t jt_runtime_load_plugin(jt_runtime *rt, const char *path, jt_status *st)
+int32_t jt_plugin_load(int32_t device, const char *path, jt_status *st)
 {
 	return guard(st, [&](Capture &cap) -> int32_t {
-		if (rt->rt->getPluginRegistry().loadLibrary(path) == nullptr)
-			return fail(st, cap, JT_ERR_TENSORRT, std::string("loading plugin library ") + path + " failed");
-		return JT_OK;
+		if (set_device(st, cap, device) != JT_OK) // plugin initializers may touch the GPU
+			return st->code;
+		return load_plugin_library(path, st, cap);
 	});
 }
 
@@ -580,8 +653,22 @@ int32_t jt_context_enqueue(jt_context *c, int32_t profile, jt_binding *inputs, i
 		jc_status cs;
 		int32_t rc = jc_batch(e->device, c->stream, c->h2d.data(), static_cast<int32_t>(c->h2d.size()), enqueue_work,
 		                      c->ctx.get(), c->d2h.data(), static_cast<int32_t>(c->d2h.size()), c->event, &cs);
-		if (rc == JC_ERR_WORK)
+		if (rc == JC_ERR_WORK) {
+			// enqueueV3 returns false without a CUDA code; a sticky error
+			// of the context (an earlier kernel's illegal address) shows
+			// on the stream.
+			jc_status ps;
+			if (jc_stream_probe(e->device, c->stream, &ps) != JC_OK) {
+				fail_cuda(st, cap, ps);
+				std::string msg = std::string("enqueueV3 failed: ") + ps.message;
+				int32_t lost = st->device_lost, cerr = st->cuda_error;
+				fail(st, cap, JT_ERR_CUDA, msg);
+				st->device_lost = lost;
+				st->cuda_error = cerr;
+				return JT_ERR_CUDA;
+			}
 			return fail(st, cap, JT_ERR_TENSORRT, "enqueueV3 failed");
+		}
 		if (rc != JC_OK)
 			return fail_cuda(st, cap, cs);
 		return JT_OK;

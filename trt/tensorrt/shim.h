@@ -51,7 +51,8 @@ enum {
 typedef struct jt_status {
 	int32_t code;
 	int32_t cuda_error;
-	int32_t log_queued; /* lines waiting in the process-wide log queue (jt_log_drain) */
+	int32_t device_lost; /* 1: a sticky CUDA error (jc_sticky): the GPU context is unusable for this process */
+	int32_t log_queued;  /* lines waiting in the process-wide log queue (jt_log_drain) */
 	char message[JT_MESSAGE_SIZE];
 } jt_status;
 
@@ -88,9 +89,14 @@ enum { JT_PROFILE_MIN = 0, JT_PROFILE_OPT = 1, JT_PROFILE_MAX = 2 };
  * at run time: 10000*major + 100*minor + patch. */
 int32_t jt_linked_version(void);
 
+/* jt_linked_build returns getInferLibBuildVersion(): the build number of
+ * the loaded libnvinfer. */
+int32_t jt_linked_build(void);
+
 /* jt_header_version returns NV_TENSORRT_VERSION of the headers the shim was
- * compiled against, same encoding. */
+ * compiled against, same encoding; jt_header_build their NV_TENSORRT_BUILD. */
 int32_t jt_header_version(void);
+int32_t jt_header_build(void);
 
 /* ---- logging ----------------------------------------------------------- */
 
@@ -117,12 +123,19 @@ typedef struct jt_engine jt_engine;
 typedef struct jt_context jt_context;
 
 /* jt_runtime_create makes an IRuntime on device. allow_host_code must be
- * set to run version-compatible plans (they embed the lean runtime). */
+ * set to run version-compatible plans (they embed the lean runtime and
+ * any plugins serialized into them). The first runtime or build of the
+ * process registers TensorRT's standard plugins (initLibNvInferPlugins). */
 int32_t jt_runtime_create(int32_t device, int32_t allow_host_code, jt_runtime **out, jt_status *st);
 
-/* jt_runtime_load_plugin loads a plugin library into the runtime's
- * registry; call before deserializing plans that use it. */
-int32_t jt_runtime_load_plugin(jt_runtime *rt, const char *path, jt_status *st);
+/* jt_plugin_load registers the plugins of the library at path in
+ * TensorRT's process-wide plugin registry, once per library per process
+ * (the path is resolved first, so that two names of one file count once):
+ * later calls for the same library succeed without loading it again.
+ * Libraries are never deregistered: plugins stay registered for the life
+ * of the process, as engines deserialized with them may still use them.
+ * Call before deserializing or building anything that uses them. */
+int32_t jt_plugin_load(int32_t device, const char *path, jt_status *st);
 
 void jt_runtime_destroy(jt_runtime *rt);
 

@@ -19,8 +19,8 @@
 #include "jcuda.h"
 #include "shim.h"
 
-#if !defined(NV_TENSORRT_MAJOR) || NV_TENSORRT_MAJOR < 10 || (NV_TENSORRT_MAJOR == 10 && NV_TENSORRT_MINOR < 1)
-#error "jetinfer's TensorRT shim needs TensorRT 10.1 or newer"
+#if !defined(NV_TENSORRT_MAJOR) || NV_TENSORRT_MAJOR < 10
+#error "jetinfer's TensorRT shim needs TensorRT 10.0 or newer"
 #endif
 
 namespace jetinfer_trt {
@@ -64,13 +64,24 @@ inline int32_t fail_cuda(jt_status *st, Capture const &cap, jc_status const &cs)
 {
 	int32_t rc = fail(st, cap, cs.code == JC_ERR_CUDA ? JT_ERR_CUDA : JT_ERR_INTERNAL, cs.message);
 	st->cuda_error = cs.cuda_error;
+	st->device_lost = cs.sticky;
 	return rc;
 }
+
+// init_standard_plugins registers TensorRT's standard plugins
+// (libnvinfer_plugin: the ones the ONNX parser maps ops such as RoiAlign,
+// EfficientNMS or InstanceNormalization onto) once per process.
+int32_t init_standard_plugins(jt_status *st, Capture const &cap);
+
+// load_plugin_library registers a plugin library once per process (see
+// jt_plugin_load).
+int32_t load_plugin_library(char const *path, jt_status *st, Capture const &cap);
 
 inline void clear(jt_status *st) noexcept
 {
 	st->code = JT_OK;
 	st->cuda_error = 0;
+	st->device_lost = 0;
 	st->log_queued = 0;
 	st->message[0] = '\0';
 }

@@ -12,7 +12,7 @@ import (
 // Available reports whether this binary was built with TensorRT.
 const Available = false
 
-var errUnavailable = fmt.Errorf("TensorRT is not compiled in (rebuild with CGO_ENABLED=1 -tags tensorrt on a machine with TensorRT 10.1+ or 11.x and CUDA): %w", trt.ErrUnavailable)
+var errUnavailable = fmt.Errorf("TensorRT is not compiled in (rebuild with CGO_ENABLED=1 -tags tensorrt on a machine with TensorRT 10.0+ or 11.x and CUDA): %w", trt.ErrUnavailable)
 
 // Engine runs a TensorRT plan; none can exist in this build.
 type Engine struct{}
@@ -58,4 +58,16 @@ func (e *Engine) Close() error { return nil }
 // RunStaged fails: this binary has no TensorRT.
 func (e *Engine) RunStaged(ctx context.Context, profile int, shapes []trt.Shape, fill func([][]byte) error, outputs []trt.Tensor) error {
 	return errUnavailable
+}
+
+// LoadPlugins fails: this binary has no TensorRT.
+func LoadPlugins(device int, paths []string) error {
+	return fmt.Errorf("loading plugin libraries: %w", errUnavailable)
+}
+
+// ThisNode describes what it can without TensorRT and CUDA (the platform
+// and cfg's loader settings) and fails: this binary has no TensorRT.
+func ThisNode(cfg Config) (trt.Node, error) {
+	return trt.Node{Platform: Platform(), HostCodeAllowed: cfg.AllowHostCode, Plugins: cfg.Plugins},
+		fmt.Errorf("describing this node: %w", errUnavailable)
 }
