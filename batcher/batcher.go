@@ -97,7 +97,19 @@ type item struct {
 	mark      []bool // scratch: rows pre-placed in the anchored window
 	cmax      int    // largest class among remaining rows; -1 when stale
 	gone      bool   // fully planned, expired or removed
+
+	hpos [numHeaps]int // position in each of the Batcher's item heaps; -1 when absent
+	exp  int64         // deadline - needNS: expired once now passes it (deadline items)
 }
+
+// The Batcher's item heaps (item.hpos slots).
+const (
+	heapPending = iota // not yet due, by due time
+	heapReady          // due, by itemBefore
+	heapAll            // every live item, by itemBefore
+	heapExpiry         // deadline items, by exp
+	numHeaps
+)
 
 const noDeadline = math.MaxInt64
 
@@ -129,13 +141,15 @@ type Batcher struct {
 	margin   float64 // 1 + Config.CostMargin
 	maxPad   float64 // Config.MaxPadding
 
-	classes [][]rowRef // queued rows per class, sorted by rowLess
-	touched []bool     // scratch: classes to compact
-	items   map[uint64]*item
-	order   []*item // live items in admission order (compacted lazily)
-	dl      []*item // live items with a deadline, by deadline (compacted lazily)
-	queued  int     // queued rows
-	nextSeq uint64
+	classes  []sortedList[rowRef] // queued rows per class, sorted by rowLess
+	touched  []bool               // scratch: classes rows were taken from
+	items    map[uint64]*item
+	dl       sortedList[*item] // live items with a deadline, by deadline
+	dlAmort  float64           // Σ amort over dl (an upper bound of the deadline demand)
+	heaps    [numHeaps]itemHeap
+	promoted int64 // the time pending items were last moved to ready
+	queued   int   // queued rows
+	nextSeq  uint64
 
 	epoch     time.Time
 	haveEpoch bool
@@ -173,11 +187,29 @@ func New(spec trt.Spec, cost *CostModel, cfg Config) (*Batcher, error) {
 	}
 	b := &Batcher{
 		cfg: cfg, l: l, cost: cost, maxDelay: int64(cfg.MaxDelay), margin: 1 + cfg.CostMargin, maxPad: cfg.MaxPadding,
-		classes: make([][]rowRef, len(l.classes)),
+		classes: make([]sortedList[rowRef], len(l.classes)),
 		touched: make([]bool, len(l.classes)),
 		items:   make(map[uint64]*item),
+		dl:      newSortedList(dlLess),
 		last:    -1,
 	}
+	for k := range b.classes {
+		b.classes[k] = newSortedList(rowLess)
+	}
+	b.heaps[heapPending] = itemHeap{slot: heapPending, less: func(x, y *item) bool {
+		if x.due != y.due {
+			return x.due < y.due
+		}
+		return x.seq < y.seq
+	}}
+	b.heaps[heapReady] = itemHeap{slot: heapReady, less: itemBefore}
+	b.heaps[heapAll] = itemHeap{slot: heapAll, less: itemBefore}
+	b.heaps[heapExpiry] = itemHeap{slot: heapExpiry, less: func(x, y *item) bool {
+		if x.exp != y.exp {
+			return x.exp < y.exp
+		}
+		return x.seq < y.seq
+	}}
 	b.buildTables()
 	return b, nil
 }
@@ -308,31 +340,29 @@ func (b *Batcher) Add(now time.Time, it Item) error {
 		// minimal finishing time.
 		byDL := x.deadline - int64(b.needNS(x)) - int64(b.fullNS(cm)*b.margin)
 		x.due = min(x.due, byDL)
-		i, _ := slices.BinarySearchFunc(b.dl, x, func(p, q *item) int {
-			if c := cmp.Compare(p.deadline, q.deadline); c != 0 {
-				return c
-			}
-			return cmp.Compare(p.seq, q.seq)
-		})
-		b.dl = slices.Insert(b.dl, i, x)
 	}
 	b.nextSeq++
 	b.items[it.ID] = x
-	b.order = append(b.order, x)
 	for r := range it.Rows {
 		ref := rowRef{it: x, row: int32(r)}
 		k := ref.class()
 		// Rows of one item are added in order and a later item usually
 		// sorts last, so this is mostly an append.
-		cl := b.classes[k]
-		i := len(cl)
-		if i > 0 && b.rowLess(cl[i-1], ref) > 0 {
-			i, _ = slices.BinarySearchFunc(cl, ref, b.rowLess)
-		}
-		b.classes[k] = slices.Insert(cl, i, ref)
+		b.classes[k].insert(ref)
 		x.amort += b.ideal[k]
 	}
 	b.queued += it.Rows
+	for i := range x.hpos {
+		x.hpos[i] = -1
+	}
+	b.heaps[heapPending].push(x)
+	b.heaps[heapAll].push(x)
+	if x.deadline != noDeadline {
+		b.dl.insert(x)
+		b.dlAmort += x.amort
+		x.exp = x.deadline - int64(b.needNS(x))
+		b.heaps[heapExpiry].push(x)
+	}
 	b.wakeStale = true
 	return nil
 }
@@ -359,14 +389,30 @@ func (b *Batcher) drop(x *item) {
 	}
 	for k, t := range b.touched {
 		if t {
-			b.classes[k] = slices.DeleteFunc(b.classes[k], func(q rowRef) bool { return q.it == x })
+			// x's rows of one class are adjacent in its order.
+			b.classes[k].removeRun(rowRef{it: x}, func(q rowRef) bool { return q.it == x })
 			b.touched[k] = false
 		}
 	}
 	b.queued -= x.remaining
 	x.remaining = 0
+	b.forget(x)
+}
+
+// forget marks x gone and removes it from the item indexes.
+func (b *Batcher) forget(x *item) {
 	x.gone = true
 	delete(b.items, x.id)
+	for i := range b.heaps {
+		b.heaps[i].remove(x)
+	}
+	if x.deadline != noDeadline {
+		b.dl.removeRun(x, func(y *item) bool { return y == x })
+		b.dlAmort -= x.amort
+		if b.dl.Len() == 0 {
+			b.dlAmort = 0 // no drift carried over
+		}
+	}
 }
 
 // maxClass returns the largest class among x's remaining rows.
@@ -439,26 +485,22 @@ func (b *Batcher) Expired(now time.Time) []uint64 {
 	return out
 }
 
-// expire moves infeasible items to b.expired.
+// expire moves infeasible items to b.expired: those whose deadline,
+// less the time their remaining rows need alone, has passed (item.exp,
+// kept current in the expiry heap). Each call reports its items in
+// admission order.
 func (b *Batcher) expire() {
-	n := 0
-	for _, x := range b.order {
-		if x.gone {
-			continue
-		}
-		b.order[n] = x
-		n++
-		if x.deadline == noDeadline {
-			continue
-		}
-		if b.now+int64(b.needNS(x)) > x.deadline {
-			b.expired = append(b.expired, x.id)
-			b.drop(x)
-			b.wakeStale = true
-		}
+	h := &b.heaps[heapExpiry]
+	var gone []*item
+	for x := h.top(); x != nil && b.now > x.exp; x = h.top() {
+		gone = append(gone, x)
+		b.drop(x)
+		b.wakeStale = true
 	}
-	clear(b.order[n:])
-	b.order = b.order[:n]
+	slices.SortFunc(gone, func(p, q *item) int { return cmp.Compare(p.seq, q.seq) })
+	for _, x := range gone {
+		b.expired = append(b.expired, x.id)
+	}
 }
 
 // NextWakeup returns when Next (or Expired) should be called again if
@@ -553,7 +595,7 @@ type pressure struct {
 // deadline by deadline (so a batch around the earliest deadline also
 // carries its other rows and the next deadlines), then by priority, due
 // time and admission.
-func (b *Batcher) rowLess(x, y rowRef) int {
+func rowLess(x, y rowRef) int {
 	if c := cmp.Compare(x.it.deadline, y.it.deadline); c != 0 {
 		return c
 	}
@@ -567,6 +609,14 @@ func (b *Batcher) rowLess(x, y rowRef) int {
 		return c
 	}
 	return cmp.Compare(x.row, y.row)
+}
+
+// dlLess orders deadline items by deadline, then admission.
+func dlLess(p, q *item) int {
+	if c := cmp.Compare(p.deadline, q.deadline); c != 0 {
+		return c
+	}
+	return cmp.Compare(p.seq, q.seq)
 }
 
 func itemBefore(x, y *item) bool {
@@ -590,15 +640,19 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	wake := int64(math.MaxInt64)
 	// Deadline demand, earliest deadline first.
 	pr := pressure{slack: math.MaxInt64}
+	if x := b.heaps[heapExpiry].top(); x != nil {
+		wake = min(wake, x.exp+1) // when it would expire
+	}
 	var cum float64
-	n := 0
-	for _, x := range b.dl {
-		if x.gone {
-			continue
+	// No item can need more than all of them together: once a deadline
+	// lies that far beyond the least slack found, no later one can lower
+	// it (a small safety factor covers rounding in the running sum).
+	bound := int64(b.dlAmort*b.margin*(1+1e-6)) + 1
+	for c := (cursor{}); b.dl.valid(c); c = b.dl.next(c) {
+		x := b.dl.at(c)
+		if pr.d1 != nil && x.deadline-b.now-bound >= pr.slack {
+			break
 		}
-		b.dl[n] = x
-		n++
-		wake = min(wake, x.deadline-int64(b.needNS(x))+1) // when it would expire
 		need := x.amort * b.margin
 		slack := x.deadline - b.now - int64(cum+need)
 		if slack < 0 {
@@ -613,21 +667,11 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 		}
 		pr.slack = min(pr.slack, slack)
 	}
-	clear(b.dl[n:])
-	b.dl = b.dl[:n]
 	// The most urgent item that is due, and the next due time.
-	var anchor *item
-	for _, x := range b.order {
-		if x.gone {
-			continue
-		}
-		if x.due <= b.now {
-			if anchor == nil || itemBefore(x, anchor) {
-				anchor = x
-			}
-		} else {
-			wake = min(wake, x.due)
-		}
+	b.promote()
+	anchor := b.heaps[heapReady].top()
+	if x := b.heaps[heapPending].top(); x != nil {
+		wake = min(wake, x.due)
 	}
 	// Deadlines are hard, MaxDelay and priority are not: the earliest
 	// deadline goes first once it is due, or earlier when the deadline
@@ -656,12 +700,7 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	}
 	if !best.ok && force {
 		// Draining: the most urgent item's own rows always make a batch.
-		for _, x := range b.order {
-			if !x.gone && (anchor == nil || itemBefore(x, anchor)) {
-				anchor = x
-			}
-		}
-		best = b.anchored(anchor, &pr)
+		best = b.anchored(b.heaps[heapAll].top(), &pr)
 	}
 	if !best.ok || !take {
 		if wake != math.MaxInt64 {
@@ -675,6 +714,24 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	p := b.build(best)
 	b.wakeStale = true
 	return p, true
+}
+
+// promote moves the items that are due at b.now from the pending heap to
+// the ready heap (back again first if time went backwards).
+func (b *Batcher) promote() {
+	pend, ready := &b.heaps[heapPending], &b.heaps[heapReady]
+	if b.now < b.promoted {
+		for ready.top() != nil {
+			x := ready.top()
+			ready.remove(x)
+			pend.push(x)
+		}
+	}
+	b.promoted = b.now
+	for x := pend.top(); x != nil && x.due <= b.now; x = pend.top() {
+		pend.remove(x)
+		ready.push(x)
+	}
 }
 
 // evaluate prices a window of a.n rows padded to class top and checks it
@@ -747,7 +804,7 @@ func (b *Batcher) free(force bool, pr *pressure) (window, int64) {
 	wake := int64(math.MaxInt64)
 	var a acc
 	for top := len(b.classes) - 1; top >= 0; top-- {
-		if len(b.classes[top]) == 0 {
+		if b.classes[top].Len() == 0 {
 			continue
 		}
 		a.reset()
@@ -785,24 +842,25 @@ func (b *Batcher) free(force bool, pr *pressure) (window, int64) {
 // positions gathered so far exceed the cap even at the largest batch.
 func (b *Batcher) scan(a *acc, top, monoBelow int, x, d1 *item, visit func(*acc) (ok, stop bool)) {
 	type point struct {
-		a    acc
-		k, i int
+		a acc
+		k int
+		i cursor
 	}
-	k, i := top, 0
+	k, i := top, cursor{}
 	cp := point{*a, k, i}
 	exact := false
 	last := -1
 	S := b.l.classes[top]
 	for a.n < b.maxN[top] {
-		for k >= 0 && i >= len(b.classes[k]) {
-			k, i = k-1, 0
+		for k >= 0 && !b.classes[k].valid(i) {
+			k, i = k-1, cursor{}
 		}
 		if k < 0 {
 			break
 		}
-		r := b.classes[k][i]
+		r := b.classes[k].at(i)
 		if x != nil && r.it == x && x.mark[r.row] {
-			i++
+			i = b.classes[k].next(i)
 			continue
 		}
 		if !exact && a.n > cp.a.n && (k != last || b.bp[a.n]) {
@@ -827,7 +885,7 @@ func (b *Batcher) scan(a *acc, top, monoBelow int, x, d1 *item, visit func(*acc)
 			}
 		}
 		a.add(b, r, d1)
-		i++
+		i = b.classes[k].next(i)
 		last = k
 		if exact {
 			if _, stop := visit(a); stop {
@@ -881,7 +939,7 @@ func (b *Batcher) anchored(x *item, pr *pressure) window {
 		}
 	}
 	for top := ja; top < len(b.classes); top++ {
-		if top > ja && len(b.classes[top]) == 0 {
+		if top > ja && b.classes[top].Len() == 0 {
 			continue
 		}
 		start()
@@ -920,8 +978,9 @@ func (b *Batcher) anchored(x *item, pr *pressure) window {
 func (b *Batcher) build(w window) Plan {
 	rows := b.buf[:0]
 	x := w.anchor
+	ja := -1
 	if x != nil {
-		ja := b.maxClass(x)
+		ja = b.maxClass(x)
 		for r := range x.rows {
 			if !x.taken[r] && len(rows) < b.maxN[ja] && (rowRef{it: x, row: int32(r)}).class() == ja {
 				rows = append(rows, rowRef{it: x, row: int32(r)})
@@ -931,13 +990,13 @@ func (b *Batcher) build(w window) Plan {
 			x.taken[r.row] = true // excluded from the fill below
 		}
 	}
-	k, i := w.top, 0
+	k, i := w.top, cursor{}
 	for len(rows) < w.n {
-		for i >= len(b.classes[k]) {
-			k, i = k-1, 0
+		for !b.classes[k].valid(i) {
+			k, i = k-1, cursor{}
 		}
-		r := b.classes[k][i]
-		i++
+		r := b.classes[k].at(i)
+		i = b.classes[k].next(i)
 		if r.it.taken[r.row] {
 			continue
 		}
@@ -945,15 +1004,21 @@ func (b *Batcher) build(w window) Plan {
 		rows = append(rows, r)
 	}
 	b.buf = rows
-	// Remove the taken rows from their classes.
+	// Remove the taken rows from their classes: fill rows are a prefix of
+	// each class they come from (once the anchor's rows are skipped), and
+	// the anchor's rows of its longest class are adjacent there.
 	for _, r := range rows {
 		b.touched[r.class()] = true
 	}
+	taken := func(q rowRef) bool { return q.it.taken[q.row] }
 	for k, t := range b.touched {
 		if t {
-			b.classes[k] = slices.DeleteFunc(b.classes[k], func(q rowRef) bool { return q.it.taken[q.row] })
+			b.classes[k].popFrontWhile(taken)
 			b.touched[k] = false
 		}
+	}
+	if x != nil {
+		b.classes[ja].removeRun(rowRef{it: x}, taken)
 	}
 	slices.SortFunc(rows, func(p, q rowRef) int {
 		if c := cmp.Compare(p.it.seq, q.it.seq); c != 0 {
@@ -983,12 +1048,23 @@ func (b *Batcher) build(w window) Plan {
 			plan.Lens[bi] = it.lens[ref.row]
 		}
 		it.remaining--
-		it.amort = max(it.amort-b.ideal[ref.class()], 0)
+		amort := max(it.amort-b.ideal[ref.class()], 0)
+		if it.deadline != noDeadline {
+			b.dlAmort -= it.amort - amort
+		}
+		it.amort = amort
 		it.cmax = -1
 		b.queued--
-		if it.remaining == 0 && !it.gone {
-			it.gone = true
-			delete(b.items, it.id)
+		if bi+1 < len(rows) && rows[bi+1].it == it {
+			continue
+		}
+		// The last of this item's rows in the plan.
+		switch {
+		case it.remaining == 0 && !it.gone:
+			b.forget(it)
+		case it.deadline != noDeadline && !it.gone:
+			it.exp = it.deadline - int64(b.needNS(it))
+			b.heaps[heapExpiry].update(it)
 		}
 	}
 	b.last = w.profile
