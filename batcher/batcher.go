@@ -81,19 +81,22 @@ func (p Plan) Padding() float64 {
 
 // item is the batcher's state for one queued Item.
 type item struct {
-	id       uint64
+	// The fields the planner's scans read per row come first (one cache
+	// line).
 	seq      uint64 // admission order, the final tie-break everywhere
-	rows     int
-	lens     []int    // nil without a sequence dimension
-	cls      []uint16 // class per row; nil without a sequence dimension
+	deadline int64  // noDeadline when none
 	prio     int
+	due      int64 // when the item must anchor a batch
 	arrival  int64
-	deadline int64   // noDeadline when none
-	due      int64   // when the item must anchor a batch
-	amort    float64 // Σ ideal cost of the remaining rows (ns)
+	taken    []bool // per row: already placed in a plan
+
+	id    uint64
+	rows  int
+	lens  []int    // nil without a sequence dimension
+	cls   []uint16 // class per row; nil without a sequence dimension
+	amort float64  // Σ ideal cost of the remaining rows (ns)
 
 	remaining int
-	taken     []bool // per row: already placed in a plan
 	mark      []bool // scratch: rows pre-placed in the anchored window
 	cmax      int    // largest class among remaining rows; -1 when stale
 	gone      bool   // fully planned, expired or removed
@@ -113,17 +116,25 @@ const (
 
 const noDeadline = math.MaxInt64
 
+// rowRef is one queued row. It carries the row's class and length so
+// that the planner's scans read them without following the item's
+// slices.
 type rowRef struct {
 	it  *item
 	row int32
+	cls uint16
+	ln  int32 // sequence length; 0 without a sequence dimension
 }
 
-func (r rowRef) class() int {
-	if r.it.cls == nil {
-		return 0
+// ref returns the rowRef of x's row r.
+func (x *item) ref(r int) rowRef {
+	if x.cls == nil {
+		return rowRef{it: x, row: int32(r)}
 	}
-	return int(r.it.cls[r.row])
+	return rowRef{it: x, row: int32(r), cls: x.cls[r], ln: int32(x.lens[r])}
 }
+
+func (r rowRef) class() int { return int(r.cls) }
 
 // Batcher decides which queued rows run together, padded to which shape,
 // and when. See the package documentation for the policy and for how a
@@ -344,7 +355,7 @@ func (b *Batcher) Add(now time.Time, it Item) error {
 	b.nextSeq++
 	b.items[it.ID] = x
 	for r := range it.Rows {
-		ref := rowRef{it: x, row: int32(r)}
+		ref := x.ref(r)
 		k := ref.class()
 		// Rows of one item are added in order and a later item usually
 		// sorts last, so this is mostly an append.
@@ -384,7 +395,7 @@ func (b *Batcher) Remove(id uint64) bool {
 func (b *Batcher) drop(x *item) {
 	for r := range x.rows {
 		if !x.taken[r] {
-			b.touched[rowRef{it: x, row: int32(r)}.class()] = true
+			b.touched[x.ref(r).class()] = true
 		}
 	}
 	for k, t := range b.touched {
@@ -568,9 +579,7 @@ func (a *acc) reset() {
 func (a *acc) add(b *Batcher, r rowRef, d1 *item) {
 	a.n++
 	a.ideal += b.ideal[r.class()]
-	if r.it.lens != nil {
-		a.real += r.it.lens[r.row]
-	}
+	a.real += int(r.ln)
 	a.oldest = min(a.oldest, r.it.arrival)
 	a.prio = max(a.prio, r.it.prio)
 	a.deadline = min(a.deadline, r.it.deadline)
@@ -876,7 +885,7 @@ func (b *Batcher) scan(a *acc, top, monoBelow int, x, d1 *item, visit func(*acc)
 			cp = point{*a, k, i}
 		}
 		if b.l.hasSeq && b.maxPad < 1 {
-			padded := (a.n+1)*S - a.real - r.it.lens[r.row] // padded positions with r
+			padded := (a.n+1)*S - a.real - int(r.ln) // padded positions with r
 			if k < monoBelow && a.n+1 >= b.l.maxBmin && float64(padded) > b.maxPad*float64((a.n+1)*S) {
 				break
 			}
@@ -905,8 +914,8 @@ func (b *Batcher) anchored(x *item, pr *pressure) window {
 	ja := b.maxClass(x)
 	pre := b.buf[:0]
 	for r := range x.rows {
-		if !x.taken[r] && len(pre) < b.maxN[ja] && (rowRef{it: x, row: int32(r)}).class() == ja {
-			pre = append(pre, rowRef{it: x, row: int32(r)})
+		if !x.taken[r] && len(pre) < b.maxN[ja] && x.ref(r).class() == ja {
+			pre = append(pre, x.ref(r))
 		}
 	}
 	b.buf = pre
@@ -982,8 +991,8 @@ func (b *Batcher) build(w window) Plan {
 	if x != nil {
 		ja = b.maxClass(x)
 		for r := range x.rows {
-			if !x.taken[r] && len(rows) < b.maxN[ja] && (rowRef{it: x, row: int32(r)}).class() == ja {
-				rows = append(rows, rowRef{it: x, row: int32(r)})
+			if !x.taken[r] && len(rows) < b.maxN[ja] && x.ref(r).class() == ja {
+				rows = append(rows, x.ref(r))
 			}
 		}
 		for _, r := range rows {

@@ -14,10 +14,10 @@ const chunkCap = 256
 // front with a cursor, so planning never touches the rows it leaves
 // queued.
 type sortedList[T any] struct {
-	chunks [][]T
+	chunks [][]T // each keeps its own backing array of chunkCap entries
+	spare  []T   // an emptied chunk kept for reuse (len 0)
 	n      int
 	cmp    func(a, b T) int
-	zero   T
 }
 
 // cursor is a position in a sortedList: entry i of chunk c. A cursor is
@@ -57,8 +57,7 @@ func (s *sortedList[T]) insert(v T) {
 	s.n++
 	if len(s.chunks) == 0 || s.cmp(s.last(), v) <= 0 {
 		if len(s.chunks) == 0 || len(s.chunks[len(s.chunks)-1]) >= chunkCap {
-			ch := make([]T, 0, chunkCap)
-			s.chunks = append(s.chunks, append(ch, v))
+			s.chunks = append(s.chunks, append(s.newChunk(), v))
 			return
 		}
 		i := len(s.chunks) - 1
@@ -85,8 +84,9 @@ func (s *sortedList[T]) insert(v T) {
 	}
 	// Split the full chunk in two halves, then insert into one of them.
 	h := len(ch) / 2
-	right := append(make([]T, 0, chunkCap), ch[h:]...)
-	left := append(make([]T, 0, chunkCap), ch[:h]...)
+	right := append(s.newChunk(), ch[h:]...)
+	clear(ch[h:])
+	left := ch[:h]
 	if j <= h {
 		left = slices.Insert(left, j, v)
 	} else {
@@ -94,6 +94,21 @@ func (s *sortedList[T]) insert(v T) {
 	}
 	s.chunks[ci] = left
 	s.chunks = slices.Insert(s.chunks, ci+1, right)
+}
+
+// newChunk returns an empty chunk with room for chunkCap entries.
+func (s *sortedList[T]) newChunk() []T {
+	if ch := s.spare; ch != nil {
+		s.spare = nil
+		return ch
+	}
+	return make([]T, 0, chunkCap)
+}
+
+// recycle keeps an emptied chunk for reuse.
+func (s *sortedList[T]) recycle(ch []T) {
+	clear(ch)
+	s.spare = ch[:0]
 }
 
 // search returns the cursor of the first entry not less than v.
@@ -117,14 +132,18 @@ func (s *sortedList[T]) popFrontWhile(drop func(T) bool) {
 		ch := s.chunks[0]
 		i := 0
 		for i < len(ch) && drop(ch[i]) {
-			ch[i] = s.zero
 			i++
 		}
 		s.n -= i
 		if i < len(ch) {
-			s.chunks[0] = ch[i:]
+			// Shift the rest down so that the chunk keeps its backing
+			// array (at most chunkCap entries move).
+			m := copy(ch, ch[i:])
+			clear(ch[m:])
+			s.chunks[0] = ch[:m]
 			return
 		}
+		s.recycle(ch)
 		s.chunks[0] = nil
 		s.chunks = s.chunks[1:]
 	}
@@ -145,11 +164,12 @@ func (s *sortedList[T]) removeRun(from T, drop func(T) bool) {
 		}
 		s.n -= j - c.i
 		if c.i == 0 && j == len(ch) {
+			s.recycle(ch)
 			s.chunks[c.c] = nil
 			s.chunks = slices.Delete(s.chunks, c.c, c.c+1)
 			continue // the run may go on in the next chunk, now at c.c
 		}
-		s.chunks[c.c] = slices.Delete(ch, c.i, j)
+		s.chunks[c.c] = slices.Delete(ch, c.i, j) // clears the vacated tail
 		if j < len(ch) {
 			return
 		}

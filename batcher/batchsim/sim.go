@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"time"
 
@@ -18,11 +19,12 @@ type Engine struct {
 	Cost   *batcher.CostModel
 	Jitter float64
 	Seed   uint64
-	// ChargePlanning makes planning cost engine time: the wall time of
-	// each Next call that returns a batch (measured on this machine) is
-	// added to that batch's latency, as in a worker whose one goroutine
-	// plans before the engine can start. The outcome then depends on the
-	// machine; Result.Planning reports the time charged.
+	// ChargePlanning makes planning cost engine time: the CPU time of
+	// each Next call that returns a batch (the thread's CPU clock on
+	// Linux, measured on this machine) is added to that batch's latency,
+	// as in a worker whose one goroutine plans before the engine can
+	// start. The outcome then depends on the machine; Result.Planning
+	// reports the time spent and PlanningCharged the time charged.
 	ChargePlanning bool
 }
 
@@ -43,7 +45,7 @@ type Result struct {
 	Expired         int // given up by the policy (DEADLINE_EXCEEDED)
 	Late            int // ran but completed after the deadline
 	AvoidableMisses int // missed though running alone at arrival would have met the deadline
-	// Planning is the wall time spent in the policy's Add, Next and
+	// Planning is the CPU time spent in the policy's Add, Next and
 	// Expired calls; PlanningCharged the part added to batch latencies
 	// (Engine.ChargePlanning).
 	Planning, PlanningCharged time.Duration
@@ -77,6 +79,8 @@ func Simulate(trace []Request, policy Policy, eng Engine, spec trt.Spec, epoch t
 	if len(trace) == 0 {
 		return res, nil
 	}
+	runtime.LockOSThread() // threadCPU reads this thread's clock
+	defer runtime.UnlockOSThread()
 	rng := rand.New(rand.NewPCG(eng.Seed, 0x3c6ef372fe94f82b))
 	byID := make(map[uint64]*Request, len(trace))
 	left := make(map[uint64]int, len(trace))
@@ -131,7 +135,7 @@ func Simulate(trace []Request, policy Policy, eng Engine, spec trt.Spec, epoch t
 			}
 			running = nil
 		}
-		t0 := time.Now()
+		t0 := threadCPU()
 		for next < len(trace) && !epoch.Add(trace[next].Arrival).After(now) {
 			if err := policy.Add(now, &trace[next]); err != nil {
 				return res, fmt.Errorf("simulating %s: adding request %d: %w", policy.Name(), trace[next].ID, err)
@@ -139,11 +143,11 @@ func Simulate(trace []Request, policy Policy, eng Engine, spec trt.Spec, epoch t
 			next++
 		}
 		expire(policy.Expired(now))
-		res.Planning += time.Since(t0)
+		res.Planning += threadCPU() - t0
 		if running == nil {
-			t1 := time.Now()
+			t1 := threadCPU()
 			b, ok := policy.Next(now)
-			plan := time.Since(t1)
+			plan := threadCPU() - t1
 			res.Planning += plan
 			if ok {
 				d := eng.Cost.Latency(b.Profile, b.Size, b.Seq) + eng.Cost.SwitchCost(lastProfile, b.Profile)

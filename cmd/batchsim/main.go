@@ -28,6 +28,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -68,6 +69,7 @@ type flags struct {
 	satLoad                        float64
 	satDuration                    time.Duration
 	chargePlanning                 bool
+	cpuProfile                     string
 }
 
 func parseFlags() flags {
@@ -101,6 +103,7 @@ func parseFlags() flags {
 	flag.Float64Var(&f.jitter, "jitter", 0.05, "lognormal jitter of simulated engine latencies")
 	flag.Float64Var(&f.satLoad, "sat-load", 1.5, "offered load of the saturation run (fraction of ideal rows/s; above every policy's capacity)")
 	flag.DurationVar(&f.satDuration, "sat-duration", 3*time.Second, "arrival window of the saturation run")
+	flag.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the simulations to this file")
 	flag.BoolVar(&f.chargePlanning, "charge-planning", true, "add each Next call's measured wall time to its batch's engine time")
 	flag.Parse()
 	return f
@@ -121,6 +124,17 @@ func run() error {
 			p, fit.Base/1e3, fit.PerRow/1e3, fit.PerStep, fit.PerRowStep, fit.R2)
 	}
 
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("creating CPU profile: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("starting CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var preferred []int
 	for _, v := range strings.Split(f.preferred, ",") {
 		if v = strings.TrimSpace(v); v == "" {
