@@ -101,18 +101,38 @@ type item struct {
 	cmax      int    // largest class among remaining rows; -1 when stale
 	gone      bool   // fully planned, expired or removed
 
-	hpos [numHeaps]int // position in each of the Batcher's item heaps; -1 when absent
-	exp  int64         // deadline - needNS: expired once now passes it (deadline items)
+	hpos  [1]int // position in the expiry heap; -1 when absent
+	exp   int64  // deadline - needNS: expired once now passes it (deadline items)
+	ready bool   // in its level's ready list (else pending)
 }
 
-// The Batcher's item heaps (item.hpos slots).
-const (
-	heapPending = iota // not yet due, by due time
-	heapReady          // due, by itemBefore
-	heapAll            // every live item, by itemBefore
-	heapExpiry         // deadline items, by exp
-	numHeaps
-)
+// level holds the items of one priority, by due time then admission:
+// pending ones (due after Batcher.promoted) and ready ones (due by then).
+// Items that are gone are skipped when they reach a front, so taking an
+// item's rows never searches these lists.
+type level struct {
+	prio    int
+	pending sortedList[*item]
+	ready   sortedList[*item]
+}
+
+// dueOrder orders items by due time, then admission.
+func dueOrder(p, q *item) int {
+	if c := cmp.Compare(p.due, q.due); c != 0 {
+		return c
+	}
+	return cmp.Compare(p.seq, q.seq)
+}
+
+// liveFront returns the first item of l that is not gone, dropping the
+// gone ones before it, or nil.
+func liveFront(l *sortedList[*item]) *item {
+	l.popFrontWhile(func(x *item) bool { return x.gone })
+	if l.Len() == 0 {
+		return nil
+	}
+	return l.at(cursor{})
+}
 
 const noDeadline = math.MaxInt64
 
@@ -157,8 +177,10 @@ type Batcher struct {
 	items    map[uint64]*item
 	dl       sortedList[*item] // live items with a deadline, by deadline
 	dlAmort  float64           // Σ amort over dl (an upper bound of the deadline demand)
-	heaps    [numHeaps]itemHeap
-	promoted int64 // the time pending items were last moved to ready
+	levels   []*level       // by priority, highest first
+	levelOf  map[int]*level // by priority
+	expiry   itemHeap       // live deadline items by exp
+	promoted int64          // items due by then are in ready lists
 	queued   int   // queued rows
 	nextSeq  uint64
 
@@ -207,15 +229,8 @@ func New(spec trt.Spec, cost *CostModel, cfg Config) (*Batcher, error) {
 	for k := range b.classes {
 		b.classes[k] = newSortedList(rowLess)
 	}
-	b.heaps[heapPending] = itemHeap{slot: heapPending, less: func(x, y *item) bool {
-		if x.due != y.due {
-			return x.due < y.due
-		}
-		return x.seq < y.seq
-	}}
-	b.heaps[heapReady] = itemHeap{slot: heapReady, less: itemBefore}
-	b.heaps[heapAll] = itemHeap{slot: heapAll, less: itemBefore}
-	b.heaps[heapExpiry] = itemHeap{slot: heapExpiry, less: func(x, y *item) bool {
+	b.levelOf = make(map[int]*level)
+	b.expiry = itemHeap{less: func(x, y *item) bool {
 		if x.exp != y.exp {
 			return x.exp < y.exp
 		}
@@ -363,16 +378,19 @@ func (b *Batcher) Add(now time.Time, it Item) error {
 		x.amort += b.ideal[k]
 	}
 	b.queued += it.Rows
-	for i := range x.hpos {
-		x.hpos[i] = -1
+	x.hpos[0] = -1
+	lv := b.level(x.prio)
+	if x.due <= b.promoted {
+		x.ready = true
+		lv.ready.insert(x)
+	} else {
+		lv.pending.insert(x)
 	}
-	b.heaps[heapPending].push(x)
-	b.heaps[heapAll].push(x)
 	if x.deadline != noDeadline {
 		b.dl.insert(x)
 		b.dlAmort += x.amort
 		x.exp = x.deadline - int64(b.needNS(x))
-		b.heaps[heapExpiry].push(x)
+		b.expiry.push(x)
 	}
 	b.wakeStale = true
 	return nil
@@ -414,9 +432,7 @@ func (b *Batcher) drop(x *item) {
 func (b *Batcher) forget(x *item) {
 	x.gone = true
 	delete(b.items, x.id)
-	for i := range b.heaps {
-		b.heaps[i].remove(x)
-	}
+	b.expiry.remove(x) // the level lists skip x once it reaches a front
 	if x.deadline != noDeadline {
 		b.dl.removeRun(x, func(y *item) bool { return y == x })
 		b.dlAmort -= x.amort
@@ -501,7 +517,7 @@ func (b *Batcher) Expired(now time.Time) []uint64 {
 // kept current in the expiry heap). Each call reports its items in
 // admission order.
 func (b *Batcher) expire() {
-	h := &b.heaps[heapExpiry]
+	h := &b.expiry
 	var gone []*item
 	for x := h.top(); x != nil && b.now > x.exp; x = h.top() {
 		gone = append(gone, x)
@@ -649,7 +665,7 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	wake := int64(math.MaxInt64)
 	// Deadline demand, earliest deadline first.
 	pr := pressure{slack: math.MaxInt64}
-	if x := b.heaps[heapExpiry].top(); x != nil {
+	if x := b.expiry.top(); x != nil {
 		wake = min(wake, x.exp+1) // when it would expire
 	}
 	var cum float64
@@ -678,9 +694,14 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	}
 	// The most urgent item that is due, and the next due time.
 	b.promote()
-	anchor := b.heaps[heapReady].top()
-	if x := b.heaps[heapPending].top(); x != nil {
-		wake = min(wake, x.due)
+	var anchor *item
+	for _, lv := range b.levels {
+		if anchor == nil {
+			anchor = liveFront(&lv.ready)
+		}
+		if x := liveFront(&lv.pending); x != nil {
+			wake = min(wake, x.due)
+		}
 	}
 	// Deadlines are hard, MaxDelay and priority are not: the earliest
 	// deadline goes first once it is due, or earlier when the deadline
@@ -709,7 +730,7 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	}
 	if !best.ok && force {
 		// Draining: the most urgent item's own rows always make a batch.
-		best = b.anchored(b.heaps[heapAll].top(), &pr)
+		best = b.anchored(b.mostUrgent(), &pr)
 	}
 	if !best.ok || !take {
 		if wake != math.MaxInt64 {
@@ -725,22 +746,50 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	return p, true
 }
 
-// promote moves the items that are due at b.now from the pending heap to
-// the ready heap (back again first if time went backwards).
+// level returns the level of priority prio, creating it.
+func (b *Batcher) level(prio int) *level {
+	if lv, ok := b.levelOf[prio]; ok {
+		return lv
+	}
+	lv := &level{prio: prio, pending: newSortedList(dueOrder), ready: newSortedList(dueOrder)}
+	b.levelOf[prio] = lv
+	i, _ := slices.BinarySearchFunc(b.levels, prio, func(l *level, p int) int { return cmp.Compare(p, l.prio) })
+	b.levels = slices.Insert(b.levels, i, lv)
+	return lv
+}
+
+// promote moves the items that are due at b.now from the pending lists
+// to the ready lists (back again first if time went backwards).
 func (b *Batcher) promote() {
-	pend, ready := &b.heaps[heapPending], &b.heaps[heapReady]
-	if b.now < b.promoted {
-		for ready.top() != nil {
-			x := ready.top()
-			ready.remove(x)
-			pend.push(x)
+	for _, lv := range b.levels {
+		if b.now < b.promoted {
+			for x := liveFront(&lv.ready); x != nil; x = liveFront(&lv.ready) {
+				lv.ready.popFrontWhile(func(y *item) bool { return y == x })
+				x.ready = false
+				lv.pending.insert(x)
+			}
+		}
+		for x := liveFront(&lv.pending); x != nil && x.due <= b.now; x = liveFront(&lv.pending) {
+			lv.pending.popFrontWhile(func(y *item) bool { return y == x })
+			x.ready = true
+			lv.ready.insert(x)
 		}
 	}
 	b.promoted = b.now
-	for x := pend.top(); x != nil && x.due <= b.now; x = pend.top() {
-		pend.remove(x)
-		ready.push(x)
+}
+
+// mostUrgent returns the first live item by itemBefore, due or not; call
+// it after promote.
+func (b *Batcher) mostUrgent() *item {
+	for _, lv := range b.levels {
+		if x := liveFront(&lv.ready); x != nil {
+			return x
+		}
+		if x := liveFront(&lv.pending); x != nil {
+			return x
+		}
 	}
+	return nil
 }
 
 // evaluate prices a window of a.n rows padded to class top and checks it
@@ -1073,7 +1122,7 @@ func (b *Batcher) build(w window) Plan {
 			b.forget(it)
 		case it.deadline != noDeadline && !it.gone:
 			it.exp = it.deadline - int64(b.needNS(it))
-			b.heaps[heapExpiry].update(it)
+			b.expiry.update(it)
 		}
 	}
 	b.last = w.profile

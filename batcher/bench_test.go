@@ -64,7 +64,8 @@ func BenchmarkGather(b *testing.B) {
 // of items a deadline 1–2 s away, which the deadline-demand pass walks
 // until the deadlines lie beyond the queue's total demand (see
 // docs/benchmarks.md). plan_share is ns/op over the plan's predicted
-// engine time.
+// engine time; cpu-ns/op the process's CPU time per op (steadier than
+// ns/op on a shared machine).
 func BenchmarkNext(b *testing.B) {
 	for _, mix := range []string{"fifo", "deadlines"} {
 		for _, depth := range []int{1 << 10, 1 << 14, 1 << 18, 1 << 20} {
@@ -102,7 +103,11 @@ func benchNext(b *testing.B, deadlines bool, depth int) {
 	}
 	var predicted time.Duration
 	b.ReportAllocs()
+	var cpu0 time.Duration
 	for b.Loop() {
+		if cpu0 == 0 {
+			cpu0 = processCPU()
+		}
 		now = now.Add(100 * time.Microsecond)
 		bt.Expired(now)
 		p, ok := bt.Next(now)
@@ -118,4 +123,7 @@ func benchNext(b *testing.B, deadlines bool, depth int) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed())/float64(predicted), "plan_share")
+	if cpu := processCPU() - cpu0; cpu0 > 0 && cpu > 0 {
+		b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
+	}
 }
