@@ -177,11 +177,11 @@ type Batcher struct {
 	items    map[uint64]*item
 	dl       sortedList[*item] // live items with a deadline, by deadline
 	dlAmort  float64           // Σ amort over dl (an upper bound of the deadline demand)
-	levels   []*level       // by priority, highest first
-	levelOf  map[int]*level // by priority
-	expiry   itemHeap       // live deadline items by exp
-	promoted int64          // items due by then are in ready lists
-	queued   int   // queued rows
+	levels   []*level          // by priority, highest first
+	levelOf  map[int]*level    // by priority
+	expiry   itemHeap          // live deadline items by exp
+	promoted int64             // items due by then are in ready lists
+	queued   int               // queued rows
 	nextSeq  uint64
 
 	epoch     time.Time
