@@ -186,6 +186,11 @@ func compare(stdout io.Writer, name string, tc schedsim.TraceConfig, pc schedule
 			r.label, r.r.Name, r.r.ReplicaSeconds, r.r.ReplicaSeconds/b.ReplicaSeconds, r.r.P50, r.r.P99,
 			r.r.SLOMisses, 100*r.r.SLOAttainment(), r.r.MaxDrain(), r.r.PeakReplicas)
 	}
+	// No controller can spend fewer replica-seconds than the work itself:
+	// every message takes 1/capacity of a ready replica's second.
+	bound := float64(tr.Total()) / cc.Capacity
+	fmt.Fprintf(stdout, "lower bound (messages / capacity): %.0f replica-s = %.3f × tuned KEDA, %.3f × jetinfer\n",
+		bound, bound/b.ReplicaSeconds, bound/a.ReplicaSeconds)
 	fmt.Fprintf(stdout, "%s: replica_seconds_vs_tuned_keda=%.3f slo_misses=%d keda_slo_misses=%d\n",
 		name, a.ReplicaSeconds/b.ReplicaSeconds, a.SLOMisses, b.SLOMisses)
 	return a, b, nil
