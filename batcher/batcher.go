@@ -168,6 +168,8 @@ type Batcher struct {
 	maxN     []int         // per class: most rows any profile runs at that class
 	bp       []bool        // per row count: a grid batch size or profile limit (cost slope may change)
 	ideal    []float64     // per class: cheapest ns per row at that class
+	idealMax []float64     // per class k: the largest ideal of classes 0..k
+	swBuf    []float64     // scratch: switch cost from the last profile, per profile
 	maxDelay int64
 	margin   float64 // 1 + Config.CostMargin
 	maxPad   float64 // Config.MaxPadding
@@ -278,6 +280,45 @@ func (b *Batcher) buildTables() {
 			b.table[p][k] = row
 		}
 	}
+	b.idealMax = make([]float64, K)
+	for k := range b.idealMax {
+		b.idealMax[k] = b.ideal[k]
+		if k > 0 {
+			b.idealMax[k] = max(b.idealMax[k], b.idealMax[k-1])
+		}
+	}
+	b.swBuf = make([]float64, len(b.l.profiles))
+}
+
+// ratioBound is an upper bound of the efficiency ratio of every window at
+// class top that carries the a anchor rows of ideal cost sum anchorIdeal:
+// fill rows cost at most idealMax[top] each, and no window of n rows costs
+// less than its cheapest profile (switch included).
+func (b *Batcher) ratioBound(top, a int, anchorIdeal float64) float64 {
+	for q := range b.l.profiles {
+		b.swBuf[q] = float64(b.cost.SwitchCost(b.last, q))
+	}
+	bound := 0.0
+	for n := max(a, 1); n <= b.maxN[top]; n++ {
+		c := math.Inf(1)
+		for q := range b.l.profiles {
+			c = min(c, b.table[q][top][n]+b.swBuf[q])
+		}
+		if !math.IsInf(c, 1) && c > 0 {
+			bound = max(bound, (anchorIdeal+float64(n-a)*b.idealMax[top])/c)
+		}
+	}
+	return bound
+}
+
+// topPriority returns the highest priority among queued items.
+func (b *Batcher) topPriority() int {
+	for _, lv := range b.levels {
+		if liveFront(&lv.ready) != nil || liveFront(&lv.pending) != nil {
+			return lv.prio
+		}
+	}
+	return math.MinInt
 }
 
 // Inputs describes, in engine input order, how to build each input tensor
@@ -996,8 +1037,16 @@ func (b *Batcher) anchored(x *item, pr *pressure) window {
 			allow = max(allow, (cost-a.d1ideal)*b.margin)
 		}
 	}
+	topPrio := b.topPriority()
 	for top := ja; top < len(b.classes); top++ {
 		if top > ja && b.classes[top].Len() == 0 {
+			continue
+		}
+		// A window here cannot be better than the best so far when no
+		// queued row has a higher priority and even the bound on its
+		// efficiency falls short (with a margin for rounding).
+		if top > ja && best.ok && best.prio >= topPrio &&
+			b.ratioBound(top, len(pre), float64(len(pre))*b.ideal[ja])*(1+1e-9) < best.ratio {
 			continue
 		}
 		start()
