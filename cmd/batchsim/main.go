@@ -17,7 +17,7 @@
 // with x jetinfer's saturated rows/s over the strongest bucketed peer's,
 // y the ratio of their p99 request latencies at the -load run (half load
 // by default) and z jetinfer's padding waste there. Planning time (the
-// wall time of each Next call, measured here) is charged to the engine
+// CPU time of each Next call that returns a batch, measured here) is charged to the engine
 // for every policy unless -charge-planning=false.
 package main
 
@@ -104,7 +104,7 @@ func parseFlags() flags {
 	flag.Float64Var(&f.satLoad, "sat-load", 1.5, "offered load of the saturation run (fraction of ideal rows/s; above every policy's capacity)")
 	flag.DurationVar(&f.satDuration, "sat-duration", 3*time.Second, "arrival window of the saturation run")
 	flag.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the simulations to this file")
-	flag.BoolVar(&f.chargePlanning, "charge-planning", true, "add each Next call's measured wall time to its batch's engine time")
+	flag.BoolVar(&f.chargePlanning, "charge-planning", true, "add each Next call's measured CPU time to its batch's engine time")
 	flag.Parse()
 	return f
 }
