@@ -3,8 +3,10 @@ package batcher
 import (
 	"cmp"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestSortedListMatchesASortedSlice drives a sortedList and a plain
@@ -74,5 +76,38 @@ func TestSortedListMatchesASortedSlice(t *testing.T) {
 		if step%64 == 0 || op >= 997 {
 			check(step)
 		}
+	}
+}
+
+// TestTimeGoingBackwardsReevaluatesDueItems checks that items judged due
+// at a later time are not treated as due when a caller then passes an
+// earlier time: the batcher answers as a fresh one given the same items
+// would.
+func TestTimeGoingBackwardsReevaluatesDueItems(t *testing.T) {
+	build := func() *Batcher {
+		b := newTestBatcher(t, Config{MaxDelay: 5 * time.Millisecond})
+		for id, l := range []int{8, 500, 9} {
+			if err := b.Add(t0, Item{ID: uint64(id + 1), Rows: 1, SeqLens: []int{l}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b
+	}
+	early, late := t0.Add(time.Millisecond), t0.Add(6*time.Millisecond)
+	moved := build()
+	moved.Expired(late)
+	if w, ok := moved.NextWakeup(); !ok || w.After(late) {
+		t.Fatalf("wakeup %v %v at %v: the items are due", w, ok, late)
+	}
+	fresh := build()
+	p1, ok1 := moved.Next(early)
+	p2, ok2 := fresh.Next(early)
+	if ok1 != ok2 || !reflect.DeepEqual(p1, p2) {
+		t.Fatalf("after a later time: %v %+v; fresh: %v %+v", ok1, p1, ok2, p2)
+	}
+	w1, wok1 := moved.NextWakeup()
+	w2, wok2 := fresh.NextWakeup()
+	if wok1 != wok2 || !w1.Equal(w2) {
+		t.Fatalf("wakeup after a later time %v %v; fresh %v %v", w1, wok1, w2, wok2)
 	}
 }
