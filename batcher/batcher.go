@@ -179,6 +179,7 @@ type Batcher struct {
 	items    map[uint64]*item
 	dl       sortedList[*item] // live items with a deadline, by deadline
 	dlAmort  float64           // Σ amort over dl (an upper bound of the deadline demand)
+	dlOps    int               // updates of dlAmort since it was last summed afresh
 	levels   []*level          // by priority, highest first
 	levelOf  map[int]*level    // by priority
 	expiry   itemHeap          // live deadline items by exp
@@ -430,6 +431,7 @@ func (b *Batcher) Add(now time.Time, it Item) error {
 	if x.deadline != noDeadline {
 		b.dl.insert(x)
 		b.dlAmort += x.amort
+		b.dlOps++
 		x.exp = x.deadline - int64(b.needNS(x))
 		b.expiry.push(x)
 	}
@@ -477,6 +479,7 @@ func (b *Batcher) forget(x *item) {
 	if x.deadline != noDeadline {
 		b.dl.removeRun(x, func(y *item) bool { return y == x })
 		b.dlAmort -= x.amort
+		b.dlOps++
 		if b.dl.Len() == 0 {
 			b.dlAmort = 0 // no drift carried over
 		}
@@ -713,7 +716,15 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	// No item can need more than all of them together: once a deadline
 	// lies that far beyond the least slack found, no later one can lower
 	// it (a small safety factor covers rounding in the running sum).
-	bound := int64(b.dlAmort*b.margin*(1+1e-6)) + 1
+	if b.dlOps > max(1024, 4*b.dl.Len()) {
+		// Re-sum now and then, so that rounding in the running sum stays
+		// far below the safety margin below (amortized O(1) per update).
+		b.dlAmort, b.dlOps = 0, 0
+		for c := (cursor{}); b.dl.valid(c); c = b.dl.next(c) {
+			b.dlAmort += b.dl.at(c).amort
+		}
+	}
+	bound := int64(b.dlAmort*b.margin*(1+1e-6)) + 1000
 	for c := (cursor{}); b.dl.valid(c); c = b.dl.next(c) {
 		x := b.dl.at(c)
 		if pr.d1 != nil && x.deadline-b.now-bound >= pr.slack {
@@ -1158,6 +1169,7 @@ func (b *Batcher) build(w window) Plan {
 		amort := max(it.amort-b.ideal[ref.class()], 0)
 		if it.deadline != noDeadline {
 			b.dlAmort -= it.amort - amort
+			b.dlOps++
 		}
 		it.amort = amort
 		it.cmax = -1
