@@ -118,16 +118,17 @@ func (w *Worker) report(prev, cur snapshot, last scheduler.WorkerReport) schedul
 	} else {
 		r.Utilization = 0
 	}
-	if worked := cur.worked - prev.worked; worked > 0 && rows > 0 {
+	worked := cur.worked - prev.worked
+	if settled := cur.settled - prev.settled; worked > 0 && settled > 0 {
+		r.SustainedMsgRate = float64(settled) / worked.Seconds()
+	}
+	if worked > 0 && rows > 0 {
 		// End to end: rows run per second of wall time while the worker
 		// held messages, decoding, messaging and publishing included.
 		// At saturation this is what the pool really delivers; below it,
 		// the time with work includes waiting for arrivals, so it is a
 		// lower bound.
 		r.SustainedRate = rows / worked.Seconds()
-		if settled := cur.settled - prev.settled; settled > 0 {
-			r.SustainedMsgRate = float64(settled) / worked.Seconds()
-		}
 		// The load-independent ceiling: the engine's, or the CPU's when
 		// the process uses its cores for messaging too (rows per
 		// CPU-second times the cores it may use). Taking the larger of
