@@ -169,7 +169,7 @@ type Batcher struct {
 	bp       []bool        // per row count: a grid batch size or profile limit (cost slope may change)
 	ideal    []float64     // per class: cheapest ns per row at that class
 	idealMax []float64     // per class k: the largest ideal of classes 0..k
-	swBuf    []float64     // scratch: switch cost from the last profile, per profile
+	swBuf    []float64     // switch cost from the last plan's profile, per profile
 	maxDelay int64
 	margin   float64 // 1 + Config.CostMargin
 	maxPad   float64 // Config.MaxPadding
@@ -296,9 +296,6 @@ func (b *Batcher) buildTables() {
 // fill rows cost at most idealMax[top] each, and no window of n rows costs
 // less than its cheapest profile (switch included).
 func (b *Batcher) ratioBound(top, a int, anchorIdeal float64) float64 {
-	for q := range b.l.profiles {
-		b.swBuf[q] = float64(b.cost.SwitchCost(b.last, q))
-	}
 	bound := 0.0
 	for n := max(a, 1); n <= b.maxN[top]; n++ {
 		c := math.Inf(1)
@@ -701,6 +698,9 @@ func itemBefore(x, y *item) bool {
 // decide evaluates the candidate windows at b.now. With take it removes
 // and returns the chosen batch; it always refreshes the wakeup time.
 func (b *Batcher) decide(force, take bool) (Plan, bool) {
+	for q := range b.l.profiles {
+		b.swBuf[q] = float64(b.cost.SwitchCost(b.last, q))
+	}
 	b.wakeStale = false
 	b.wakeOK = false
 	if b.queued == 0 {
@@ -857,7 +857,7 @@ func (b *Batcher) evaluate(a *acc, top int, allow float64) (p int, cost float64,
 		if math.IsInf(v, 1) {
 			continue
 		}
-		v += float64(b.cost.SwitchCost(b.last, q))
+		v += b.swBuf[q]
 		if v < cost {
 			p, cost = q, v
 		}
