@@ -55,7 +55,7 @@ bench: ort ## codec, engine and worker-overhead benchmarks
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./codec ./trt/onnxrt ./worker
 
 .PHONY: bench-scaler
-bench-scaler: ## autoscaling simulation: jetinfer policy vs KEDA's lag scaler vs a fixed pool
+bench-scaler: ## autoscaling simulation: jetinfer policy vs tuned KEDA lag scaler (same HPA) vs a fixed pool, three traces
 	$(GO) run ./cmd/scalersim
 
 .PHONY: deploy-check
@@ -68,7 +68,7 @@ check-tensorrt: ## compile the TensorRT shim against real header sets: TRT_HEADE
 	bash scripts/check-tensorrt.sh $(TRT_HEADERS)
 
 .PHONY: bench-batcher
-bench-batcher: ort ## simulate the shape-aware batcher vs a Triton-style batcher (cost measured on ONNX Runtime)
+bench-batcher: ort ## simulate the shape-aware batcher vs client-bucketed Triton peers at half load and saturation (cost measured on ONNX Runtime)
 	$(GO) run ./cmd/batchsim
 
 .PHONY: reliability

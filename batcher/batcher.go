@@ -81,37 +81,80 @@ func (p Plan) Padding() float64 {
 
 // item is the batcher's state for one queued Item.
 type item struct {
-	id       uint64
+	// The fields the planner's scans read per row come first (one cache
+	// line).
 	seq      uint64 // admission order, the final tie-break everywhere
-	rows     int
-	lens     []int    // nil without a sequence dimension
-	cls      []uint16 // class per row; nil without a sequence dimension
+	deadline int64  // noDeadline when none
 	prio     int
+	due      int64 // when the item must anchor a batch
 	arrival  int64
-	deadline int64   // noDeadline when none
-	due      int64   // when the item must anchor a batch
-	amort    float64 // Σ ideal cost of the remaining rows (ns)
+	taken    []bool // per row: already placed in a plan
+
+	id    uint64
+	rows  int
+	lens  []int    // nil without a sequence dimension
+	cls   []uint16 // class per row; nil without a sequence dimension
+	amort float64  // Σ ideal cost of the remaining rows (ns)
 
 	remaining int
-	taken     []bool // per row: already placed in a plan
 	mark      []bool // scratch: rows pre-placed in the anchored window
 	cmax      int    // largest class among remaining rows; -1 when stale
 	gone      bool   // fully planned, expired or removed
+
+	hpos  [1]int // position in the expiry heap; -1 when absent
+	exp   int64  // deadline - needNS: expired once now passes it (deadline items)
+	ready bool   // in its level's ready list (else pending)
+}
+
+// level holds the items of one priority, by due time then admission:
+// pending ones (due after Batcher.promoted) and ready ones (due by then).
+// Items that are gone are skipped when they reach a front, so taking an
+// item's rows never searches these lists.
+type level struct {
+	prio    int
+	pending sortedList[*item]
+	ready   sortedList[*item]
+}
+
+// dueOrder orders items by due time, then admission.
+func dueOrder(p, q *item) int {
+	if c := cmp.Compare(p.due, q.due); c != 0 {
+		return c
+	}
+	return cmp.Compare(p.seq, q.seq)
+}
+
+// liveFront returns the first item of l that is not gone, dropping the
+// gone ones before it, or nil.
+func liveFront(l *sortedList[*item]) *item {
+	l.popFrontWhile(func(x *item) bool { return x.gone })
+	if l.Len() == 0 {
+		return nil
+	}
+	return l.at(cursor{})
 }
 
 const noDeadline = math.MaxInt64
 
+// rowRef is one queued row. It carries the row's class and length so
+// that the planner's scans read them without following the item's
+// slices.
 type rowRef struct {
 	it  *item
 	row int32
+	cls uint16
+	ln  int32 // sequence length; 0 without a sequence dimension
 }
 
-func (r rowRef) class() int {
-	if r.it.cls == nil {
-		return 0
+// ref returns the rowRef of x's row r.
+func (x *item) ref(r int) rowRef {
+	if x.cls == nil {
+		return rowRef{it: x, row: int32(r)}
 	}
-	return int(r.it.cls[r.row])
+	return rowRef{it: x, row: int32(r), cls: x.cls[r], ln: int32(x.lens[r])}
 }
+
+func (r rowRef) class() int { return int(r.cls) }
 
 // Batcher decides which queued rows run together, padded to which shape,
 // and when. See the package documentation for the policy and for how a
@@ -125,17 +168,24 @@ type Batcher struct {
 	maxN     []int         // per class: most rows any profile runs at that class
 	bp       []bool        // per row count: a grid batch size or profile limit (cost slope may change)
 	ideal    []float64     // per class: cheapest ns per row at that class
+	idealMax []float64     // per class k: the largest ideal of classes 0..k
+	swBuf    []float64     // switch cost from the last plan's profile, per profile
 	maxDelay int64
 	margin   float64 // 1 + Config.CostMargin
 	maxPad   float64 // Config.MaxPadding
 
-	classes [][]rowRef // queued rows per class, sorted by rowLess
-	touched []bool     // scratch: classes to compact
-	items   map[uint64]*item
-	order   []*item // live items in admission order (compacted lazily)
-	dl      []*item // live items with a deadline, by deadline (compacted lazily)
-	queued  int     // queued rows
-	nextSeq uint64
+	classes  []sortedList[rowRef] // queued rows per class, sorted by rowLess
+	touched  []bool               // scratch: classes rows were taken from
+	items    map[uint64]*item
+	dl       sortedList[*item] // live items with a deadline, by deadline
+	dlAmort  float64           // Σ amort over dl (an upper bound of the deadline demand)
+	dlOps    int               // updates of dlAmort since it was last summed afresh
+	levels   []*level          // by priority, highest first
+	levelOf  map[int]*level    // by priority
+	expiry   itemHeap          // live deadline items by exp
+	promoted int64             // items due by then are in ready lists
+	queued   int               // queued rows
+	nextSeq  uint64
 
 	epoch     time.Time
 	haveEpoch bool
@@ -173,11 +223,22 @@ func New(spec trt.Spec, cost *CostModel, cfg Config) (*Batcher, error) {
 	}
 	b := &Batcher{
 		cfg: cfg, l: l, cost: cost, maxDelay: int64(cfg.MaxDelay), margin: 1 + cfg.CostMargin, maxPad: cfg.MaxPadding,
-		classes: make([][]rowRef, len(l.classes)),
+		classes: make([]sortedList[rowRef], len(l.classes)),
 		touched: make([]bool, len(l.classes)),
 		items:   make(map[uint64]*item),
+		dl:      newSortedList(dlLess),
 		last:    -1,
 	}
+	for k := range b.classes {
+		b.classes[k] = newSortedList(rowLess)
+	}
+	b.levelOf = make(map[int]*level)
+	b.expiry = itemHeap{less: func(x, y *item) bool {
+		if x.exp != y.exp {
+			return x.exp < y.exp
+		}
+		return x.seq < y.seq
+	}}
 	b.buildTables()
 	return b, nil
 }
@@ -220,6 +281,42 @@ func (b *Batcher) buildTables() {
 			b.table[p][k] = row
 		}
 	}
+	b.idealMax = make([]float64, K)
+	for k := range b.idealMax {
+		b.idealMax[k] = b.ideal[k]
+		if k > 0 {
+			b.idealMax[k] = max(b.idealMax[k], b.idealMax[k-1])
+		}
+	}
+	b.swBuf = make([]float64, len(b.l.profiles))
+}
+
+// ratioBound is an upper bound of the efficiency ratio of every window at
+// class top that carries the a anchor rows of ideal cost sum anchorIdeal:
+// fill rows cost at most idealMax[top] each, and no window of n rows costs
+// less than its cheapest profile (switch included).
+func (b *Batcher) ratioBound(top, a int, anchorIdeal float64) float64 {
+	bound := 0.0
+	for n := max(a, 1); n <= b.maxN[top]; n++ {
+		c := math.Inf(1)
+		for q := range b.l.profiles {
+			c = min(c, b.table[q][top][n]+b.swBuf[q])
+		}
+		if !math.IsInf(c, 1) && c > 0 {
+			bound = max(bound, (anchorIdeal+float64(n-a)*b.idealMax[top])/c)
+		}
+	}
+	return bound
+}
+
+// topPriority returns the highest priority among queued items.
+func (b *Batcher) topPriority() int {
+	for _, lv := range b.levels {
+		if liveFront(&lv.ready) != nil || liveFront(&lv.pending) != nil {
+			return lv.prio
+		}
+	}
+	return math.MinInt
 }
 
 // Inputs describes, in engine input order, how to build each input tensor
@@ -308,31 +405,33 @@ func (b *Batcher) Add(now time.Time, it Item) error {
 		// minimal finishing time.
 		byDL := x.deadline - int64(b.needNS(x)) - int64(b.fullNS(cm)*b.margin)
 		x.due = min(x.due, byDL)
-		i, _ := slices.BinarySearchFunc(b.dl, x, func(p, q *item) int {
-			if c := cmp.Compare(p.deadline, q.deadline); c != 0 {
-				return c
-			}
-			return cmp.Compare(p.seq, q.seq)
-		})
-		b.dl = slices.Insert(b.dl, i, x)
 	}
 	b.nextSeq++
 	b.items[it.ID] = x
-	b.order = append(b.order, x)
 	for r := range it.Rows {
-		ref := rowRef{it: x, row: int32(r)}
+		ref := x.ref(r)
 		k := ref.class()
 		// Rows of one item are added in order and a later item usually
 		// sorts last, so this is mostly an append.
-		cl := b.classes[k]
-		i := len(cl)
-		if i > 0 && b.rowLess(cl[i-1], ref) > 0 {
-			i, _ = slices.BinarySearchFunc(cl, ref, b.rowLess)
-		}
-		b.classes[k] = slices.Insert(cl, i, ref)
+		b.classes[k].insert(ref)
 		x.amort += b.ideal[k]
 	}
 	b.queued += it.Rows
+	x.hpos[0] = -1
+	lv := b.level(x.prio)
+	if x.due <= b.promoted {
+		x.ready = true
+		lv.ready.insert(x)
+	} else {
+		lv.pending.insert(x)
+	}
+	if x.deadline != noDeadline {
+		b.dl.insert(x)
+		b.dlAmort += x.amort
+		b.dlOps++
+		x.exp = x.deadline - int64(b.needNS(x))
+		b.expiry.push(x)
+	}
 	b.wakeStale = true
 	return nil
 }
@@ -354,19 +453,34 @@ func (b *Batcher) Remove(id uint64) bool {
 func (b *Batcher) drop(x *item) {
 	for r := range x.rows {
 		if !x.taken[r] {
-			b.touched[rowRef{it: x, row: int32(r)}.class()] = true
+			b.touched[x.ref(r).class()] = true
 		}
 	}
 	for k, t := range b.touched {
 		if t {
-			b.classes[k] = slices.DeleteFunc(b.classes[k], func(q rowRef) bool { return q.it == x })
+			// x's rows of one class are adjacent in its order.
+			b.classes[k].removeRun(rowRef{it: x}, func(q rowRef) bool { return q.it == x })
 			b.touched[k] = false
 		}
 	}
 	b.queued -= x.remaining
 	x.remaining = 0
+	b.forget(x)
+}
+
+// forget marks x gone and removes it from the item indexes.
+func (b *Batcher) forget(x *item) {
 	x.gone = true
 	delete(b.items, x.id)
+	b.expiry.remove(x) // the level lists skip x once it reaches a front
+	if x.deadline != noDeadline {
+		b.dl.removeRun(x, func(y *item) bool { return y == x })
+		b.dlAmort -= x.amort
+		b.dlOps++
+		if b.dl.Len() == 0 {
+			b.dlAmort = 0 // no drift carried over
+		}
+	}
 }
 
 // maxClass returns the largest class among x's remaining rows.
@@ -439,26 +553,22 @@ func (b *Batcher) Expired(now time.Time) []uint64 {
 	return out
 }
 
-// expire moves infeasible items to b.expired.
+// expire moves infeasible items to b.expired: those whose deadline,
+// less the time their remaining rows need alone, has passed (item.exp,
+// kept current in the expiry heap). Each call reports its items in
+// admission order.
 func (b *Batcher) expire() {
-	n := 0
-	for _, x := range b.order {
-		if x.gone {
-			continue
-		}
-		b.order[n] = x
-		n++
-		if x.deadline == noDeadline {
-			continue
-		}
-		if b.now+int64(b.needNS(x)) > x.deadline {
-			b.expired = append(b.expired, x.id)
-			b.drop(x)
-			b.wakeStale = true
-		}
+	h := &b.expiry
+	var gone []*item
+	for x := h.top(); x != nil && b.now > x.exp; x = h.top() {
+		gone = append(gone, x)
+		b.drop(x)
+		b.wakeStale = true
 	}
-	clear(b.order[n:])
-	b.order = b.order[:n]
+	slices.SortFunc(gone, func(p, q *item) int { return cmp.Compare(p.seq, q.seq) })
+	for _, x := range gone {
+		b.expired = append(b.expired, x.id)
+	}
 }
 
 // NextWakeup returns when Next (or Expired) should be called again if
@@ -526,9 +636,7 @@ func (a *acc) reset() {
 func (a *acc) add(b *Batcher, r rowRef, d1 *item) {
 	a.n++
 	a.ideal += b.ideal[r.class()]
-	if r.it.lens != nil {
-		a.real += r.it.lens[r.row]
-	}
+	a.real += int(r.ln)
 	a.oldest = min(a.oldest, r.it.arrival)
 	a.prio = max(a.prio, r.it.prio)
 	a.deadline = min(a.deadline, r.it.deadline)
@@ -553,7 +661,7 @@ type pressure struct {
 // deadline by deadline (so a batch around the earliest deadline also
 // carries its other rows and the next deadlines), then by priority, due
 // time and admission.
-func (b *Batcher) rowLess(x, y rowRef) int {
+func rowLess(x, y rowRef) int {
 	if c := cmp.Compare(x.it.deadline, y.it.deadline); c != 0 {
 		return c
 	}
@@ -569,6 +677,14 @@ func (b *Batcher) rowLess(x, y rowRef) int {
 	return cmp.Compare(x.row, y.row)
 }
 
+// dlLess orders deadline items by deadline, then admission.
+func dlLess(p, q *item) int {
+	if c := cmp.Compare(p.deadline, q.deadline); c != 0 {
+		return c
+	}
+	return cmp.Compare(p.seq, q.seq)
+}
+
 func itemBefore(x, y *item) bool {
 	if x.prio != y.prio {
 		return x.prio > y.prio
@@ -582,6 +698,9 @@ func itemBefore(x, y *item) bool {
 // decide evaluates the candidate windows at b.now. With take it removes
 // and returns the chosen batch; it always refreshes the wakeup time.
 func (b *Batcher) decide(force, take bool) (Plan, bool) {
+	for q := range b.l.profiles {
+		b.swBuf[q] = float64(b.cost.SwitchCost(b.last, q))
+	}
 	b.wakeStale = false
 	b.wakeOK = false
 	if b.queued == 0 {
@@ -590,15 +709,27 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	wake := int64(math.MaxInt64)
 	// Deadline demand, earliest deadline first.
 	pr := pressure{slack: math.MaxInt64}
+	if x := b.expiry.top(); x != nil {
+		wake = min(wake, x.exp+1) // when it would expire
+	}
 	var cum float64
-	n := 0
-	for _, x := range b.dl {
-		if x.gone {
-			continue
+	// No item can need more than all of them together: once a deadline
+	// lies that far beyond the least slack found, no later one can lower
+	// it (a small safety factor covers rounding in the running sum).
+	if b.dlOps > max(1024, 4*b.dl.Len()) {
+		// Re-sum now and then, so that rounding in the running sum stays
+		// far below the safety margin below (amortized O(1) per update).
+		b.dlAmort, b.dlOps = 0, 0
+		for c := (cursor{}); b.dl.valid(c); c = b.dl.next(c) {
+			b.dlAmort += b.dl.at(c).amort
 		}
-		b.dl[n] = x
-		n++
-		wake = min(wake, x.deadline-int64(b.needNS(x))+1) // when it would expire
+	}
+	bound := int64(b.dlAmort*b.margin*(1+1e-6)) + 1000
+	for c := (cursor{}); b.dl.valid(c); c = b.dl.next(c) {
+		x := b.dl.at(c)
+		if pr.d1 != nil && x.deadline-b.now-bound >= pr.slack {
+			break
+		}
 		need := x.amort * b.margin
 		slack := x.deadline - b.now - int64(cum+need)
 		if slack < 0 {
@@ -613,19 +744,14 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 		}
 		pr.slack = min(pr.slack, slack)
 	}
-	clear(b.dl[n:])
-	b.dl = b.dl[:n]
 	// The most urgent item that is due, and the next due time.
+	b.promote()
 	var anchor *item
-	for _, x := range b.order {
-		if x.gone {
-			continue
+	for _, lv := range b.levels {
+		if anchor == nil {
+			anchor = liveFront(&lv.ready)
 		}
-		if x.due <= b.now {
-			if anchor == nil || itemBefore(x, anchor) {
-				anchor = x
-			}
-		} else {
+		if x := liveFront(&lv.pending); x != nil {
 			wake = min(wake, x.due)
 		}
 	}
@@ -656,12 +782,7 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	}
 	if !best.ok && force {
 		// Draining: the most urgent item's own rows always make a batch.
-		for _, x := range b.order {
-			if !x.gone && (anchor == nil || itemBefore(x, anchor)) {
-				anchor = x
-			}
-		}
-		best = b.anchored(anchor, &pr)
+		best = b.anchored(b.mostUrgent(), &pr)
 	}
 	if !best.ok || !take {
 		if wake != math.MaxInt64 {
@@ -677,6 +798,52 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	return p, true
 }
 
+// level returns the level of priority prio, creating it.
+func (b *Batcher) level(prio int) *level {
+	if lv, ok := b.levelOf[prio]; ok {
+		return lv
+	}
+	lv := &level{prio: prio, pending: newSortedList(dueOrder), ready: newSortedList(dueOrder)}
+	b.levelOf[prio] = lv
+	i, _ := slices.BinarySearchFunc(b.levels, prio, func(l *level, p int) int { return cmp.Compare(p, l.prio) })
+	b.levels = slices.Insert(b.levels, i, lv)
+	return lv
+}
+
+// promote moves the items that are due at b.now from the pending lists
+// to the ready lists (back again first if time went backwards).
+func (b *Batcher) promote() {
+	for _, lv := range b.levels {
+		if b.now < b.promoted {
+			for x := liveFront(&lv.ready); x != nil; x = liveFront(&lv.ready) {
+				lv.ready.popFrontWhile(func(y *item) bool { return y == x })
+				x.ready = false
+				lv.pending.insert(x)
+			}
+		}
+		for x := liveFront(&lv.pending); x != nil && x.due <= b.now; x = liveFront(&lv.pending) {
+			lv.pending.popFrontWhile(func(y *item) bool { return y == x })
+			x.ready = true
+			lv.ready.insert(x)
+		}
+	}
+	b.promoted = b.now
+}
+
+// mostUrgent returns the first live item by itemBefore, due or not; call
+// it after promote.
+func (b *Batcher) mostUrgent() *item {
+	for _, lv := range b.levels {
+		if x := liveFront(&lv.ready); x != nil {
+			return x
+		}
+		if x := liveFront(&lv.pending); x != nil {
+			return x
+		}
+	}
+	return nil
+}
+
 // evaluate prices a window of a.n rows padded to class top and checks it
 // against the deadlines: ok is false when it would take more than allow
 // from the deadline items queued behind it (see pressure); stop is true
@@ -690,7 +857,7 @@ func (b *Batcher) evaluate(a *acc, top int, allow float64) (p int, cost float64,
 		if math.IsInf(v, 1) {
 			continue
 		}
-		v += float64(b.cost.SwitchCost(b.last, q))
+		v += b.swBuf[q]
 		if v < cost {
 			p, cost = q, v
 		}
@@ -747,7 +914,7 @@ func (b *Batcher) free(force bool, pr *pressure) (window, int64) {
 	wake := int64(math.MaxInt64)
 	var a acc
 	for top := len(b.classes) - 1; top >= 0; top-- {
-		if len(b.classes[top]) == 0 {
+		if b.classes[top].Len() == 0 {
 			continue
 		}
 		a.reset()
@@ -785,24 +952,25 @@ func (b *Batcher) free(force bool, pr *pressure) (window, int64) {
 // positions gathered so far exceed the cap even at the largest batch.
 func (b *Batcher) scan(a *acc, top, monoBelow int, x, d1 *item, visit func(*acc) (ok, stop bool)) {
 	type point struct {
-		a    acc
-		k, i int
+		a acc
+		k int
+		i cursor
 	}
-	k, i := top, 0
+	k, i := top, cursor{}
 	cp := point{*a, k, i}
 	exact := false
 	last := -1
 	S := b.l.classes[top]
 	for a.n < b.maxN[top] {
-		for k >= 0 && i >= len(b.classes[k]) {
-			k, i = k-1, 0
+		for k >= 0 && !b.classes[k].valid(i) {
+			k, i = k-1, cursor{}
 		}
 		if k < 0 {
 			break
 		}
-		r := b.classes[k][i]
+		r := b.classes[k].at(i)
 		if x != nil && r.it == x && x.mark[r.row] {
-			i++
+			i = b.classes[k].next(i)
 			continue
 		}
 		if !exact && a.n > cp.a.n && (k != last || b.bp[a.n]) {
@@ -818,7 +986,7 @@ func (b *Batcher) scan(a *acc, top, monoBelow int, x, d1 *item, visit func(*acc)
 			cp = point{*a, k, i}
 		}
 		if b.l.hasSeq && b.maxPad < 1 {
-			padded := (a.n+1)*S - a.real - r.it.lens[r.row] // padded positions with r
+			padded := (a.n+1)*S - a.real - int(r.ln) // padded positions with r
 			if k < monoBelow && a.n+1 >= b.l.maxBmin && float64(padded) > b.maxPad*float64((a.n+1)*S) {
 				break
 			}
@@ -827,7 +995,7 @@ func (b *Batcher) scan(a *acc, top, monoBelow int, x, d1 *item, visit func(*acc)
 			}
 		}
 		a.add(b, r, d1)
-		i++
+		i = b.classes[k].next(i)
 		last = k
 		if exact {
 			if _, stop := visit(a); stop {
@@ -847,8 +1015,8 @@ func (b *Batcher) anchored(x *item, pr *pressure) window {
 	ja := b.maxClass(x)
 	pre := b.buf[:0]
 	for r := range x.rows {
-		if !x.taken[r] && len(pre) < b.maxN[ja] && (rowRef{it: x, row: int32(r)}).class() == ja {
-			pre = append(pre, rowRef{it: x, row: int32(r)})
+		if !x.taken[r] && len(pre) < b.maxN[ja] && x.ref(r).class() == ja {
+			pre = append(pre, x.ref(r))
 		}
 	}
 	b.buf = pre
@@ -880,8 +1048,16 @@ func (b *Batcher) anchored(x *item, pr *pressure) window {
 			allow = max(allow, (cost-a.d1ideal)*b.margin)
 		}
 	}
+	topPrio := b.topPriority()
 	for top := ja; top < len(b.classes); top++ {
-		if top > ja && len(b.classes[top]) == 0 {
+		if top > ja && b.classes[top].Len() == 0 {
+			continue
+		}
+		// A window here cannot be better than the best so far when no
+		// queued row has a higher priority and even the bound on its
+		// efficiency falls short (with a margin for rounding).
+		if top > ja && best.ok && best.prio >= topPrio &&
+			b.ratioBound(top, len(pre), float64(len(pre))*b.ideal[ja])*(1+1e-9) < best.ratio {
 			continue
 		}
 		start()
@@ -920,24 +1096,25 @@ func (b *Batcher) anchored(x *item, pr *pressure) window {
 func (b *Batcher) build(w window) Plan {
 	rows := b.buf[:0]
 	x := w.anchor
+	ja := -1
 	if x != nil {
-		ja := b.maxClass(x)
+		ja = b.maxClass(x)
 		for r := range x.rows {
-			if !x.taken[r] && len(rows) < b.maxN[ja] && (rowRef{it: x, row: int32(r)}).class() == ja {
-				rows = append(rows, rowRef{it: x, row: int32(r)})
+			if !x.taken[r] && len(rows) < b.maxN[ja] && x.ref(r).class() == ja {
+				rows = append(rows, x.ref(r))
 			}
 		}
 		for _, r := range rows {
 			x.taken[r.row] = true // excluded from the fill below
 		}
 	}
-	k, i := w.top, 0
+	k, i := w.top, cursor{}
 	for len(rows) < w.n {
-		for i >= len(b.classes[k]) {
-			k, i = k-1, 0
+		for !b.classes[k].valid(i) {
+			k, i = k-1, cursor{}
 		}
-		r := b.classes[k][i]
-		i++
+		r := b.classes[k].at(i)
+		i = b.classes[k].next(i)
 		if r.it.taken[r.row] {
 			continue
 		}
@@ -945,15 +1122,21 @@ func (b *Batcher) build(w window) Plan {
 		rows = append(rows, r)
 	}
 	b.buf = rows
-	// Remove the taken rows from their classes.
+	// Remove the taken rows from their classes: fill rows are a prefix of
+	// each class they come from (once the anchor's rows are skipped), and
+	// the anchor's rows of its longest class are adjacent there.
 	for _, r := range rows {
 		b.touched[r.class()] = true
 	}
+	taken := func(q rowRef) bool { return q.it.taken[q.row] }
 	for k, t := range b.touched {
 		if t {
-			b.classes[k] = slices.DeleteFunc(b.classes[k], func(q rowRef) bool { return q.it.taken[q.row] })
+			b.classes[k].popFrontWhile(taken)
 			b.touched[k] = false
 		}
+	}
+	if x != nil {
+		b.classes[ja].removeRun(rowRef{it: x}, taken)
 	}
 	slices.SortFunc(rows, func(p, q rowRef) int {
 		if c := cmp.Compare(p.it.seq, q.it.seq); c != 0 {
@@ -983,12 +1166,24 @@ func (b *Batcher) build(w window) Plan {
 			plan.Lens[bi] = it.lens[ref.row]
 		}
 		it.remaining--
-		it.amort = max(it.amort-b.ideal[ref.class()], 0)
+		amort := max(it.amort-b.ideal[ref.class()], 0)
+		if it.deadline != noDeadline {
+			b.dlAmort -= it.amort - amort
+			b.dlOps++
+		}
+		it.amort = amort
 		it.cmax = -1
 		b.queued--
-		if it.remaining == 0 && !it.gone {
-			it.gone = true
-			delete(b.items, it.id)
+		if bi+1 < len(rows) && rows[bi+1].it == it {
+			continue
+		}
+		// The last of this item's rows in the plan.
+		switch {
+		case it.remaining == 0 && !it.gone:
+			b.forget(it)
+		case it.deadline != noDeadline && !it.gone:
+			it.exp = it.deadline - int64(b.needNS(it))
+			b.expiry.update(it)
 		}
 	}
 	b.last = w.profile

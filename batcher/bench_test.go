@@ -54,47 +54,76 @@ func BenchmarkGather(b *testing.B) {
 	}
 }
 
-// BenchmarkNext measures planning: each op is one Next that returns a
-// plan plus the Adds that refill the queue to a constant depth.
-// plan_share is that time over the plan's predicted engine time on the
-// stand-in cost model (200µs + 5µs/row + 0.1µs/token).
+// BenchmarkNext measures planning cost against queue depth: each op is
+// one Next that returns a plan plus the Adds that refill the queue to a
+// constant depth (1k to 1M rows of 4-row items, lengths exponential around
+// 60 on the stand-in cost model 200µs + 5µs/row + 0.1µs/token). Planning
+// takes rows from the fronts of per-bucket queues and indexes items in
+// heaps, so ns/op should not grow with the depth. mix=fifo has no
+// deadlines (10% of items at a higher priority); mix=deadlines gives 20%
+// of items a deadline 1–2 s away, which the deadline-demand pass walks
+// until the deadlines lie beyond the queue's total demand (see
+// docs/benchmarks.md). plan_share is ns/op over the plan's predicted
+// engine time; cpu-ns/op the process's CPU time per op (steadier than
+// ns/op on a shared machine).
 func BenchmarkNext(b *testing.B) {
-	for _, depth := range []int{256, 4096} {
-		b.Run(fmt.Sprintf("queued=%d", depth), func(b *testing.B) {
-			bt := newTestBatcher(b, Config{MaxQueueRows: 4 * depth})
-			rng := rand.New(rand.NewPCG(3, 4))
-			id := uint64(0)
-			now := t0
-			add := func(rows int) {
-				ls := make([]int, rows)
-				for i := range ls {
-					ls[i] = min(512, 8+int(rng.ExpFloat64()*60))
-				}
-				id++
-				if err := bt.Add(now, Item{ID: id, Rows: rows, SeqLens: ls}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			for _, q := bt.Len(); q < depth; _, q = bt.Len() {
-				add(1 + rng.IntN(64))
-			}
-			var predicted time.Duration
-			b.ReportAllocs()
-			for b.Loop() {
-				now = now.Add(time.Millisecond)
-				p, ok := bt.Next(now)
-				if !ok {
-					p, ok = bt.Flush(now)
-				}
-				if !ok {
-					b.Fatal("no plan from a full queue")
-				}
-				predicted += p.Cost
-				for _, q := bt.Len(); q < depth; _, q = bt.Len() {
-					add(1 + rng.IntN(64))
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed())/float64(predicted), "plan_share")
-		})
+	for _, mix := range []string{"fifo", "deadlines"} {
+		for _, depth := range []int{1 << 10, 1 << 14, 1 << 18, 1 << 20} {
+			b.Run(fmt.Sprintf("mix=%s/queued=%d", mix, depth), func(b *testing.B) {
+				benchNext(b, mix == "deadlines", depth)
+			})
+		}
+	}
+}
+
+func benchNext(b *testing.B, deadlines bool, depth int) {
+	bt := newTestBatcher(b, Config{MaxQueueRows: 2 * depth})
+	rng := rand.New(rand.NewPCG(3, 4))
+	id := uint64(0)
+	now := t0
+	ls := make([]int, 4)
+	add := func() {
+		for i := range ls {
+			ls[i] = min(512, 8+int(rng.ExpFloat64()*60))
+		}
+		id++
+		it := Item{ID: id, Rows: len(ls), SeqLens: ls}
+		if rng.IntN(10) == 0 {
+			it.Priority = 1
+		}
+		if deadlines && rng.IntN(5) == 0 {
+			it.Deadline = now.Add(time.Second + time.Duration(rng.Int64N(int64(time.Second))))
+		}
+		if err := bt.Add(now, it); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, q := bt.Len(); q < depth; _, q = bt.Len() {
+		add()
+	}
+	var predicted time.Duration
+	b.ReportAllocs()
+	var cpu0 time.Duration
+	for b.Loop() {
+		if cpu0 == 0 {
+			cpu0 = processCPU()
+		}
+		now = now.Add(100 * time.Microsecond)
+		bt.Expired(now)
+		p, ok := bt.Next(now)
+		if !ok {
+			p, ok = bt.Flush(now)
+		}
+		if !ok {
+			b.Fatal("no plan from a full queue")
+		}
+		predicted += p.Cost
+		for _, q := bt.Len(); q < depth; _, q = bt.Len() {
+			add()
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed())/float64(predicted), "plan_share")
+	if cpu := processCPU() - cpu0; cpu0 > 0 && cpu > 0 {
+		b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
 	}
 }

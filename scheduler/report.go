@@ -36,10 +36,26 @@ type WorkerReport struct {
 	// At is when the worker took these measurements (the worker's clock).
 	// The scheduler ignores a report older than its ReportMaxAge.
 	At time.Time `json:"at"`
-	// ServiceRate is the rows per second one worker sustains at saturation
-	// (measured over batches that ran full, or estimated from engine
-	// latency per batch shape). Zero means not measured yet.
+	// ServiceRate is the rows per second one worker sustains at
+	// saturation, end to end: messaging included, not only engine time.
+	// jetinfer's worker reports the larger of SustainedRate (measured) and
+	// a load-independent ceiling, the lesser of EngineRate and the rows
+	// per CPU-second times the cores the process may use. Zero means not
+	// measured yet.
 	ServiceRate float64 `json:"serviceRate"`
+	// SustainedRate is the rows per second the worker delivered end to end
+	// (decoding, batching, engine, result publishing and acks) per second
+	// of wall time during which it held at least one message. At
+	// saturation it is the capacity the pool really has; below it, a
+	// lower bound. Zero means not measured yet. Informational: the worker
+	// folds it into ServiceRate.
+	SustainedRate float64 `json:"sustainedRate,omitempty"`
+	// SustainedMsgRate is SustainedRate in request messages settled per
+	// second.
+	SustainedMsgRate float64 `json:"sustainedMsgRate,omitempty"`
+	// EngineRate is the rows per second of engine time: the ceiling if
+	// messaging were free. Informational.
+	EngineRate float64 `json:"engineRate,omitempty"`
 	// RowsPerMsg is the mean number of rows per request message the worker
 	// has seen recently; the scheduler divides ServiceRate by it to get
 	// messages per second, the unit of the backlog. Zero means unknown and
@@ -72,7 +88,7 @@ func (r WorkerReport) Validate() error {
 	switch {
 	case r.At.IsZero():
 		return errors.New("report time is zero")
-	case r.ServiceRate < 0 || r.RowsPerMsg < 0:
+	case r.ServiceRate < 0 || r.RowsPerMsg < 0 || r.SustainedRate < 0 || r.SustainedMsgRate < 0 || r.EngineRate < 0:
 		return fmt.Errorf("service rate %v rows/s, %v rows/msg: must not be negative", r.ServiceRate, r.RowsPerMsg)
 	case r.Utilization < 0 || r.Utilization > 1:
 		return fmt.Errorf("utilization %v: must be in [0,1]", r.Utilization)

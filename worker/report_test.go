@@ -55,8 +55,17 @@ func TestWorkerReportsMeasurementsForTheScheduler(t *testing.T) {
 		if err != nil || json.Unmarshal(e.Value(), &rep) != nil {
 			return false
 		}
-		return rep.ServiceRate > 0 && rep.ColdStart > 0
+		return rep.ServiceRate > 0 && rep.SustainedRate > 0 && rep.SustainedMsgRate > 0 && rep.ColdStart > 0
 	}, "a report with a measured service rate")
+	// Capacity is measured end to end: the rows delivered per second of
+	// wall time with work, never more than the reported service rate,
+	// which is what the scheduler sizes the pool with.
+	if rep.SustainedRate <= 0 || rep.SustainedMsgRate <= 0 || rep.EngineRate <= 0 {
+		t.Errorf("report without end-to-end and engine rates: %+v", rep)
+	}
+	if rep.ServiceRate < rep.SustainedRate {
+		t.Errorf("service rate %v below the measured sustained rate %v", rep.ServiceRate, rep.SustainedRate)
+	}
 	if rep.RowsPerMsg != 4 {
 		t.Errorf("rows per message %v, want 4 (every request had 4 rows)", rep.RowsPerMsg)
 	}

@@ -125,6 +125,7 @@ func TestSimulateAccountsForEveryRequest(t *testing.T) {
 		jet,
 		NewTriton(spec, TritonConfig{MaxBatch: 64, PreferredSizes: []int{16, 32, 64}, MaxQueueDelay: 2 * time.Millisecond}, ep),
 		NewUnbatched(spec, 64, ep),
+		NewBucketed("bucketed-32", spec, MultipleBuckets(32, 512), TritonConfig{MaxBatch: 64, PreferredSizes: []int{16, 32, 64}, MaxQueueDelay: 2 * time.Millisecond}, ep),
 	} {
 		r, err := Simulate(trace, p, Engine{Cost: cost, Jitter: 0.05, Seed: 1}, spec, ep)
 		if err != nil {
@@ -139,7 +140,22 @@ func TestSimulateAccountsForEveryRequest(t *testing.T) {
 		if r.P50 > r.P99 || r.P99 > r.Max || r.Padding < 0 || r.Padding >= 1 {
 			t.Fatalf("%s: inconsistent result %+v", r.Policy, r)
 		}
+		if r.Planning <= 0 || r.PlanningCharged != 0 {
+			t.Fatalf("%s: planning %v, charged %v without ChargePlanning", r.Policy, r.Planning, r.PlanningCharged)
+		}
 		results[r.Policy] = r
+	}
+	// Charged planning is part of the engine's busy time.
+	jet2, err := NewJetinfer(spec, cost, batcher.Config{MaxDelay: 2 * time.Millisecond, Masks: []string{"mask"}}, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Simulate(trace, jet2, Engine{Cost: cost, Jitter: 0.05, Seed: 1, ChargePlanning: true}, spec, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PlanningCharged <= 0 || c.PlanningCharged > c.Planning || c.Busy <= c.PlanningCharged {
+		t.Fatalf("charged planning %v of %v, busy %v", c.PlanningCharged, c.Planning, c.Busy)
 	}
 	j, tr := results["jetinfer"], results["triton-style"]
 	// On a ragged trace the row-level buckets must beat padding to the
@@ -194,3 +210,39 @@ func TestTritonPreferredSizesAndDelay(t *testing.T) {
 }
 
 func seqRNG() *rand.Rand { return rand.New(rand.NewPCG(5, 6)) }
+
+// TestBucketedSplitsByBucketAndBatchesIdenticalShapes checks the
+// client-bucketing peer: a request's rows go to one queue per bucket,
+// each batch holds one bucket's rows padded to that bucket's length, and
+// the queues release batches independently under the Triton rules.
+func TestBucketedSplitsByBucketAndBatchesIdenticalShapes(t *testing.T) {
+	spec := testSpec()
+	ep := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got := MultipleBuckets(32, 100); !slices.Equal(got, []int{32, 64, 96, 128}) {
+		t.Fatalf("MultipleBuckets(32, 100) = %v", got)
+	}
+	if got := PowerOfTwoBuckets(8, 100); !slices.Equal(got, []int{8, 16, 32, 64, 128}) {
+		t.Fatalf("PowerOfTwoBuckets(8, 100) = %v", got)
+	}
+	bk := NewBucketed("bucketed-32", spec, []int{32, 64}, TritonConfig{MaxBatch: 64, PreferredSizes: []int{2}, MaxQueueDelay: time.Millisecond}, ep)
+	if err := bk.Add(ep, &Request{ID: 1, Lens: []int{10, 40, 20}}); err != nil {
+		t.Fatal(err)
+	}
+	b, ok := bk.Next(ep)
+	if !ok || b.Seq != 32 || len(b.Parts) != 1 || b.Parts[0] != (Part{ID: 1, Rows: 2}) || b.Positions != 30 {
+		t.Fatalf("first batch %+v %v, want the two short rows (preferred size 2) padded to 32", b, ok)
+	}
+	if _, ok := bk.Next(ep); ok {
+		t.Fatal("sent the lone 40-long row before the max queue delay")
+	}
+	if w, ok := bk.NextWakeup(); !ok || !w.Equal(ep.Add(time.Millisecond)) {
+		t.Fatalf("wakeup %v %v, want after the max queue delay", w, ok)
+	}
+	b, ok = bk.Next(ep.Add(time.Millisecond))
+	if !ok || b.Seq != 64 || b.Parts[0] != (Part{ID: 1, Rows: 1}) || b.Positions != 40 {
+		t.Fatalf("second batch %+v %v, want the 40-long row padded to 64", b, ok)
+	}
+	if err := bk.Add(ep, &Request{ID: 2, Lens: []int{65}}); err == nil {
+		t.Fatal("a row longer than the largest bucket was accepted")
+	}
+}

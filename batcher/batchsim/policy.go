@@ -201,6 +201,17 @@ func (t *Triton) take(n int) []*Request {
 
 // Next implements Policy.
 func (t *Triton) Next(now time.Time) (Batch, bool) {
+	n, _, ok := t.ready(now)
+	if !ok {
+		return Batch{}, false
+	}
+	return padToLongest(t.spec, t.take(n)), true
+}
+
+// ready drops timed-out requests and says whether a batch goes now: its
+// request count and the arrival of the oldest queued request. When none
+// goes it sets the wakeup.
+func (t *Triton) ready(now time.Time) (n int, oldest time.Duration, ok bool) {
 	t.dropTimedOut(now)
 	t.wakeOK = false
 	size, n, preferredN, full := 0, 0, 0, false
@@ -217,9 +228,9 @@ func (t *Triton) Next(now time.Time) (Batch, bool) {
 		return true
 	})
 	if n == 0 {
-		return Batch{}, false
+		return 0, 0, false
 	}
-	oldest := time.Duration(math.MaxInt64)
+	oldest = time.Duration(math.MaxInt64)
 	for _, l := range t.levels {
 		if q := t.queues[l]; len(q) > 0 { // fronts are live after dropTimedOut
 			oldest = min(oldest, q[0].Arrival)
@@ -234,9 +245,9 @@ func (t *Triton) Next(now time.Time) (Batch, bool) {
 		if len(t.byDL) > 0 {
 			t.wake = minTime(t.wake, t.epoch.Add(t.byDL[0].Deadline+1))
 		}
-		return Batch{}, false
+		return 0, oldest, false
 	}
-	return padToLongest(t.spec, t.take(n)), true
+	return n, oldest, true
 }
 
 // NextWakeup implements Policy.
@@ -323,4 +334,123 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// Bucketed is the strongest fair peer of a shape-aware batcher that we
+// know of: Triton's dynamic batcher fed by clients that bucket lengths
+// themselves. The client splits each request by row length into one
+// sub-request per bucket (rows padded to the bucket's length, so every
+// sub-request of a bucket has the same shape), and Triton keeps one
+// queue per shape, batching only identical shapes, with preferred batch
+// sizes and a max queue delay per queue (TritonConfig). When the engine
+// is free it runs a batch from the queue whose oldest request arrived
+// first among the queues that have a batch ready. A request is done when
+// all its sub-requests are. Triton never pads across requests beyond the
+// bucket: padding is the rounding up to the bucket only.
+type Bucketed struct {
+	name    string
+	spec    trt.Spec
+	buckets []int     // ascending padded lengths
+	queues  []*Triton // one per bucket
+	wake    time.Time
+	wakeOK  bool
+}
+
+// NewBucketed returns the bucketing client + Triton peer for the given
+// padded lengths (ascending; the last must cover the longest row).
+func NewBucketed(name string, spec trt.Spec, buckets []int, cfg TritonConfig, epoch time.Time) *Bucketed {
+	b := &Bucketed{name: name, spec: spec, buckets: buckets}
+	for range buckets {
+		b.queues = append(b.queues, NewTriton(spec, cfg, epoch))
+	}
+	return b
+}
+
+// MultipleBuckets returns the lengths step, 2·step, … up to at least max.
+func MultipleBuckets(step, maxLen int) []int {
+	var out []int
+	for n := step; ; n += step {
+		out = append(out, n)
+		if n >= maxLen {
+			return out
+		}
+	}
+}
+
+// PowerOfTwoBuckets returns the powers of two from the least one at or
+// above minLen up to at least maxLen.
+func PowerOfTwoBuckets(minLen, maxLen int) []int {
+	n := 1
+	for n < minLen {
+		n *= 2
+	}
+	var out []int
+	for ; ; n *= 2 {
+		out = append(out, n)
+		if n >= maxLen {
+			return out
+		}
+	}
+}
+
+// Name implements Policy.
+func (b *Bucketed) Name() string { return b.name }
+
+// Add implements Policy: the client's split by bucket.
+func (b *Bucketed) Add(now time.Time, r *Request) error {
+	parts := make(map[int][]int)
+	for _, n := range r.Lens {
+		k, _ := slices.BinarySearch(b.buckets, n)
+		if k == len(b.buckets) {
+			return fmt.Errorf("request %d: row length %d above the largest bucket %d", r.ID, n, b.buckets[len(b.buckets)-1])
+		}
+		parts[k] = append(parts[k], n)
+	}
+	for k := range b.buckets {
+		if lens, ok := parts[k]; ok {
+			sub := *r
+			sub.Lens = lens
+			if err := b.queues[k].Add(now, &sub); err != nil {
+				return err
+			}
+		}
+	}
+	b.wakeOK = false
+	return nil
+}
+
+// Next implements Policy.
+func (b *Bucketed) Next(now time.Time) (Batch, bool) {
+	best, bestN := -1, 0
+	var bestOldest time.Duration
+	b.wakeOK = false
+	for k, q := range b.queues {
+		n, oldest, ok := q.ready(now)
+		if ok && (best < 0 || oldest < bestOldest) {
+			best, bestN, bestOldest = k, n, oldest
+		}
+		if w, ok := q.NextWakeup(); ok && (!b.wakeOK || w.Before(b.wake)) {
+			b.wake, b.wakeOK = w, true
+		}
+	}
+	if best < 0 {
+		return Batch{}, false
+	}
+	bt := padToLongest(b.spec, b.queues[best].take(bestN))
+	// Every row was padded by the client to the bucket's length.
+	bt.Profile, bt.Size, bt.Seq = profileFor(b.spec, bt.Size, b.buckets[best])
+	return bt, true
+}
+
+// NextWakeup implements Policy.
+func (b *Bucketed) NextWakeup() (time.Time, bool) { return b.wake, b.wakeOK }
+
+// Expired implements Policy: a request is given up once any of its
+// sub-requests timed out (the client cannot assemble it).
+func (b *Bucketed) Expired(now time.Time) []uint64 {
+	var out []uint64
+	for _, q := range b.queues {
+		out = append(out, q.Expired(now)...)
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"time"
 
@@ -18,6 +19,13 @@ type Engine struct {
 	Cost   *batcher.CostModel
 	Jitter float64
 	Seed   uint64
+	// ChargePlanning makes planning cost engine time: the CPU time of
+	// each Next call that returns a batch (the thread's CPU clock on
+	// Linux, measured on this machine) is added to that batch's latency,
+	// as in a worker whose one goroutine plans before the engine can
+	// start. The outcome then depends on the machine; Result.Planning
+	// reports the time spent and PlanningCharged the time charged.
+	ChargePlanning bool
 }
 
 // Result is one policy's outcome on a trace.
@@ -37,6 +45,10 @@ type Result struct {
 	Expired         int // given up by the policy (DEADLINE_EXCEEDED)
 	Late            int // ran but completed after the deadline
 	AvoidableMisses int // missed though running alone at arrival would have met the deadline
+	// Planning is the CPU time spent in the policy's Add, Next and
+	// Expired calls; PlanningCharged the part added to batch latencies
+	// (Engine.ChargePlanning).
+	Planning, PlanningCharged time.Duration
 }
 
 // Capacity is the rows completed per second of engine time: what the
@@ -53,9 +65,10 @@ func (r Result) Misses() int { return r.Expired + r.Late }
 
 // String is a one-line summary.
 func (r Result) String() string {
-	return fmt.Sprintf("%-12s rows/s=%6.0f p50=%9v p99=%9v padding=%5.1f%% batches=%6d mean_batch=%4.1f busy=%5.1f%% rows/busy-s=%6.0f deadline_misses=%d/%d (late=%d expired=%d avoidable=%d)",
+	return fmt.Sprintf("%-14s rows/s=%6.0f p50=%9v p99=%9v padding=%5.1f%% batches=%6d mean_batch=%4.1f busy=%5.1f%% rows/busy-s=%6.0f deadline_misses=%d/%d (late=%d expired=%d avoidable=%d)",
 		r.Policy, r.RowsPerSec, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), 100*r.Padding, r.Batches, r.MeanBatch,
-		100*float64(r.Busy)/float64(max(r.Span, 1)), r.Capacity(), r.Misses(), r.DeadlineReqs, r.Late, r.Expired, r.AvoidableMisses)
+		100*float64(r.Busy)/float64(max(r.Span, 1)), r.Capacity(), r.Misses(), r.DeadlineReqs, r.Late, r.Expired, r.AvoidableMisses) +
+		fmt.Sprintf(" plan=%.1fµs/batch", float64(r.Planning)/1e3/float64(max(r.Batches, 1)))
 }
 
 // Simulate replays trace (sorted by arrival) through policy on eng, one
@@ -66,6 +79,8 @@ func Simulate(trace []Request, policy Policy, eng Engine, spec trt.Spec, epoch t
 	if len(trace) == 0 {
 		return res, nil
 	}
+	runtime.LockOSThread() // threadCPU reads this thread's clock
+	defer runtime.UnlockOSThread()
 	rng := rand.New(rand.NewPCG(eng.Seed, 0x3c6ef372fe94f82b))
 	byID := make(map[uint64]*Request, len(trace))
 	left := make(map[uint64]int, len(trace))
@@ -120,6 +135,7 @@ func Simulate(trace []Request, policy Policy, eng Engine, spec trt.Spec, epoch t
 			}
 			running = nil
 		}
+		t0 := threadCPU()
 		for next < len(trace) && !epoch.Add(trace[next].Arrival).After(now) {
 			if err := policy.Add(now, &trace[next]); err != nil {
 				return res, fmt.Errorf("simulating %s: adding request %d: %w", policy.Name(), trace[next].ID, err)
@@ -127,11 +143,20 @@ func Simulate(trace []Request, policy Policy, eng Engine, spec trt.Spec, epoch t
 			next++
 		}
 		expire(policy.Expired(now))
+		res.Planning += threadCPU() - t0
 		if running == nil {
-			if b, ok := policy.Next(now); ok {
+			t1 := threadCPU()
+			b, ok := policy.Next(now)
+			plan := threadCPU() - t1
+			res.Planning += plan
+			if ok {
 				d := eng.Cost.Latency(b.Profile, b.Size, b.Seq) + eng.Cost.SwitchCost(lastProfile, b.Profile)
 				if eng.Jitter > 0 {
 					d = time.Duration(float64(d) * math.Exp(eng.Jitter*rng.NormFloat64()))
+				}
+				if eng.ChargePlanning {
+					d += plan
+					res.PlanningCharged += plan
 				}
 				lastProfile = b.Profile
 				res.Batches++

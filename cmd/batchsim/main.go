@@ -1,5 +1,8 @@
-// Command batchsim compares jetinfer's batcher with a Triton-style dynamic
-// batcher and with no batching on one synthetic arrival trace, using
+// Command batchsim compares jetinfer's batcher with its strongest peers —
+// Triton's identical-shape dynamic batcher fed by clients that bucket row
+// lengths themselves (multiples of 32, powers of two) — and with a
+// Triton-style batcher without bucketing and no batching, on synthetic
+// arrival traces at half load and at saturation, using
 // engine latencies measured on the real ONNX Runtime engine running
 // testdata/models/seq_encoder.onnx (or a cost model saved earlier).
 //
@@ -9,10 +12,13 @@
 //
 // The last line of output is
 //
-//	batcher: speedup_vs_triton=<x> p99_ratio=<y> padding=<z>
+//	batcher: speedup_vs_bucketed_triton=<x> p99_ratio=<y> padding=<z>
 //
-// with x the ratio of rows/s (jetinfer over Triton-style), y the ratio of
-// p99 request latencies and z jetinfer's padding waste.
+// with x jetinfer's saturated rows/s over the strongest bucketed peer's,
+// y the ratio of their p99 request latencies at the -load run (half load
+// by default) and z jetinfer's padding waste there. Planning time (the
+// CPU time of each Next call that returns a batch, measured here) is charged to the engine
+// for every policy unless -charge-planning=false.
 package main
 
 import (
@@ -22,6 +28,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +66,10 @@ type flags struct {
 	maxPadding                     float64
 	preferred                      string
 	jitter                         float64
+	satLoad                        float64
+	satDuration                    time.Duration
+	chargePlanning                 bool
+	cpuProfile                     string
 }
 
 func parseFlags() flags {
@@ -90,6 +101,10 @@ func parseFlags() flags {
 	flag.Float64Var(&f.bucketRatio, "bucket-ratio", batcher.DefaultBucketRatio, "jetinfer: relative gap between bucket lengths")
 	flag.StringVar(&f.preferred, "preferred", "16,32,64", "Triton-style preferred batch sizes")
 	flag.Float64Var(&f.jitter, "jitter", 0.05, "lognormal jitter of simulated engine latencies")
+	flag.Float64Var(&f.satLoad, "sat-load", 1.5, "offered load of the saturation run (fraction of ideal rows/s; above every policy's capacity)")
+	flag.DurationVar(&f.satDuration, "sat-duration", 3*time.Second, "arrival window of the saturation run")
+	flag.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the simulations to this file")
+	flag.BoolVar(&f.chargePlanning, "charge-planning", true, "add each Next call's measured CPU time to its batch's engine time")
 	flag.Parse()
 	return f
 }
@@ -109,8 +124,63 @@ func run() error {
 			p, fit.Base/1e3, fit.PerRow/1e3, fit.PerStep, fit.PerRowStep, fit.R2)
 	}
 
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("creating CPU profile: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("starting CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	var preferred []int
+	for _, v := range strings.Split(f.preferred, ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("parsing -preferred: %w", err)
+		}
+		preferred = append(preferred, n)
+	}
+	half, err := scenario(spec, cost, f, preferred, f.load, f.duration, batcher.DefaultMaxQueueRows)
+	if err != nil {
+		return err
+	}
+	// At saturation the backlog grows for the whole window: the harness
+	// raises jetinfer's MaxQueueRows (default 65536) so that nothing is
+	// refused; Triton's queues are unbounded.
+	sat, err := scenario(spec, cost, f, preferred, f.satLoad, f.satDuration, 1<<24)
+	if err != nil {
+		return err
+	}
+	// The strongest bucketed peer: the highest saturated rows/s.
+	best := -1
+	for i, r := range sat {
+		if strings.HasPrefix(r.Policy, "bucketed") && (best < 0 || r.RowsPerSec > sat[best].RowsPerSec) {
+			best = i
+		}
+	}
+	fmt.Printf("\nside by side (saturated rows/s; p99 and padding at load %.2f):\n", f.load)
+	for i := range sat {
+		fmt.Printf("  %-14s sat_rows/s=%7.0f (×%.2f of jetinfer)  p99=%9v  padding=%5.1f%%  deadline_misses=%d/%d\n",
+			sat[i].Policy, sat[i].RowsPerSec, sat[i].RowsPerSec/sat[0].RowsPerSec, half[i].P99.Round(time.Microsecond),
+			100*half[i].Padding, half[i].Misses(), half[i].DeadlineReqs)
+	}
+	j, p := sat[0], sat[best]
+	fmt.Printf("strongest peer: %s\n", p.Policy)
+	fmt.Printf("batcher: speedup_vs_bucketed_triton=%.2f p99_ratio=%.3g padding=%.3f\n",
+		j.RowsPerSec/p.RowsPerSec, float64(half[0].P99)/float64(half[best].P99), half[0].Padding)
+	return nil
+}
+
+// scenario simulates every policy on one trace at the given load.
+func scenario(spec trt.Spec, cost *batcher.CostModel, f flags, preferred []int, load float64, duration time.Duration, maxQueue int) ([]batchsim.Result, error) {
 	tc := batchsim.TraceConfig{
-		Seed: f.seed, Duration: f.duration,
+		Seed: f.seed, Duration: duration,
 		BurstEvery: f.burstEvery, BurstLen: f.burstLen, BurstFactor: f.burstFactor,
 		MinRows: 1, MaxRows: min(64, f.maxBatch),
 		SeqMedian: f.seqMedian, SeqSigma: f.seqSigma, SeqMin: f.seqMin, SeqMax: f.seqMax,
@@ -118,10 +188,10 @@ func run() error {
 		HighPriorityFrac: f.highPrio,
 	}
 	ideal := batchsim.IdealRowsPerSec(spec, cost, tc.SeqSampler(rand.New(rand.NewPCG(f.seed+1, 7))), 20000)
-	tc.RowsPerSec = f.load * ideal
+	tc.RowsPerSec = load * ideal
 	trace, err := batchsim.Generate(tc)
 	if err != nil {
-		return fmt.Errorf("generating trace: %w", err)
+		return nil, fmt.Errorf("generating trace: %w", err)
 	}
 	rows, dl := 0, 0
 	for _, r := range trace {
@@ -130,46 +200,36 @@ func run() error {
 			dl++
 		}
 	}
-	fmt.Printf("trace: %d requests, %d rows over %v (offered %.0f rows/s = %.2f × ideal %.0f rows/s; bursts ×%g for %v every ~%v), %d with deadlines in [%v, %v], seq lognormal median %g σ %g in [%d, %d]\n",
-		len(trace), rows, f.duration, float64(rows)/f.duration.Seconds(), float64(rows)/f.duration.Seconds()/ideal, ideal,
+	fmt.Printf("\ntrace: %d requests, %d rows over %v (offered %.0f rows/s = %.2f × ideal %.0f rows/s; bursts ×%g for %v every ~%v), %d with deadlines in [%v, %v], seq lognormal median %g σ %g in [%d, %d]\n",
+		len(trace), rows, duration, float64(rows)/duration.Seconds(), float64(rows)/duration.Seconds()/ideal, ideal,
 		f.burstFactor, f.burstLen, f.burstEvery, dl, f.deadlineMin, f.deadlineMax, f.seqMedian, f.seqSigma, f.seqMin, f.seqMax)
 
-	var preferred []int
-	for _, s := range strings.Split(f.preferred, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return fmt.Errorf("parsing -preferred: %w", err)
-		}
-		preferred = append(preferred, n)
-	}
 	epoch := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	jet, err := batchsim.NewJetinfer(spec, cost, batcher.Config{MaxDelay: f.maxDelay, PadMultiple: f.padMultiple, BucketRatio: f.bucketRatio, MaxPadding: f.maxPadding, Masks: []string{"mask"}}, epoch)
+	jet, err := batchsim.NewJetinfer(spec, cost, batcher.Config{MaxDelay: f.maxDelay, PadMultiple: f.padMultiple, BucketRatio: f.bucketRatio,
+		MaxPadding: f.maxPadding, MaxQueueRows: maxQueue, Masks: []string{"mask"}}, epoch)
 	if err != nil {
-		return fmt.Errorf("creating batcher: %w", err)
+		return nil, fmt.Errorf("creating batcher: %w", err)
 	}
+	tcfg := batchsim.TritonConfig{MaxBatch: f.maxBatch, PreferredSizes: preferred, MaxQueueDelay: f.maxDelay}
 	policies := []batchsim.Policy{
 		jet,
-		batchsim.NewTriton(spec, batchsim.TritonConfig{MaxBatch: f.maxBatch, PreferredSizes: preferred, MaxQueueDelay: f.maxDelay}, epoch),
+		batchsim.NewBucketed("bucketed-32", spec, batchsim.MultipleBuckets(32, f.seqMax), tcfg, epoch),
+		batchsim.NewBucketed("bucketed-pow2", spec, batchsim.PowerOfTwoBuckets(f.seqMin, f.seqMax), tcfg, epoch),
+		batchsim.NewTriton(spec, tcfg, epoch),
 		batchsim.NewUnbatched(spec, f.maxBatch, epoch),
 	}
-	eng := batchsim.Engine{Cost: cost, Jitter: f.jitter, Seed: f.seed}
+	eng := batchsim.Engine{Cost: cost, Jitter: f.jitter, Seed: f.seed, ChargePlanning: f.chargePlanning}
 	var results []batchsim.Result
 	for _, p := range policies {
 		start := time.Now()
 		r, err := batchsim.Simulate(trace, p, eng, spec, epoch)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		fmt.Printf("%v  [simulated in %v]\n", r, time.Since(start).Round(time.Millisecond))
 		results = append(results, r)
 	}
-	j, t := results[0], results[1]
-	fmt.Printf("batcher: speedup_vs_triton=%.2f p99_ratio=%.3g padding=%.3f\n",
-		j.RowsPerSec/t.RowsPerSec, float64(j.P99)/float64(t.P99), j.Padding)
-	return nil
+	return results, nil
 }
 
 // costModel loads the cost model from -cost, or measures it on the ONNX
