@@ -3,7 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 ORT_VERSION ?= 1.30.0
-ORT_DIR     ?= $(HOME)/.cache/jetinfer/onnxruntime-$(ORT_VERSION)
+# Where trt/onnxrt.FindLibrary looks (os.UserCacheDir), so that bin/jetinfer
+# finds the library without JETINFER_ORT_LIBRARY.
+ORT_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/jetinfer/onnxruntime-$(ORT_VERSION)
 export JETINFER_ORT_LIBRARY ?= $(ORT_DIR)/lib/libonnxruntime.so.1
 GO          ?= go
 # An execution count, not a duration: Go 1.26's fuzz coordinator can fail a
