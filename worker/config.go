@@ -40,7 +40,7 @@ type Config struct {
 	ResultMaxAge time.Duration `env:"RESULT_MAX_AGE"`
 	// MaxMsgSize bounds a request body plus headers (default 8 MiB). It
 	// must not exceed the server's max_payload.
-	MaxMsgSize int `env:"MAX_MSG_SIZE"`
+	MaxMsgSize ByteSize `env:"MAX_MSG_SIZE"`
 
 	// AckWait is the consumer's ack wait (default 30s).
 	AckWait time.Duration `env:"ACK_WAIT"`
@@ -59,7 +59,7 @@ type Config struct {
 	// pull and settle (default 64 MiB each; pulling pauses when the
 	// pipeline is full). It is raised to at least 2*MaxMsgSize, since a
 	// byte limit below one message stalls the pull.
-	MaxPullBytes int `env:"MAX_PULL_BYTES"`
+	MaxPullBytes ByteSize `env:"MAX_PULL_BYTES"`
 	// MaxBatchRows is the most rows coalesced into one engine batch
 	// (default: the engine profile's max batch, at most 64).
 	MaxBatchRows int `env:"MAX_BATCH_ROWS"`
@@ -118,6 +118,11 @@ func (c Config) withDefaults() Config {
 			*p = v
 		}
 	}
+	setB := func(p *ByteSize, v ByteSize) {
+		if *p == 0 {
+			*p = v
+		}
+	}
 	setS := func(p *string, v string) {
 		if *p == "" {
 			*p = v
@@ -130,12 +135,12 @@ func (c Config) withDefaults() Config {
 	set(&c.Replicas, 1)
 	setD(&c.DuplicateWindow, 2*time.Minute)
 	setD(&c.ResultMaxAge, 24*time.Hour)
-	set(&c.MaxMsgSize, 8<<20)
+	setB(&c.MaxMsgSize, 8*MiB)
 	setD(&c.AckWait, 30*time.Second)
 	set(&c.MaxAttempts, 5)
 	setD(&c.RetryBackoff, 500*time.Millisecond)
 	set(&c.MaxAckPending, 4096)
-	set(&c.MaxPullBytes, 64<<20)
+	setB(&c.MaxPullBytes, 64*MiB)
 	c.MaxPullBytes = max(c.MaxPullBytes, 2*c.MaxMsgSize)
 	setD(&c.MaxDelay, 2*time.Millisecond)
 	set(&c.MaxRequestRows, 65536)

@@ -124,7 +124,7 @@ func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error)
 	w.engineID = d.Kind + ":" + d.Name
 	w.budget = semaphore.NewWeighted(int64(w.cfg.MaxPullBytes))
 	w.limits = codec.DefaultLimits()
-	w.limits.MaxBodyBytes = cfg.MaxMsgSize
+	w.limits.MaxBodyBytes = int(cfg.MaxMsgSize)
 	w.limits.MaxRows = cfg.MaxRequestRows
 	return w, nil
 }
@@ -185,7 +185,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	} else if cons, err = EnsureStreams(ctx, w.js, w.cfg); err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxBytes(w.cfg.MaxPullBytes),
+	it, err := cons.Messages(jetstream.PullMaxBytes(int(w.cfg.MaxPullBytes)),
 		jetstream.PullHeartbeat(5*time.Second), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return fmt.Errorf("subscribing to %s: %w", RequestSubject(w.cfg.Prefix, w.cfg.Model), err)

@@ -61,7 +61,7 @@ func boundOf(env map[string]string) int64 {
 // workerConfig is the worker.Config the processes of env use, for
 // creating streams from the runner before any worker runs.
 func workerConfig(replicas int) worker.Config {
-	return worker.Config{Model: model, MaxMsgSize: msgSize, Replicas: replicas}
+	return worker.Config{Model: model, MaxMsgSize: worker.ByteSize(msgSize), Replicas: replicas}
 }
 
 // single starts a one-node broker and connects the runner's client.
