@@ -16,7 +16,7 @@ import (
 // has started.
 func streamsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	var cfg workerConfig
-	if err := cfg.parse(args, stderr); err != nil {
+	if err := cfg.parse("streams", args, stderr); err != nil {
 		return err
 	}
 	nc, err := cfg.NATS.connect(cfg.NATSURL, "jetinfer streams", log)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/caarlos0/env/v10"
 	"github.com/nats-io/nats.go"
 
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
@@ -33,13 +31,23 @@ type workerConfig struct {
 	NATS   natsConfig
 }
 
-func (c *workerConfig) parse(args []string, stderr io.Writer) error {
+// workerAbout describes the commands that read workerConfig.
+var workerAbout = map[string]string{
+	"worker": "Serve a model from JetStream: pull requests, batch them on the engine, publish\n" +
+		"results. Settings come from JETINFER_* environment variables (README,\n" +
+		"Configuration); the flags below override a few of them.",
+	"streams": "Create or update the request and result streams and the model's consumer with\n" +
+		"the worker's settings (JETINFER_* environment variables), then exit.",
+}
+
+// parse reads c from the environment, then from the flags of command
+// name ("worker" or "streams").
+func (c *workerConfig) parse(name string, args []string, stderr io.Writer) error {
 	c.Worker.Model = "digits"
-	if err := env.ParseWithOptions(c, env.Options{Prefix: "JETINFER_"}); err != nil {
-		return fmt.Errorf("reading JETINFER_* environment: %w", err)
+	if err := parseEnv(c); err != nil {
+		return err
 	}
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet(name, "[flags]", workerAbout[name], stderr)
 	fs.BoolVar(&c.Embedded, "embedded", c.Embedded, "start an in-process JetStream server (JETINFER_EMBEDDED)")
 	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS server URL (JETINFER_NATS_URL)")
 	fs.StringVar(&c.Worker.Model, "model", c.Worker.Model, "model name served (JETINFER_MODEL)")
@@ -55,7 +63,7 @@ func (c *workerConfig) parse(args []string, stderr io.Writer) error {
 func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	started := time.Now()
 	var cfg workerConfig
-	if err := cfg.parse(args, stderr); err != nil {
+	if err := cfg.parse("worker", args, stderr); err != nil {
 		return err
 	}
 	url := cfg.NATSURL
