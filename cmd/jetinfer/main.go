@@ -24,6 +24,7 @@ Commands:
   demo       embedded server + worker + producer: score the digits test split and print a summary
   submit     publish the rows of an Arrow IPC file as jobs and collect the results into another
   streams    create or update the request/result streams and the model's consumer, then exit
+  drain      ask the local worker to drain and wait until it has (Kubernetes preStop hook)
   scheduler  compute and serve autoscaling hints
   engine     build, inspect and check TensorRT engine plans
   version    print the version, commit, Go, ONNX Runtime and TensorRT versions
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return schedulerCmd(ctx, rest, stdout, stderr, log)
 	case "engine":
 		return engineCmd(ctx, rest, stdout, stderr, log)
+	case "drain":
+		return drainCmd(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		return versionCmd(rest, stdout, stderr)
 	default:

@@ -61,7 +61,7 @@ func TestUnknownCommandFails(t *testing.T) {
 func TestHelpIsPerCommandAndSucceeds(t *testing.T) {
 	for _, args := range [][]string{
 		{"worker", "-h"}, {"streams", "-h"}, {"demo", "-h"}, {"submit", "-h"},
-		{"scheduler", "-h"}, {"scheduler", "--help"}, {"version", "-h"},
+		{"scheduler", "-h"}, {"scheduler", "--help"}, {"version", "-h"}, {"drain", "-h"},
 		{"engine", "-h"}, {"engine", "build", "-h"}, {"engine", "inspect", "-h"}, {"engine", "check", "-h"},
 		{"-h"}, {"help"},
 	} {

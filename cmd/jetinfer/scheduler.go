@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -169,6 +168,18 @@ func schedulerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		return err
 	}
 
+	b := readBuild()
+	res, err := newResource("jetinfer-scheduler", b)
+	if err != nil {
+		return err
+	}
+	// Take the port first, so that a port in use is reported at once.
+	ln, err := listen(c.Listen, "JETINFER_SCHEDULER_LISTEN")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
 	nc, err := c.NATS.connect(c.NATSURL, "jetinfer scheduler", log)
 	if err != nil {
 		return err
@@ -179,11 +190,12 @@ func schedulerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		return fmt.Errorf("creating JetStream context: %w", err)
 	}
 
-	mp, metricsHandler, err := newPrometheus()
+	mp, reg, metricsHandler, err := newPrometheus(res, b)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
+	reg.MustRegister(natsConnectedGauge(nc))
 
 	s, err := scheduler.New(ctx, js, cfg, scheduler.WithLogger(log), scheduler.WithMeterProvider(mp))
 	if err != nil {
@@ -193,10 +205,6 @@ func schedulerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	mux := http.NewServeMux()
 	mux.Handle("/", s.Handler())
 	mux.Handle("GET /metrics", metricsHandler)
-	ln, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", c.Listen, err)
-	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	fmt.Fprintf(stdout, "jetinfer scheduler: hints on http://%s/v1/models/{model}/hint, metrics on /metrics\n", ln.Addr())
 	log.Info("scheduler listening", "addr", ln.Addr().String(), "nats", c.NATSURL, "stream", cfg.Stream)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -66,6 +66,20 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 	if err := cfg.parse("worker", args, stderr); err != nil {
 		return err
 	}
+	b := readBuild()
+	res, err := newResource("jetinfer-worker", b)
+	if err != nil {
+		return err
+	}
+	// Take the HTTP port first, so that a port in use is reported before
+	// anything slow starts.
+	var ln net.Listener
+	if cfg.HTTPListen != "" {
+		if ln, err = listen(cfg.HTTPListen, "JETINFER_HTTP_LISTEN"); err != nil {
+			return err
+		}
+		defer ln.Close()
+	}
 	url := cfg.NATSURL
 	if cfg.Embedded {
 		dir := cfg.EmbedDir
@@ -92,7 +106,7 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 	}
 	defer closeEngine()
 
-	tp, shutdownTracing, err := newTracerProvider(ctx, 4096)
+	tp, shutdownTracing, err := newTracerProvider(ctx, res, 4096)
 	if err != nil {
 		return err
 	}
@@ -103,11 +117,12 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 			log.Warn("flushing traces", "err", err)
 		}
 	}()
-	mp, metricsHandler, err := newPrometheus()
+	mp, reg, metricsHandler, err := newPrometheus(res, b)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
+	reg.MustRegister(natsConnectedGauge(nc))
 	metrics, err := worker.NewMetrics(mp, cfg.Worker.Model)
 	if err != nil {
 		return err
@@ -118,37 +133,17 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 		return err
 	}
 
-	// The worker runs until a signal or GET /drain; the HTTP server
+	// The worker runs until a signal or POST /drain; the HTTP server
 	// outlives it so that /drain can answer once the drain is complete.
 	wctx, drain := context.WithCancel(ctx)
 	defer drain()
 	drained := make(chan struct{})
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHTTP()
-	if cfg.HTTPListen != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metricsHandler)
-		mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) { fmt.Fprintln(rw, "ok") })
-		mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
-			if !w.Ready() || !nc.IsConnected() {
-				http.Error(rw, "not ready", http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(rw, "ready")
-		})
-		mux.HandleFunc("GET /drain", func(rw http.ResponseWriter, r *http.Request) {
-			drain()
-			select {
-			case <-drained:
-				fmt.Fprintln(rw, "drained")
-			case <-r.Context().Done():
-			}
-		})
-		addr, _, err := serveHTTP(httpCtx, cfg.HTTPListen, mux, log)
-		if err != nil {
-			return err
-		}
-		log.Info("worker HTTP listening", "addr", addr.String())
+	if ln != nil {
+		ready := func() bool { return w.Ready() && nc.IsConnected() }
+		serveHTTP(httpCtx, ln, workerHandler(metricsHandler, ready, drain, drained), log)
+		log.Info("worker HTTP listening", "addr", ln.Addr().String())
 	}
 	err = w.Run(wctx)
 	close(drained)
