@@ -8,6 +8,12 @@ ORT_VERSION ?= 1.30.0
 ORT_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/jetinfer/onnxruntime-$(ORT_VERSION)
 export JETINFER_ORT_LIBRARY ?= $(ORT_DIR)/lib/libonnxruntime.so.1
 GO          ?= go
+# go-nvml (trt/gpuinfo) calls NVML functions that the nvml.h it bundles marks
+# deprecated, so a cold build prints ~30 -Wdeprecated-declarations warnings
+# about that header. cgo has no per-package C flags, so the build-wide
+# CGO_CFLAGS (Go's default -O2 -g, plus the switch) is how go-nvml's users
+# quiet them; a CGO_CFLAGS of your own takes precedence.
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 # An execution count, not a duration: Go 1.26's fuzz coordinator can fail a
 # duration-bounded run with a bare "context deadline exceeded" and no
 # crasher (golang/go#75804, fixed in Go 1.27).
