@@ -67,7 +67,7 @@ bench-scaler: ## autoscaling simulation: jetinfer policy vs KEDA's lag scaler vs
 	$(GO) run ./cmd/scalersim
 
 .PHONY: deploy-check
-deploy-check: ## helm lint + template, strict decoding of rendered objects, compose validation (offline)
+deploy-check: ## helm lint + template, strict decoding, compose, alert rules + dashboard vs deploy/metrics.txt (offline)
 	cd deploy/validate && $(GO) test -count=1 ./...
 
 TRT_HEADERS ?=
