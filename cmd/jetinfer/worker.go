@@ -161,7 +161,7 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 func openONNX(ctx context.Context, lib, path string, threads int) (*onnxrt.Engine, func(), error) {
 	libPath, err := onnxrt.FindLibrary(lib)
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading ONNX Runtime (JETINFER_ORT_LIBRARY names the library): %w", err)
+		return nil, nil, fmt.Errorf("loading ONNX Runtime (set JETINFER_ORT_LIBRARY to the library's path): %w", err)
 	}
 	rt, err := onnxrt.NewRuntime(libPath)
 	if err != nil {
