@@ -3,9 +3,17 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 ORT_VERSION ?= 1.30.0
-ORT_DIR     ?= $(HOME)/.cache/jetinfer/onnxruntime-$(ORT_VERSION)
+# Where trt/onnxrt.FindLibrary looks (os.UserCacheDir), so that bin/jetinfer
+# finds the library without JETINFER_ORT_LIBRARY.
+ORT_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/jetinfer/onnxruntime-$(ORT_VERSION)
 export JETINFER_ORT_LIBRARY ?= $(ORT_DIR)/lib/libonnxruntime.so.1
 GO          ?= go
+# go-nvml (trt/gpuinfo) calls NVML functions that the nvml.h it bundles marks
+# deprecated, so a cold build prints ~30 -Wdeprecated-declarations warnings
+# about that header. cgo has no per-package C flags, so the build-wide
+# CGO_CFLAGS (Go's default -O2 -g, plus the switch) is how go-nvml's users
+# quiet them; a CGO_CFLAGS of your own takes precedence.
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 # An execution count, not a duration: Go 1.26's fuzz coordinator can fail a
 # duration-bounded run with a bare "context deadline exceeded" and no
 # crasher (golang/go#75804, fixed in Go 1.27).
@@ -59,7 +67,7 @@ bench-scaler: ## autoscaling simulation: jetinfer policy vs tuned KEDA lag scale
 	$(GO) run ./cmd/scalersim
 
 .PHONY: deploy-check
-deploy-check: ## helm lint + template, strict decoding of rendered objects, compose validation (offline)
+deploy-check: ## helm lint + template, strict decoding, compose, alert rules + dashboard vs deploy/metrics.txt (offline)
 	cd deploy/validate && $(GO) test -count=1 ./...
 
 TRT_HEADERS ?=

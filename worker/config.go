@@ -40,7 +40,7 @@ type Config struct {
 	ResultMaxAge time.Duration `env:"RESULT_MAX_AGE"`
 	// MaxMsgSize bounds a request body plus headers (default 8 MiB). It
 	// must not exceed the server's max_payload.
-	MaxMsgSize int `env:"MAX_MSG_SIZE"`
+	MaxMsgSize ByteSize `env:"MAX_MSG_SIZE"`
 
 	// AckWait is the consumer's ack wait (default 30s).
 	AckWait time.Duration `env:"ACK_WAIT"`
@@ -67,7 +67,7 @@ type Config struct {
 	// buffer; the rest is the pipeline. Pulling pauses while it is spent.
 	// Keep it well below the server's per-connection max_pending (64 MiB
 	// by default), which the pull buffer alone can never reach.
-	MaxPullBytes int `env:"MAX_PULL_BYTES"`
+	MaxPullBytes ByteSize `env:"MAX_PULL_BYTES"`
 	// MaxInflightRows bounds the rows of requests held in the pipeline
 	// (default 65536, at least MaxRequestRows); it is also the batcher's
 	// queue limit, so a request is never refused for want of room.
@@ -130,6 +130,11 @@ func (c Config) withDefaults() Config {
 			*p = v
 		}
 	}
+	setB := func(p *ByteSize, v ByteSize) {
+		if *p == 0 {
+			*p = v
+		}
+	}
 	setS := func(p *string, v string) {
 		if *p == "" {
 			*p = v
@@ -142,13 +147,13 @@ func (c Config) withDefaults() Config {
 	set(&c.Replicas, 1)
 	setD(&c.DuplicateWindow, 2*time.Minute)
 	setD(&c.ResultMaxAge, 24*time.Hour)
-	set(&c.MaxMsgSize, 8<<20)
+	setB(&c.MaxMsgSize, 8*MiB)
 	setD(&c.AckWait, 30*time.Second)
 	set(&c.MaxAttempts, 5)
 	set(&c.MaxDeliveries, 100)
 	setD(&c.RetryBackoff, 500*time.Millisecond)
 	set(&c.MaxAckPending, 4096)
-	set(&c.MaxPullBytes, 64<<20)
+	setB(&c.MaxPullBytes, 64*MiB)
 	setD(&c.MaxDelay, 2*time.Millisecond)
 	set(&c.MaxRequestRows, 65536)
 	set(&c.MaxInflightRows, 65536)

@@ -150,10 +150,11 @@ func (m *Metrics) observeBatch(ctx context.Context, p batcher.Plan, d time.Durat
 }
 
 // observeQueue records a request's wait from receipt to its first batch,
-// by the sequence bucket that batch was padded to (0 without a sequence).
+// labelled padded_len: the sequence length that batch was padded to (0
+// without a sequence). Not "bucket", which reads as a histogram bucket.
 func (m *Metrics) observeQueue(ctx context.Context, d time.Duration, bucket int) {
 	if m != nil {
-		m.queue.Record(ctx, d.Seconds(), metric.WithAttributes(m.model, attribute.Int("bucket", bucket)))
+		m.queue.Record(ctx, d.Seconds(), metric.WithAttributes(m.model, attribute.Int("padded_len", bucket)))
 	}
 }
 

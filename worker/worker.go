@@ -161,7 +161,7 @@ func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error)
 	w.attempts = newAttempts(15*time.Minute, 1<<17)
 	w.done = make(chan struct{})
 	w.limits = codec.DefaultLimits()
-	w.limits.MaxBodyBytes = cfg.MaxMsgSize
+	w.limits.MaxBodyBytes = int(cfg.MaxMsgSize)
 	w.limits.MaxRows = cfg.MaxRequestRows
 	return w, nil
 }

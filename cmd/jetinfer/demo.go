@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,8 +29,9 @@ import (
 // producer that publishes the digits test split as jobs, collects the
 // results and checks them against the labels.
 func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("demo", "[flags]", "Start an embedded JetStream server and a worker serving the digits classifier\n"+
+		"on ONNX Runtime, publish the digits test split as jobs, collect the results\n"+
+		"and print a summary line (rows, accuracy, rows/s, latency).", stderr)
 	modelPath := fs.String("model-path", "testdata/models/digits.onnx", "digits classifier (ONNX)")
 	dataPath := fs.String("data", "testdata/digits_test.arrow", "test split: Arrow IPC with id, pixels, label")
 	ortLib := fs.String("ort-library", os.Getenv("JETINFER_ORT_LIBRARY"), "ONNX Runtime shared library (default: search)")

@@ -24,22 +24,43 @@ Commands:
   demo       embedded server + worker + producer: score the digits test split and print a summary
   submit     publish the rows of an Arrow IPC file as jobs and collect the results into another
   streams    create or update the request/result streams and the model's consumer, then exit
+  drain      ask the local worker to drain and wait until it has (Kubernetes preStop hook)
   scheduler  compute and serve autoscaling hints
   engine     build, inspect and check TensorRT engine plans
+  version    print the version, commit, Go, ONNX Runtime and TensorRT versions
 
 Run 'jetinfer <command> -h' for a command's flags.
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "jetinfer:", err)
-		}
-		stop()
-		os.Exit(1)
+	code := exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// exitCode prints err on stderr and returns the process exit status: 0
+// for success and for -h/--help (the command printed its usage), 1
+// otherwise.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
+	fmt.Fprintln(stderr, "jetinfer:", err)
+	return 1
+}
+
+// newFlagSet returns a flag set for `jetinfer <name>` that writes to
+// stderr and whose usage starts with synopsis and about, then lists the
+// flags.
+func newFlagSet(name, synopsis, about string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: jetinfer %s %s\n\n%s\n\nFlags:\n", name, synopsis, about)
+		fs.PrintDefaults()
+	}
+	return fs
 }
 
 // run dispatches to a subcommand.
@@ -63,6 +84,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return schedulerCmd(ctx, rest, stdout, stderr, log)
 	case "engine":
 		return engineCmd(ctx, rest, stdout, stderr, log)
+	case "drain":
+		return drainCmd(ctx, rest, stdout, stderr)
+	case "version", "-version", "--version":
+		return versionCmd(rest, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)

@@ -3,17 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v10"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -129,12 +126,12 @@ func parseModelLimits(s string) (map[string]scheduler.Limits, error) {
 		model, bounds, ok := strings.Cut(item, "=")
 		lo, hi, ok2 := strings.Cut(bounds, ":")
 		if !ok || !ok2 {
-			return nil, fmt.Errorf("parsing model limits %q: want model=min:max", item)
+			return nil, fmt.Errorf("JETINFER_SCHEDULER_MODEL_LIMITS: %q is not model=min:max", item)
 		}
 		minR, err1 := strconv.Atoi(lo)
 		maxR, err2 := strconv.Atoi(hi)
 		if err := errors.Join(err1, err2); err != nil {
-			return nil, fmt.Errorf("parsing model limits %q: %w", item, err)
+			return nil, fmt.Errorf("JETINFER_SCHEDULER_MODEL_LIMITS: %q is not model=min:max: %w", item, err)
 		}
 		out[strings.TrimSpace(model)] = scheduler.Limits{Min: minR, Max: maxR}
 	}
@@ -147,11 +144,13 @@ func parseModelLimits(s string) (map[string]scheduler.Limits, error) {
 // listener until ctx is cancelled.
 func schedulerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	c := defaultSchedulerConfig()
-	if err := env.ParseWithOptions(&c, env.Options{Prefix: "JETINFER_"}); err != nil {
-		return fmt.Errorf("reading JETINFER_* environment: %w", err)
+	if err := parseEnv(&c); err != nil {
+		return err
 	}
-	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("scheduler", "[flags]", "Compute desired worker replicas per model from JetStream backlog and worker\n"+
+		"reports; publish them to a KV bucket and serve them over HTTP for KEDA.\n"+
+		"Settings come from JETINFER_* environment variables (docs/scaling.md); the\n"+
+		"flags below override a few of them.", stderr)
 	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS server URL (JETINFER_NATS_URL)")
 	fs.StringVar(&c.NATS.CredsFile, "nats-creds", c.NATS.CredsFile, "NATS credentials file (JETINFER_NATS_CREDS)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTP listen address for hints and /metrics (JETINFER_SCHEDULER_LISTEN)")
@@ -161,9 +160,6 @@ func schedulerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&c.Interval, "interval", c.Interval, "time between decisions (JETINFER_SCHEDULER_INTERVAL)")
 	fs.DurationVar(&c.TargetDrain, "target-drain", c.TargetDrain, "drain the backlog within (JETINFER_SCHEDULER_TARGET_DRAIN)")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	c.Models = strings.Split(*models, ",")
@@ -171,6 +167,18 @@ func schedulerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	if err != nil {
 		return err
 	}
+
+	b := readBuild()
+	res, err := newResource("jetinfer-scheduler", b)
+	if err != nil {
+		return err
+	}
+	// Take the port first, so that a port in use is reported at once.
+	ln, err := listen(c.Listen, "JETINFER_SCHEDULER_LISTEN")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 
 	nc, err := c.NATS.connect(c.NATSURL, "jetinfer scheduler", log)
 	if err != nil {
@@ -182,11 +190,12 @@ func schedulerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		return fmt.Errorf("creating JetStream context: %w", err)
 	}
 
-	mp, metricsHandler, err := newPrometheus()
+	mp, reg, metricsHandler, err := newPrometheus(res, b)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
+	reg.MustRegister(natsConnectedGauge(nc))
 
 	s, err := scheduler.New(ctx, js, cfg, scheduler.WithLogger(log), scheduler.WithMeterProvider(mp))
 	if err != nil {
@@ -196,10 +205,6 @@ func schedulerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	mux := http.NewServeMux()
 	mux.Handle("/", s.Handler())
 	mux.Handle("GET /metrics", metricsHandler)
-	ln, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", c.Listen, err)
-	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	fmt.Fprintf(stdout, "jetinfer scheduler: hints on http://%s/v1/models/{model}/hint, metrics on /metrics\n", ln.Addr())
 	log.Info("scheduler listening", "addr", ln.Addr().String(), "nats", c.NATSURL, "stream", cfg.Stream)

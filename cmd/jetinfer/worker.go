@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"time"
 
-	"github.com/caarlos0/env/v10"
 	"github.com/nats-io/nats.go"
 
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
@@ -34,18 +33,28 @@ type workerConfig struct {
 	NATS   natsConfig
 }
 
-func (c *workerConfig) parse(args []string, stderr io.Writer) error {
-	return c.parseWith("worker", args, stderr, nil)
+// workerAbout describes the commands that read workerConfig.
+var workerAbout = map[string]string{
+	"worker": "Serve a model from JetStream: pull requests, batch them on the engine, publish\n" +
+		"results. Settings come from JETINFER_* environment variables (README,\n" +
+		"Configuration); the flags below override a few of them.",
+	"streams": "Create or update the request and result streams and the model's consumer with\n" +
+		"the worker's settings (JETINFER_* environment variables), then exit.",
 }
 
-// parseWith is parse for the command name, with extra flags of its own.
+// parse reads c from the environment, then from the flags of command
+// name ("worker" or "streams").
+func (c *workerConfig) parse(name string, args []string, stderr io.Writer) error {
+	return c.parseWith(name, args, stderr, nil)
+}
+
+// parseWith is parse with extra flags of the command's own.
 func (c *workerConfig) parseWith(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) error {
 	c.Worker.Model = "digits"
-	if err := env.ParseWithOptions(c, env.Options{Prefix: "JETINFER_"}); err != nil {
-		return fmt.Errorf("reading JETINFER_* environment: %w", err)
+	if err := parseEnv(c); err != nil {
+		return err
 	}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet(name, "[flags]", workerAbout[name], stderr)
 	if extra != nil {
 		extra(fs)
 	}
@@ -64,8 +73,22 @@ func (c *workerConfig) parseWith(name string, args []string, stderr io.Writer, e
 func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	started := time.Now()
 	var cfg workerConfig
-	if err := cfg.parse(args, stderr); err != nil {
+	if err := cfg.parse("worker", args, stderr); err != nil {
 		return err
+	}
+	b := readBuild()
+	res, err := newResource("jetinfer-worker", b)
+	if err != nil {
+		return err
+	}
+	// Take the HTTP port first, so that a port in use is reported before
+	// anything slow starts.
+	var ln net.Listener
+	if cfg.HTTPListen != "" {
+		if ln, err = listen(cfg.HTTPListen, "JETINFER_HTTP_LISTEN"); err != nil {
+			return err
+		}
+		defer ln.Close()
 	}
 	url := cfg.NATSURL
 	if cfg.Embedded {
@@ -93,7 +116,7 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 	}
 	defer closeEngine()
 
-	tp, shutdownTracing, err := newTracerProvider(ctx, 4096)
+	tp, shutdownTracing, err := newTracerProvider(ctx, res, 4096)
 	if err != nil {
 		return err
 	}
@@ -104,11 +127,12 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 			log.Warn("flushing traces", "err", err)
 		}
 	}()
-	mp, metricsHandler, err := newPrometheus()
+	mp, reg, metricsHandler, err := newPrometheus(res, b)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
+	reg.MustRegister(natsConnectedGauge(nc))
 	metrics, err := worker.NewMetrics(mp, cfg.Worker.Model)
 	if err != nil {
 		return err
@@ -126,37 +150,17 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 		return err
 	}
 
-	// The worker runs until a signal or GET /drain; the HTTP server
+	// The worker runs until a signal or POST /drain; the HTTP server
 	// outlives it so that /drain can answer once the drain is complete.
 	wctx, drain := context.WithCancel(ctx)
 	defer drain()
 	drained := make(chan struct{})
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHTTP()
-	if cfg.HTTPListen != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metricsHandler)
-		mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) { fmt.Fprintln(rw, "ok") })
-		mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
-			if !w.Ready() || !nc.IsConnected() {
-				http.Error(rw, "not ready", http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(rw, "ready")
-		})
-		mux.HandleFunc("GET /drain", func(rw http.ResponseWriter, r *http.Request) {
-			drain()
-			select {
-			case <-drained:
-				fmt.Fprintln(rw, "drained")
-			case <-r.Context().Done():
-			}
-		})
-		addr, _, err := serveHTTP(httpCtx, cfg.HTTPListen, mux, log)
-		if err != nil {
-			return err
-		}
-		log.Info("worker HTTP listening", "addr", addr.String())
+	if ln != nil {
+		ready := func() bool { return w.Ready() && nc.IsConnected() }
+		serveHTTP(httpCtx, ln, workerHandler(metricsHandler, ready, drain, drained), log)
+		log.Info("worker HTTP listening", "addr", ln.Addr().String())
 	}
 	err = w.Run(wctx)
 	close(drained)
@@ -174,7 +178,7 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 func openONNX(ctx context.Context, lib, path string, threads int) (*onnxrt.Engine, func(), error) {
 	libPath, err := onnxrt.FindLibrary(lib)
 	if err != nil {
-		return nil, nil, fmt.Errorf("finding the ONNX Runtime library (run `make ort` or set JETINFER_ORT_LIBRARY): %w", err)
+		return nil, nil, fmt.Errorf("loading ONNX Runtime (set JETINFER_ORT_LIBRARY to the library's path): %w", err)
 	}
 	rt, err := onnxrt.NewRuntime(libPath)
 	if err != nil {

@@ -39,7 +39,7 @@ func (r *runner) env(url string, extra ...string) map[string]string {
 func boundOf(env map[string]string) int64 {
 	var c worker.Config
 	if v, err := strconv.Atoi(env["JETINFER_MAX_PULL_BYTES"]); err == nil {
-		c.MaxPullBytes = v
+		c.MaxPullBytes = worker.ByteSize(v)
 	}
 	return worker.MemoryBound(c)
 }

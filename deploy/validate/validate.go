@@ -9,10 +9,15 @@
 // triggers pointing at the scheduler's hint endpoint and the model's
 // consumer, a grace period that covers the worker's drain timeout. Last it
 // loads deploy/compose.yaml as `docker compose config` would (schema,
-// interpolation, files it refers to).
+// interpolation, files it refers to). Then it checks the observability
+// artifacts: deploy/prometheus/alerts.yaml is parsed and validated with
+// Prometheus's own rule and PromQL packages (what `promtool check rules`
+// runs), deploy/grafana/jetinfer.json is decoded and every query parsed as
+// PromQL, and every metric name either uses must be listed in
+// deploy/metrics.txt, the catalogue of what jetinfer exports.
 //
-// It lives in its own module so that Helm, Kubernetes and KEDA stay out of
-// jetinfer's go.mod. Usage:
+// It lives in its own module so that Helm, Kubernetes, KEDA and Prometheus
+// stay out of jetinfer's go.mod. Usage:
 //
 //	cd deploy/validate && go run . [chart-dir]   # default ../helm/jetinfer
 //	cd deploy/validate && go test ./...          # the same, as tests
@@ -58,8 +63,34 @@ func main() {
 	} else {
 		fmt.Println("ok   compose.yaml: schema-valid, files it refers to exist")
 	}
+	deployDir := filepath.Dir(filepath.Dir(dir))
+	total++
+	if err := checkObservability(deployDir); err != nil {
+		failed++
+		fmt.Printf("FAIL %v\n", err)
+	}
 	fmt.Printf("%d passed, %d failed\n", total-failed, failed)
 	if failed > 0 {
 		os.Exit(1)
 	}
+}
+
+// checkObservability checks deploy/prometheus/alerts.yaml and
+// deploy/grafana/jetinfer.json against deploy/metrics.txt and prints a line
+// for each that passes.
+func checkObservability(deployDir string) error {
+	cat, err := readMetricCatalog(filepath.Join(deployDir, "metrics.txt"))
+	if err != nil {
+		return err
+	}
+	n, err := checkRules(filepath.Join(deployDir, "prometheus", "alerts.yaml"), cat)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("ok   prometheus/alerts.yaml: %d rules valid, metric names exported\n", n)
+	if n, err = checkDashboard(filepath.Join(deployDir, "grafana", "jetinfer.json"), cat); err != nil {
+		return err
+	}
+	fmt.Printf("ok   grafana/jetinfer.json: %d queries parse, metric names exported\n", n)
+	return nil
 }

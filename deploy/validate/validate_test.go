@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -70,8 +71,9 @@ func TestDefaultsWireKEDAToScheduler(t *testing.T) {
 	if *worker.Spec.Template.Spec.TerminationGracePeriodSeconds != 75 {
 		t.Fatalf("grace %d; want drain 60 + 15", *worker.Spec.Template.Spec.TerminationGracePeriodSeconds)
 	}
-	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.HTTPGet == nil {
-		t.Fatal("no preStop drain hook")
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil ||
+		!slices.Equal(c.Lifecycle.PreStop.Exec.Command, []string{"/usr/local/bin/jetinfer", "drain", "-addr", "127.0.0.1:9464"}) {
+		t.Fatalf("no preStop drain hook running `jetinfer drain` against the worker port: %+v", c.Lifecycle)
 	}
 	if so.Spec.MinReplicaCount == nil || *so.Spec.MinReplicaCount != 0 {
 		t.Fatal("default pool does not scale to zero")

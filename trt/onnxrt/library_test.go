@@ -56,7 +56,25 @@ func TestFindLibrary(t *testing.T) {
 		}
 	})
 
+	t.Run("user cache, where make ort installs", func(t *testing.T) {
+		cache := t.TempDir()
+		t.Setenv("XDG_CACHE_HOME", cache)
+		t.Chdir(t.TempDir())
+		cached := filepath.Join(cache, "jetinfer", "onnxruntime-"+InstalledVersion, "lib", LibraryName)
+		if err := os.MkdirAll(filepath.Dir(cached), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cached, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := FindLibrary("")
+		if err != nil || got != cached {
+			t.Errorf("FindLibrary() = %q, %v; want %q", got, err, cached)
+		}
+	})
+
 	t.Run("not found", func(t *testing.T) {
+		t.Setenv("XDG_CACHE_HOME", t.TempDir())
 		t.Chdir(t.TempDir())
 		got, err := FindLibrary(filepath.Join(dir, "missing"))
 		if err == nil {
