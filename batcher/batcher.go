@@ -381,8 +381,8 @@ func (b *Batcher) Add(now time.Time, it Item) error {
 		x.cls = make([]uint16, it.Rows)
 		for r, n := range it.SeqLens {
 			k := b.classOf(n)
-			if n < 1 || k < 0 {
-				return fmt.Errorf("%w: item %d row %d has sequence length %d outside [1, %d]", ErrInvalidItem, it.ID, r, n, b.l.classes[len(b.l.classes)-1])
+			if n < b.l.minLen || k < 0 {
+				return fmt.Errorf("%w: item %d row %d has sequence length %d outside [%d, %d]", ErrInvalidItem, it.ID, r, n, b.l.minLen, b.l.classes[len(b.l.classes)-1])
 			}
 			x.cls[r] = uint16(k)
 		}

@@ -106,6 +106,10 @@ type layout struct {
 	smin     int   // smallest smin over usable profiles
 	smax     int   // largest smax over usable profiles
 	classes  []int // padded sequence lengths, ascending; {0} without a sequence dim
+	// minLen is the shortest row Add accepts: 0 when a generated mask or
+	// length input tells the engine which positions are real (an empty
+	// row is then a batch row of padding only), 1 otherwise.
+	minLen int
 }
 
 func analyze(spec trt.Spec, cfg Config) (layout, error) {
@@ -125,6 +129,12 @@ func analyze(spec trt.Spec, cfg Config) (layout, error) {
 			l.hasSeq = true
 		}
 		l.inputs = append(l.inputs, in)
+	}
+	l.minLen = 1
+	for _, in := range l.inputs {
+		if in.Kind != KindData {
+			l.minLen = 0
+		}
 	}
 	l.profiles = make([]profileRange, len(spec.Profiles))
 	for pi, p := range spec.Profiles {

@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"slices"
@@ -26,7 +27,10 @@ type Encoder struct {
 // the id column first (when ids is not nil) and one column per tensor, in
 // order. Every cols[i].Shape[0] is the row count; a tensor of rank 1 becomes
 // a plain primitive column, any other an arrow.fixed_shape_tensor column
-// with shape Shape[1:]. ids, when set, must have that many rows and be
+// with shape Shape[1:]. A ragged tensor (Offsets set, Shape [rows,
+// trt.Dynamic, dims...]) becomes a List column: List<T> without dims,
+// List<FixedSizeList<T>[k]> for dims [k], and List<arrow.fixed_shape_tensor>
+// for two or more dims. ids, when set, must have that many rows and be
 // int64, uint64, string or large string. Invalid tensors give an *Error
 // with CodeInvalidArgument.
 func EncodeRequest(w io.Writer, cols []trt.Tensor, ids arrow.Array) error {
@@ -88,7 +92,7 @@ func (a *appendWriter) Write(p []byte) (int, error) {
 func estimateSize(cols []trt.Tensor, ids arrow.Array) int {
 	n := 1024
 	for _, t := range cols {
-		n += len(t.Data) + 512 + 3*8
+		n += len(t.Data) + 4*len(t.Offsets) + 512 + 4*8
 	}
 	if ids != nil {
 		n += 512
@@ -177,12 +181,18 @@ func checkTensors(cols []trt.Tensor, ids arrow.Array, code Code) (int, error) {
 			return 0, bad("shape [] has no row dimension")
 		}
 		seen[t.Name] = true
-		size, err := trt.ByteSize(t.DType, t.Shape)
-		if err != nil {
-			return 0, bad("%v", err)
-		}
-		if size != len(t.Data) {
-			return 0, bad("%d data bytes for %s %v (%d bytes)", len(t.Data), t.DType, t.Shape, size)
+		if t.Offsets != nil {
+			if err := checkRagged(t); err != nil {
+				return 0, bad("%v", err)
+			}
+		} else {
+			size, err := trt.ByteSize(t.DType, t.Shape)
+			if err != nil {
+				return 0, bad("%v", err)
+			}
+			if size != len(t.Data) {
+				return 0, bad("%d data bytes for %s %v (%d bytes)", len(t.Data), t.DType, t.Shape, size)
+			}
 		}
 		if rows >= 0 && t.Shape[0] != int64(rows) {
 			return 0, bad("%d rows, want %d like the columns before it", t.Shape[0], rows)
@@ -190,6 +200,33 @@ func checkTensors(cols []trt.Tensor, ids arrow.Array, code Code) (int, error) {
 		rows = int(t.Shape[0])
 	}
 	return max(rows, 0), nil
+}
+
+// checkRagged checks a ragged tensor's shape, offsets and data size.
+func checkRagged(t trt.Tensor) error {
+	if len(t.Shape) < 2 || t.Shape[1] != trt.Dynamic || t.Shape[0] < 0 {
+		return fmt.Errorf("ragged tensor has shape %v; want [rows, %d, dims...]", t.Shape, trt.Dynamic)
+	}
+	rows := t.Shape[0]
+	if int64(len(t.Offsets)) != rows+1 {
+		return fmt.Errorf("ragged tensor has %d offsets for %d rows; want %d", len(t.Offsets), rows, rows+1)
+	}
+	if t.Offsets[0] != 0 {
+		return fmt.Errorf("ragged tensor offsets start at %d, not 0", t.Offsets[0])
+	}
+	for i := 1; i < len(t.Offsets); i++ {
+		if t.Offsets[i] < t.Offsets[i-1] {
+			return fmt.Errorf("ragged tensor offsets decrease at row %d (%d after %d)", i-1, t.Offsets[i], t.Offsets[i-1])
+		}
+	}
+	pos, err := trt.ByteSize(t.DType, t.Shape[2:])
+	if err != nil {
+		return err
+	}
+	if want := int64(t.Offsets[rows]) * int64(pos); int64(len(t.Data)) != want {
+		return fmt.Errorf("%d data bytes for %d positions of %s %v (%d bytes)", len(t.Data), t.Offsets[rows], t.DType, t.Shape[2:], want)
+	}
+	return nil
 }
 
 // arrowElemType maps a dtype to the Arrow type that carries its elements.
@@ -220,6 +257,9 @@ func arrowElemType(d trt.DType) arrow.DataType {
 // tensorColumn wraps t's bytes, without copying them (bool excepted), as
 // one column of rows rows.
 func tensorColumn(t trt.Tensor, rows int, mem memory.Allocator) (arrow.Field, arrow.Array, error) {
+	if t.Offsets != nil {
+		return raggedColumn(t, rows, mem)
+	}
 	rowShape := t.Shape[1:]
 	elems, err := tensorListSize(rowShape)
 	if err != nil {
@@ -254,6 +294,64 @@ func tensorColumn(t trt.Tensor, rows int, mem memory.Allocator) (arrow.Field, ar
 	defer storage.Release()
 	field.Type = ext
 	return field, array.NewExtensionArrayWithStorage(ext, storage), nil
+}
+
+// raggedColumn wraps a ragged tensor (checked by checkRagged) as a List
+// column whose items are the positions: the elements themselves, a
+// FixedSizeList<T>[k] per position, or an arrow.fixed_shape_tensor per
+// position. Only the offsets (and bool bits) are copied.
+func raggedColumn(t trt.Tensor, rows int, mem memory.Allocator) (arrow.Field, arrow.Array, error) {
+	posShape := t.Shape[2:]
+	elems, err := tensorListSize(posShape)
+	if err != nil {
+		return arrow.Field{}, nil, err
+	}
+	positions := int(t.Offsets[rows])
+	leaf := arrowElemType(t.DType)
+	var values *memory.Buffer
+	if t.DType == trt.Bool {
+		values = packBits(t.Data, mem)
+	} else {
+		values = memory.NewBufferBytes(t.Data)
+	}
+	defer values.Release()
+	child := array.NewData(leaf, positions*int(elems), []*memory.Buffer{nil, values}, nil, 0, 0)
+	defer child.Release()
+	childType := arrow.DataType(leaf)
+	switch len(posShape) {
+	case 0:
+	case 1:
+		childType = arrow.FixedSizeListOf(int32(posShape[0]), leaf)
+		fsl := array.NewData(childType, positions, []*memory.Buffer{nil}, []arrow.ArrayData{child}, 0, 0)
+		child.Release()
+		child = fsl
+	default:
+		ext, err := NewFixedShapeTensorType(leaf, posShape, nil)
+		if err != nil {
+			return arrow.Field{}, nil, err
+		}
+		storage := array.NewData(ext.Storage, positions, []*memory.Buffer{nil}, []arrow.ArrayData{child}, 0, 0)
+		child.Release()
+		// An extension array's data carries the extension type over its
+		// storage's buffers.
+		child = array.NewData(ext, positions, storage.Buffers(), storage.Children(), 0, 0)
+		storage.Release()
+		childType = ext
+	}
+	offsets := memory.NewResizableBuffer(mem)
+	offsets.Resize(4 * (rows + 1))
+	ob := offsets.Bytes()
+	for i, o := range t.Offsets[:rows+1] {
+		binary.LittleEndian.PutUint32(ob[4*i:], uint32(o))
+	}
+	defer offsets.Release()
+	listData := array.NewData(arrow.ListOf(childType), rows, []*memory.Buffer{nil, offsets}, []arrow.ArrayData{child}, 0, 0)
+	defer listData.Release()
+	field := arrow.Field{Name: t.Name, Type: listData.DataType()}
+	if t.DType == trt.BFloat16 {
+		field.Metadata = arrow.NewMetadata([]string{DTypeMetadataKey}, []string{BFloat16Value})
+	}
+	return field, array.MakeFromData(listData), nil
 }
 
 // packBits packs one-byte bools (nonzero is true) into an Arrow bitmap.

@@ -47,6 +47,13 @@ func seedBodies(t testing.TB) map[string][]byte {
 	seeds["ragged"] = writeStream(t, schema, rec)
 	seeds["ragged-multibatch"] = writeStream(t, schema, rec, rec)
 
+	// Ragged columns as the worker encodes ragged results: List<FixedSizeList>
+	// and List<fixed_shape_tensor>, with empty rows.
+	seeds["ragged-encoded"] = encodeRequest(t, []trt.Tensor{
+		raggedTensor("logits", trt.Float32, []int{2, 0, 3}, trt.Shape{3}, 1),
+		raggedTensor("frames", trt.Float16, []int{1, 0, 2}, trt.Shape{2, 2}, 2),
+	}, nil)
+
 	fsl := fslFloat32(mem, 6, []float32{1, 2, 3, 4, 5, 6}, []float32{6, 5, 4, 3, 2, 1})
 	defer fsl.Release()
 	schema = arrow.NewSchema([]arrow.Field{tensorField("t", fsl.DataType(), `{"shape":[2,3],"dim_names":["a","b"],"permutation":[0,1]}`)}, nil)

@@ -33,6 +33,10 @@ type interopColumn struct {
 	Shape     []int64 `json:"shape"`      // tensor row shape; null for a primitive column
 	DTypeMeta string  `json:"dtype_meta,omitempty"`
 	SHA256    string  `json:"sha256"` // of the elements, one byte per bool
+	// Ragged columns (List<...>): Shape is the shape of one position and
+	// Lengths the number of positions of each row.
+	Ragged  bool  `json:"ragged,omitempty"`
+	Lengths []int `json:"lengths,omitempty"`
 }
 
 type interopBody struct {
@@ -56,7 +60,13 @@ func interopBodies(t *testing.T) ([]interopBody, map[string][]byte) {
 		body := interopBody{File: file, Rows: int(cols[0].Shape[0]), IDs: idVals}
 		for _, c := range cols {
 			ic := interopColumn{Name: c.Name, ValueType: pyarrowNames[c.DType], SHA256: sha(c.Data)}
-			if len(c.Shape) > 1 {
+			switch {
+			case c.Offsets != nil:
+				ic.Ragged, ic.Shape = true, c.Shape[2:]
+				for i := 1; i < len(c.Offsets); i++ {
+					ic.Lengths = append(ic.Lengths, int(c.Offsets[i]-c.Offsets[i-1]))
+				}
+			case len(c.Shape) > 1:
 				ic.Shape = c.Shape[1:]
 			}
 			if c.DType == trt.BFloat16 {
@@ -84,6 +94,20 @@ func interopBodies(t *testing.T) ([]interopBody, map[string][]byte) {
 		randTensor("logits", trt.Float32, trt.Shape{2, 8, 8}, 7),
 		randTensor("score", trt.Float64, trt.Shape{2}, 8),
 	}, sids, []any{"a", "b"})
+
+	// A result with ragged outputs of each position rank, empty rows
+	// included (the worker's answer for a sequence model).
+	rb := array.NewInt64Builder(mem)
+	rb.AppendValues([]int64{7, 8, 9, 10}, nil)
+	rids := rb.NewArray()
+	rb.Release()
+	defer rids.Release()
+	add("go_ragged_result.arrows", []trt.Tensor{
+		raggedTensor("logits", trt.Float32, []int{2, 0, 3, 1}, trt.Shape{3}, 11),
+		raggedTensor("frames", trt.Float16, []int{1, 0, 0, 2}, trt.Shape{2, 2}, 12),
+		raggedTensor("tokens", trt.Int64, []int{0, 3, 1, 0}, trt.Shape{}, 13),
+		randTensor("pooled", trt.Float32, trt.Shape{4, 2}, 14),
+	}, rids, []any{7, 8, 9, 10})
 	return bodies, files
 }
 
@@ -297,7 +321,8 @@ func TestPyarrowRewrites(t *testing.T) {
 		}
 		for i := range want.Columns {
 			w, g := want.Columns[i], got.Columns[i]
-			if g.Name != w.Name || g.DType != w.DType || !g.RowShape.Equal(w.RowShape) || !bytes.Equal(g.Data, w.Data) {
+			if g.Name != w.Name || g.DType != w.DType || !g.RowShape.Equal(w.RowShape) || !bytes.Equal(g.Data, w.Data) ||
+				g.Ragged != w.Ragged || !slices.Equal(g.Offsets, w.Offsets) {
 				t.Fatalf("%s column %s changed through pyarrow: %s %v vs %s %v", name, w.Name, g.DType, g.RowShape, w.DType, w.RowShape)
 			}
 		}

@@ -18,6 +18,12 @@ type ValidateOptions struct {
 	// MaxRows, when positive, fails requests with more rows with
 	// CodeResourceExhausted; decoding already enforces Limits.MaxRows.
 	MaxRows int
+	// Generated names the engine inputs that the worker fills itself
+	// (attention masks, sequence lengths), mapped to what fills them
+	// ("mask", "length"). They are not in the spec given to
+	// ValidateRequest; a request that sends one gets an error saying that
+	// the worker fills it, instead of "not an engine input".
+	Generated map[string]string
 }
 
 // ValidateRequest checks a decoded request against an engine spec:
@@ -47,6 +53,9 @@ func ValidateRequest(r *Request, spec trt.Spec, opts ValidateOptions) error {
 	}
 	for i := range r.Columns {
 		if _, ok := spec.Input(r.Columns[i].Name); !ok {
+			if kind, gen := opts.Generated[r.Columns[i].Name]; gen {
+				return invalidf(r.Columns[i].Name, "is the engine's %s input, which the worker fills from the rows' sequence lengths; do not send it (send only %s)", kind, inputNames(spec))
+			}
 			return invalidf(r.Columns[i].Name, "not an engine input; engine inputs are %s", inputNames(spec))
 		}
 	}

@@ -94,6 +94,11 @@ func TestValidateRejects(t *testing.T) {
 			edit:   func(r *codec.Request) { r.Columns = r.Columns[:2] },
 			column: "feat", frags: []string{"missing", "float16", "[4]"},
 		},
+		"generated input sent": {
+			edit:   func(r *codec.Request) { r.Columns = append(r.Columns, fixedCol("attention_mask", trt.Int64, 3, 5)) },
+			opts:   codec.ValidateOptions{Generated: map[string]string{"attention_mask": "mask"}},
+			column: "attention_mask", frags: []string{"mask input", "worker fills", "do not send it", `"tokens"`},
+		},
 		"extra column": {
 			edit:   func(r *codec.Request) { r.Columns = append(r.Columns, fixedCol("bogus", trt.Int8, 3)) },
 			column: "bogus", frags: []string{"not an engine input", `"pixels"`, `"feat"`},

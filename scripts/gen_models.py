@@ -12,6 +12,15 @@ Writes, under DIR:
     digits_ref.arrow          PyTorch fp32 logits of the test split: id, logits
     digits_fp16_ref.arrow     float16 pixels and PyTorch logits: id, pixels, logits
     seq_ref.arrow             24 ragged sequences and PyTorch outputs: id, x, y
+    models/tagger.onnx        small transformer encoder for token tagging (random init):
+                              input_ids int64 [batch, seq], attention_mask int64
+                              [batch, seq] -> logits [batch, seq, 9], pooled [batch, 128]
+    models/tagger_fp16.onnx   the same architecture over float16 frames:
+                              x float16 [batch, seq, 32], mask float16 [batch, seq]
+                              -> y float16 [batch, seq, 9]
+    tagger_ref.arrow          ragged token rows (lengths 0..128) and each row's PyTorch
+                              outputs computed alone, unpadded: id, input_ids, logits, pooled
+    tagger_fp16_ref.arrow     the same for tagger_fp16: id, x, y
 
 Every Arrow file is an IPC *stream*; tensor columns use the canonical
 extension type arrow.fixed_shape_tensor. Everything is deterministic: fixed
@@ -52,6 +61,17 @@ MIN_ACCURACY = 0.95
 SEQ_FEATURES, SEQ_HIDDEN, SEQ_OUT = 16, 32, 8
 SEQ_LENGTHS = [1, 2, 3, 5, 8, 13, 17, 24, 31, 40, 50, 64,
                77, 90, 100, 111, 128, 137, 150, 163, 177, 185, 199, 200]
+
+
+# The transformer taggers: 4 post-LN encoder layers (BERT-style), hidden 128,
+# 4 heads, feed-forward 256, sinusoidal positions, additive attention mask.
+# Hidden 128 (not 256) keeps each file near 2.5 MB.
+TF_VOCAB, TF_HIDDEN, TF_HEADS, TF_FF, TF_LAYERS, TF_LABELS = 1000, 128, 4, 256, 4, 9
+TF_FEATURES = 32  # tagger_fp16's input frames
+TF_MAX = 128  # longest reference row; the tests configure this as the profile max
+TF_LENGTHS = [0, 1, 2, 3, 5, 7, 8, 12, 16, 17, 23, 31, 32, 40, 0, 47, 63, 64,
+              77, 90, 100, 111, 127, 128, 128, 4]
+TF_MASK_BIAS = -1e9  # added to the scores of padded keys; finite, so an all-padding row stays finite
 
 
 def log(msg):
@@ -112,6 +132,75 @@ class SeqEncoder(nn.Module):
         return self.head(total / count)
 
 
+class EncoderLayer(nn.Module):
+    """Post-LN transformer encoder layer with an explicit additive mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(TF_HIDDEN, 3 * TF_HIDDEN)
+        self.proj = nn.Linear(TF_HIDDEN, TF_HIDDEN)
+        self.ln1 = nn.LayerNorm(TF_HIDDEN)
+        self.ff1 = nn.Linear(TF_HIDDEN, TF_FF)
+        self.ff2 = nn.Linear(TF_FF, TF_HIDDEN)
+        self.ln2 = nn.LayerNorm(TF_HIDDEN)
+
+    def forward(self, h, bias):
+        dh = TF_HIDDEN // TF_HEADS
+        q, k, v = self.qkv(h).chunk(3, dim=-1)
+
+        def heads(t):  # [b, s, H] -> [b, heads, s, dh]
+            return t.reshape(t.shape[0], -1, TF_HEADS, dh).transpose(1, 2)
+
+        q, k, v = heads(q), heads(k), heads(v)
+        att = torch.softmax(q @ k.transpose(-1, -2) * (dh ** -0.5) + bias, dim=-1)
+        o = (att @ v).transpose(1, 2).reshape(h.shape[0], -1, TF_HIDDEN)
+        h = self.ln1(h + self.proj(o))
+        return self.ln2(h + self.ff2(F.gelu(self.ff1(h))))
+
+
+class Tagger(nn.Module):
+    """Token tagger: a front end (token embedding or frame projection),
+    sinusoidal positions, TF_LAYERS encoder layers, a per-token head and a
+    masked mean-pooled embedding.
+
+    mask is 1 at real positions and 0 at padding. Padded keys get
+    TF_MASK_BIAS added to their attention scores, so a real position's
+    output does not depend on how much padding follows it; a row that is
+    all padding attends uniformly and stays finite. Pooling divides by
+    max(count, 1): an all-padding row pools to zeros.
+    """
+
+    def __init__(self, frames):
+        super().__init__()
+        self.frames = frames
+        if frames:
+            self.front = nn.Linear(TF_FEATURES, TF_HIDDEN)
+        else:
+            self.front = nn.Embedding(TF_VOCAB, TF_HIDDEN)
+        self.layers = nn.ModuleList([EncoderLayer() for _ in range(TF_LAYERS)])
+        self.head = nn.Linear(TF_HIDDEN, TF_LABELS)
+        inv = torch.exp(torch.arange(0, TF_HIDDEN, 2, dtype=torch.float32) * float(-np.log(10000.0) / TF_HIDDEN))
+        self.register_buffer("inv_freq", inv)
+
+    def encode(self, x, mask):
+        h = self.front(x.float() if self.frames else x)
+        pos = torch.arange(h.shape[1], dtype=torch.float32).unsqueeze(-1) * self.inv_freq
+        h = h + torch.cat([torch.sin(pos), torch.cos(pos)], dim=-1)
+        m = mask.float()
+        bias = ((1.0 - m) * TF_MASK_BIAS)[:, None, None, :]
+        for layer in self.layers:
+            h = layer(h, bias)
+        return h, m
+
+    def forward(self, x, mask):
+        h, m = self.encode(x, mask)
+        logits = self.head(h)
+        if self.frames:
+            return logits.half()
+        pooled = (h * m.unsqueeze(-1)).sum(dim=1) / m.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return logits, pooled
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -163,6 +252,63 @@ def seq_samples():
     lengths = list(SEQ_LENGTHS)
     rng.shuffle(lengths)  # mixed lengths in every chunk of rows
     return [rng.standard_normal((n, SEQ_FEATURES)).astype(np.float32) for n in lengths]
+
+
+def tagger_samples(frames):
+    """Rows of TF_LENGTHS positions: token ids in [1, TF_VOCAB), or float16 frames."""
+    rng = np.random.default_rng(SEED + 3 + int(frames))
+    if frames:
+        return [rng.standard_normal((n, TF_FEATURES)).astype(np.float16) for n in TF_LENGTHS]
+    return [rng.integers(1, TF_VOCAB, size=n, dtype=np.int64) for n in TF_LENGTHS]
+
+
+def tagger_references(net, rows, frames):
+    """Each row run alone, unpadded (batch 1, mask all ones). A row of 0
+    positions gets what the worker computes for it: one padded position
+    with mask 0; its token-level output is empty."""
+    outs = []
+    mdt = torch.float16 if frames else torch.int64
+    with torch.no_grad():
+        for r in rows:
+            n = len(r)
+            if n == 0:
+                x = torch.zeros((1, 1, TF_FEATURES) if frames else (1, 1), dtype=torch.float16 if frames else torch.int64)
+                got = net(x, torch.zeros(1, 1, dtype=mdt))
+            else:
+                got = net(torch.from_numpy(r)[None], torch.ones(1, n, dtype=mdt))
+            if frames:
+                outs.append((got.numpy()[0, :n],))
+            else:
+                outs.append((got[0].numpy()[0, :n], got[1].numpy()[0]))
+    return outs
+
+
+def tagger_padded(rows, frames):
+    """All rows in one batch padded to the longest, with the mask."""
+    n = max(len(r) for r in rows)
+    if frames:
+        x = np.zeros((len(rows), n, TF_FEATURES), np.float16)
+        m = np.zeros((len(rows), n), np.float16)
+    else:
+        x = np.zeros((len(rows), n), np.int64)
+        m = np.zeros((len(rows), n), np.int64)
+    for i, r in enumerate(rows):
+        x[i, :len(r)] = r
+        m[i, :len(r)] = 1
+    return x, m
+
+
+def check_tagger_padded(name, outs, refs, rows, rtol, atol):
+    """Compares batched, padded outputs with the per-row references at the real positions."""
+    worst = 0.0
+    for k in range(len(refs[0])):
+        got = np.concatenate([outs[k][i, :len(rows[i])] if refs[i][k].ndim == 2 else outs[k][i:i + 1]
+                              for i in range(len(rows))])
+        want = np.concatenate([refs[i][k] if refs[i][k].ndim == 2 else refs[i][k][None] for i in range(len(rows))])
+        worst = max(worst, close_report(f"{name} output {k}", got, want, rtol, atol))
+        if not np.isfinite(outs[k].astype(np.float64)).all():
+            raise SystemExit(f"{name}: non-finite values in the padded batch")
+    return worst
 
 
 # ---------------------------------------------------------------- export
@@ -356,13 +502,15 @@ def tensor_column(values, shape):
     return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(value_type, list(shape)), storage)
 
 
-def ragged_column(seqs):
-    """list of [n_i, 16] arrays -> List<FixedSizeList<float32>[16]> column."""
+def ragged_column(seqs, width=SEQ_FEATURES):
+    """list of [n_i, width] arrays -> List<FixedSizeList<T>[width]> column;
+    list of [n_i] arrays (width None) -> List<T>."""
     import pyarrow as pa
     offsets = np.zeros(len(seqs) + 1, dtype=np.int32)
     offsets[1:] = np.cumsum([len(s) for s in seqs])
-    flat = pa.array(np.concatenate(seqs).reshape(-1), type=pa.float32())
-    inner = pa.FixedSizeListArray.from_arrays(flat, SEQ_FEATURES)
+    value_type = pa.from_numpy_dtype(seqs[0].dtype)
+    flat = pa.array(np.concatenate(seqs).reshape(-1), type=value_type)
+    inner = flat if width is None else pa.FixedSizeListArray.from_arrays(flat, width)
     return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), inner)
 
 
@@ -453,9 +601,52 @@ def main():
         "Generated by scripts/gen_models.py.")
     summary["exporter"] = {"digits": how_digits, "digits_fp16": how_digits16, "seq_encoder": how_seq}
 
+    # --- transformer taggers
+    taggers = {}
+    for frames in (False, True):
+        fname = "tagger_fp16.onnx" if frames else "tagger.onnx"
+        torch.manual_seed(SEED + 4 + int(frames))
+        net = Tagger(frames).eval()
+        rows = tagger_samples(frames)
+        refs = tagger_references(net, rows, frames)
+        px, pm = tagger_padded(rows, frames)
+        with torch.no_grad():
+            pouts = net(torch.from_numpy(px), torch.from_numpy(pm))
+        pouts = [pouts.numpy()] if frames else [o.numpy() for o in pouts]
+        rtol, atol = (RTOL16, ATOL16) if frames else (RTOL, ATOL)
+        check_tagger_padded(f"{fname} PyTorch padded batch", pouts, refs, rows, rtol, atol)
+        if frames:
+            ins = [("x", TensorProto.FLOAT16, ["batch", "seq", TF_FEATURES]), ("mask", TensorProto.FLOAT16, ["batch", "seq"])]
+            outs = [("y", TensorProto.FLOAT16, ["batch", "seq", TF_LABELS])]
+            axes = {"x": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"}, "y": {0: "batch", 1: "seq"}}
+        else:
+            ins = [("input_ids", TensorProto.INT64, ["batch", "seq"]), ("attention_mask", TensorProto.INT64, ["batch", "seq"])]
+            outs = [("logits", TensorProto.FLOAT, ["batch", "seq", TF_LABELS]), ("pooled", TensorProto.FLOAT, ["batch", TF_HIDDEN])]
+            axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                    "logits": {0: "batch", 1: "seq"}, "pooled": {0: "batch"}}
+        in_names, out_names = [n for n, _, _ in ins], [n for n, _, _ in outs]
+
+        def no_fallback(fname=fname):
+            raise SystemExit(f"{fname}: no hand-built fallback; the PyTorch export must succeed")
+
+        model, how = finish_model(
+            fname,
+            lambda net=net, px=px, pm=pm, fname=fname, in_names=in_names, out_names=out_names, axes=axes: export_torch(
+                net, (torch.from_numpy(px[:2, :5]), torch.from_numpy(pm[:2, :5])), os.path.join(tmp, fname),
+                in_names, out_names, axes),
+            no_fallback, ins, outs,
+            f"jetinfer test model: transformer token tagger ({TF_LAYERS} post-LN encoder layers, hidden {TF_HIDDEN}, "
+            f"{TF_HEADS} heads, feed-forward {TF_FF}, sinusoidal positions, additive attention mask), "
+            + ("float16 frames of 32 in, float16 logits of 9 per position out. " if frames else
+               f"token ids below {TF_VOCAB} in, logits of 9 per token and a masked-mean pooled embedding out. ")
+            + f"Random init, seed {SEED + 4 + int(frames)}. Generated by scripts/gen_models.py.")
+        summary["exporter"][fname] = how
+        taggers[fname] = (model, net, rows, refs, px, pm, in_names, out_names, frames)
+
     paths = {}
     for fname, model in (("digits.onnx", digits_model), ("digits_fp16.onnx", digits16_model),
-                         ("seq_encoder.onnx", seq_model)):
+                         ("seq_encoder.onnx", seq_model), ("tagger.onnx", taggers["tagger.onnx"][0]),
+                         ("tagger_fp16.onnx", taggers["tagger_fp16.onnx"][0])):
         p = os.path.join(args.out, "models", fname)
         onnx.save(model, p)
         paths[fname] = p
@@ -500,6 +691,20 @@ def main():
             raise SystemExit("seq_encoder on ONNX Runtime is not padding invariant")
         summary["ort_seq_padding_max_abs_diff"] = pad_err
 
+        for fname, (_, _, rows, refs, px, pm, in_names, out_names, frames) in taggers.items():
+            st = session(fname)
+            rtol, atol = (RTOL16, ATOL16) if frames else (RTOL, ATOL)
+            got = st.run(out_names, {in_names[0]: px, in_names[1]: pm})
+            summary[f"ort_{fname}_padded_max_abs_err"] = check_tagger_padded(
+                f"ORT {fname} padded batch", got, refs, rows, rtol, atol)
+            alone = [st.run(out_names, {in_names[0]: r[None], in_names[1]: np.ones((1, len(r)), pm.dtype)})
+                     for r in rows if len(r) > 0]
+            for k, name in enumerate(out_names):
+                g = np.concatenate([a[k][0] if a[k].ndim == 3 else a[k] for a in alone])
+                w = np.concatenate([ref[k] if ref[k].ndim == 2 else ref[k][None]
+                                    for r, ref in zip(rows, refs) if len(r) > 0])
+                close_report(f"ORT {fname} {name} row by row", g, w, rtol, atol)
+
     # --- Arrow files
     if not args.skip_arrow:
         import pyarrow as pa
@@ -516,6 +721,14 @@ def main():
             "id": pa.array(np.arange(len(seqs), dtype=np.int64)), "x": ragged_column(seqs),
             "y": tensor_column(ref_y.astype(np.float32), [SEQ_OUT])})
         summary["seq_lengths"] = [len(s) for s in seqs]
+        for fname, (_, _, rows, refs, _, _, in_names, out_names, frames) in taggers.items():
+            cols = {"id": pa.array(np.arange(len(rows), dtype=np.int64))}
+            cols[in_names[0]] = ragged_column(rows, TF_FEATURES if frames else None)
+            cols[out_names[0]] = ragged_column([ref[0] for ref in refs], TF_LABELS)
+            if not frames:
+                cols["pooled"] = tensor_column(np.stack([ref[1] for ref in refs]).astype(np.float32), [TF_HIDDEN])
+            write_arrow(os.path.join(args.out, fname.replace(".onnx", "_ref.arrow")), cols)
+        summary["tagger_lengths"] = list(TF_LENGTHS)
 
     log("SUMMARY " + json.dumps(summary, sort_keys=True))
 

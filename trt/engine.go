@@ -82,11 +82,18 @@ func (s Spec) ProfileFor(shapes map[string]Shape) (int, error) {
 
 // Tensor is a concrete tensor: raw little-endian row-major bytes. Data is
 // exactly ByteSize(DType, Shape) long.
+//
+// A ragged tensor (rows of their own length, as in codec's List columns)
+// has Shape [rows, Dynamic, dims...] and Offsets set: rows+1 cumulative
+// position counts starting at 0, row i holding positions Offsets[i] to
+// Offsets[i+1]; Data then holds Offsets[rows] positions of dims each.
+// Engines never see ragged tensors.
 type Tensor struct {
-	Name  string
-	DType DType
-	Shape Shape
-	Data  []byte
+	Name    string
+	DType   DType
+	Shape   Shape
+	Data    []byte
+	Offsets []int32
 }
 
 // Batch is one unit of engine work. Inputs are given in Spec().Inputs order

@@ -219,7 +219,7 @@ func (w *Worker) accept(msg jetstream.Msg, held int64) (*request, *outcome) {
 	if err != nil {
 		return reject(errorCode(err), fmt.Sprintf("decoding request: %v", err))
 	}
-	if err := codec.ValidateRequest(req, w.reqSpec, codec.ValidateOptions{RejectNonFinite: w.cfg.RejectNonFinite}); err != nil {
+	if err := codec.ValidateRequest(req, w.reqSpec, codec.ValidateOptions{RejectNonFinite: w.cfg.RejectNonFinite, Generated: w.filledInputs()}); err != nil {
 		req.Release()
 		return reject(errorCode(err), err.Error())
 	}

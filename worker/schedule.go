@@ -111,6 +111,10 @@ func (w *Worker) admit(st *schedState, r *request, outcomes chan<- *outcome) {
 	id := st.nextID
 	it := batcher.Item{ID: id, Rows: r.rows, SeqLens: r.seqLens, Arrival: r.received,
 		Deadline: r.meta.deadline, Priority: r.meta.priority}
+	if msg := w.seqProblem(r); msg != "" {
+		outcomes <- &outcome{r: r, code: codec.CodeInvalidArgument, msg: msg}
+		return
+	}
 	if err := st.b.Add(time.Now(), it); err != nil {
 		if errors.Is(err, batcher.ErrQueueFull) {
 			// Admission holds rows against the batcher's queue limit, so
@@ -119,7 +123,12 @@ func (w *Worker) admit(st *schedState, r *request, outcomes chan<- *outcome) {
 			outcomes <- &outcome{r: r, handBack: true, delay: w.cfg.RetryBackoff, reason: "batcher queue full"}
 			return
 		}
-		outcomes <- &outcome{r: r, code: codec.CodeInvalidArgument, msg: fmt.Sprintf("batching request: %v", err)}
+		// seqProblem has caught what a request can get wrong; what is
+		// left names the batcher's own item number, which means nothing
+		// to a producer: log it and answer in the request's terms.
+		w.log.Warn("batcher rejected a validated request", "model", w.cfg.Model, "request_id", r.meta.id, "err", err)
+		outcomes <- &outcome{r: r, code: codec.CodeInvalidArgument,
+			msg: fmt.Sprintf("request of %d rows cannot be batched for this engine", r.rows)}
 		return
 	}
 	if err := st.asm.Add(it); err != nil {
@@ -180,11 +189,12 @@ func (w *Worker) finish(st *schedState, res *jobResult, outcomes chan<- *outcome
 		delete(st.reqs, id)
 		o := &outcome{r: r, code: codec.CodeOK, queue: r.dispatched.Sub(r.received), compute: r.compute}
 		for _, part := range parts {
-			if part.Offsets != nil {
-				o.code, o.msg = codec.CodeInternal, fmt.Sprintf("output %q has a per-row sequence length; ragged results are not supported yet", part.Name)
+			t, err := resultTensor(part)
+			if err != nil {
+				o.code, o.msg = codec.CodeInternal, fmt.Sprintf("encoding results: %v", err)
 				break
 			}
-			o.outputs = append(o.outputs, trt.Tensor{Name: part.Name, DType: part.DType, Shape: part.Shape, Data: part.Data})
+			o.outputs = append(o.outputs, t)
 		}
 		if o.code != codec.CodeOK {
 			o.outputs = nil

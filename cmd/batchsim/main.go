@@ -206,7 +206,7 @@ func scenario(spec trt.Spec, cost *batcher.CostModel, f flags, preferred []int, 
 
 	epoch := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	jet, err := batchsim.NewJetinfer(spec, cost, batcher.Config{MaxDelay: f.maxDelay, PadMultiple: f.padMultiple, BucketRatio: f.bucketRatio,
-		MaxPadding: f.maxPadding, MaxQueueRows: maxQueue, Masks: []string{"mask"}}, epoch)
+		MaxPadding: f.maxPadding, MaxQueueRows: maxQueue, Masks: maskInputs(spec)}, epoch)
 	if err != nil {
 		return nil, fmt.Errorf("creating batcher: %w", err)
 	}
@@ -259,7 +259,7 @@ func costModel(ctx context.Context, f flags) (trt.Spec, *batcher.CostModel, erro
 	}
 	defer rt.Close()
 	opts := onnxrt.Options{MaxBatch: f.maxBatch, DimRanges: map[string]onnxrt.DimRange{
-		"x:1": {Min: rng[0], Max: rng[1]}, "mask:1": {Min: rng[0], Max: rng[1]},
+		"seq": {Min: rng[0], Max: rng[1]}, // the sequence dimension's name in seq_encoder.onnx and tagger*.onnx
 	}}
 	eng, err := rt.LoadFile(ctx, f.model, opts)
 	if err != nil {
@@ -290,6 +290,18 @@ func costModel(ctx context.Context, f flags) (trt.Spec, *batcher.CostModel, erro
 		fmt.Printf("cost model: saved to %s\n", f.costOut)
 	}
 	return spec, m, nil
+}
+
+// maskInputs names the inputs the batcher fills as masks: those called
+// mask or attention_mask (seq_encoder.onnx, tagger.onnx).
+func maskInputs(spec trt.Spec) []string {
+	var out []string
+	for _, in := range spec.Inputs {
+		if in.Name == "mask" || in.Name == "attention_mask" {
+			out = append(out, in.Name)
+		}
+	}
+	return out
 }
 
 // seqEncoderSpec is the engine spec of seq_encoder.onnx under the ONNX

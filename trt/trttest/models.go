@@ -20,6 +20,8 @@ const (
 	Digits     = "digits"
 	DigitsFP16 = "digits_fp16"
 	SeqEncoder = "seq_encoder"
+	Tagger     = "tagger"
+	TaggerFP16 = "tagger_fp16"
 )
 
 // Tolerances: a value passes when |got-want| <= ATol + RTol*|want|.
@@ -51,10 +53,21 @@ type Sample struct {
 }
 
 // LoadModels loads every test model's references from the testdata
-// directory dir.
+// directory dir. The transformer taggers are included when their
+// reference files (generated with PyTorch by scripts/gen_models.py) are
+// present.
 func LoadModels(dir string) ([]Model, error) {
 	var ms []Model
-	for _, load := range []func(string) (Model, error){LoadDigits, LoadDigitsFP16, LoadSeqEncoder} {
+	loads := []func(string) (Model, error){LoadDigits, LoadDigitsFP16, LoadSeqEncoder}
+	for _, opt := range []struct {
+		file string
+		load func(string) (Model, error)
+	}{{"tagger_ref.arrow", LoadTagger}, {"tagger_fp16_ref.arrow", LoadTaggerFP16}} {
+		if _, err := os.Stat(filepath.Join(dir, opt.file)); err == nil {
+			loads = append(loads, opt.load)
+		}
+	}
+	for _, load := range loads {
 		m, err := load(dir)
 		if err != nil {
 			return nil, err
@@ -173,6 +186,134 @@ func LoadSeqEncoder(dir string) (Model, error) {
 		})
 	}
 	return m, nil
+}
+
+// LoadTagger loads the transformer tagger's reference rows from
+// tagger_ref.arrow: inputs "input_ids" int64 [len] and "attention_mask"
+// int64 [len] (all ones), outputs "logits" float32 [len, 9] and "pooled"
+// float32 [128], computed by PyTorch on each row unpadded. Rows of zero
+// positions are left out: an engine never sees one alone (the worker pads
+// it to a row of padding, which testZeroPaddingRows covers).
+func LoadTagger(dir string) (Model, error) {
+	ref, err := readArrow(filepath.Join(dir, "tagger_ref.arrow"))
+	if err != nil {
+		return Model{}, err
+	}
+	ids, err := int64Column(ref, "id")
+	if err != nil {
+		return Model{}, err
+	}
+	tokens, err := raggedRows(ref, "input_ids", 0, 8)
+	if err != nil {
+		return Model{}, err
+	}
+	logits, err := raggedRows(ref, "logits", 9, 4)
+	if err != nil {
+		return Model{}, err
+	}
+	pooled, err := tensorColumn(ref, "pooled", 4, 128)
+	if err != nil {
+		return Model{}, err
+	}
+	m := Model{Name: Tagger, RTol: RTolFP32, ATol: ATolFP32}
+	for i, id := range ids {
+		n := int64(len(tokens[i]) / 8)
+		if n == 0 {
+			continue
+		}
+		mask := make([]byte, 8*n)
+		for j := range n {
+			mask[8*j] = 1
+		}
+		m.Samples = append(m.Samples, Sample{
+			ID: id,
+			Inputs: []trt.Tensor{
+				{Name: "input_ids", DType: trt.Int64, Shape: trt.Shape{n}, Data: tokens[i]},
+				{Name: "attention_mask", DType: trt.Int64, Shape: trt.Shape{n}, Data: mask},
+			},
+			Want: []trt.Tensor{
+				{Name: "logits", DType: trt.Float32, Shape: trt.Shape{n, 9}, Data: logits[i]},
+				{Name: "pooled", DType: trt.Float32, Shape: trt.Shape{128}, Data: pooled[i]},
+			},
+		})
+	}
+	return m, nil
+}
+
+// LoadTaggerFP16 loads tagger_fp16_ref.arrow: inputs "x" float16 [len, 32]
+// and "mask" float16 [len] (all ones), output "y" float16 [len, 9], as raw
+// bits; rows of zero positions are left out as in LoadTagger.
+func LoadTaggerFP16(dir string) (Model, error) {
+	ref, err := readArrow(filepath.Join(dir, "tagger_fp16_ref.arrow"))
+	if err != nil {
+		return Model{}, err
+	}
+	ids, err := int64Column(ref, "id")
+	if err != nil {
+		return Model{}, err
+	}
+	xs, err := raggedRows(ref, "x", 32, 2)
+	if err != nil {
+		return Model{}, err
+	}
+	ys, err := raggedRows(ref, "y", 9, 2)
+	if err != nil {
+		return Model{}, err
+	}
+	m := Model{Name: TaggerFP16, RTol: RTolFP16, ATol: ATolFP16}
+	for i, id := range ids {
+		n := int64(len(xs[i]) / (32 * 2))
+		if n == 0 {
+			continue
+		}
+		mask := make([]byte, 2*n)
+		for j := range n {
+			binary.LittleEndian.PutUint16(mask[2*j:], 0x3c00) // 1.0
+		}
+		m.Samples = append(m.Samples, Sample{
+			ID: id,
+			Inputs: []trt.Tensor{
+				{Name: "x", DType: trt.Float16, Shape: trt.Shape{n, 32}, Data: xs[i]},
+				{Name: "mask", DType: trt.Float16, Shape: trt.Shape{n}, Data: mask},
+			},
+			Want: []trt.Tensor{{Name: "y", DType: trt.Float16, Shape: trt.Shape{n, 9}, Data: ys[i]}},
+		})
+	}
+	return m, nil
+}
+
+// raggedRows returns each row of a List<T> (width 0) or
+// List<FixedSizeList<T>[width]> column as raw bytes of shape [len] or
+// [len, width], with T of elemSize bytes.
+func raggedRows(t *arrowTable, name string, width, elemSize int) ([][]byte, error) {
+	chunks, err := t.column(name)
+	if err != nil {
+		return nil, err
+	}
+	var rows [][]byte
+	for _, c := range chunks {
+		l, ok := c.(*array.List)
+		if !ok {
+			return nil, fmt.Errorf("%s: column %q is %v, want a list", t.path, name, c.DataType())
+		}
+		values, base, per := l.ListValues(), 0, 1
+		if width > 0 {
+			inner, ok := values.(*array.FixedSizeList)
+			if !ok || int(inner.DataType().(*arrow.FixedSizeListType).Len()) != width || inner.NullN() != 0 {
+				return nil, fmt.Errorf("%s: column %q has items %v, want fixed_size_list[%d]", t.path, name, values.DataType(), width)
+			}
+			values, base, per = inner.ListValues(), inner.Offset(), width
+		}
+		for i := range l.Len() {
+			start, end := l.ValueOffsets(i)
+			b, err := rawValues(values, (base+int(start))*per, (base+int(end))*per, elemSize)
+			if err != nil {
+				return nil, fmt.Errorf("%s: column %q: %w", t.path, name, err)
+			}
+			rows = append(rows, b)
+		}
+	}
+	return rows, nil
 }
 
 // arrowTable is the columns of one Arrow IPC stream, record batches
