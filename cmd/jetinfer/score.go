@@ -177,7 +177,7 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 	if job == "" {
 		job = "score-" + fp[:12]
 	}
-	stored := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return strings.HasPrefix(a, "-progress") })
+	stored := storedArgs(args)
 	fmt.Fprintf(term, "score: job %s (interrupt with Ctrl-C; resume with: jetinfer score -resume %s)\n", job, job)
 
 	rd, err := table.Open(files, opts)
@@ -253,6 +253,27 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 		return fmt.Errorf("%d of %d rows failed (see %s)", st.FailedRows, st.Rows, errorsPath)
 	}
 	return nil
+}
+
+// storedArgs drops the flags that do not belong to the job (progress
+// display, resume, wait) from args, for the job record.
+func storedArgs(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		name := strings.TrimLeft(args[i], "-")
+		name, _, hasValue := strings.Cut(name, "=")
+		switch name {
+		case "progress", "progress-interval", "resume", "nats":
+			if !hasValue {
+				i++
+			}
+			continue
+		case "wait":
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }
 
 // settingsFingerprint adds what shapes the requests to the input
