@@ -135,7 +135,8 @@ func (c *Client) Jobs(ctx context.Context) ([]JobRecord, error) {
 
 // CancelJob removes the job's requests still waiting in the request
 // stream (workers have not taken them) and marks the job cancelled. It
-// returns the number of requests removed. Requests a worker holds are
+// returns the number of requests removed. A job without a record (its
+// requests published by other means) is cancelled all the same. Requests a worker holds are
 // answered as usual; a running `score` of the job is not stopped.
 func (c *Client) CancelJob(ctx context.Context, name string) (int, error) {
 	kv, err := c.jobs(ctx)
@@ -143,7 +144,8 @@ func (c *Client) CancelJob(ctx context.Context, name string) (int, error) {
 		return 0, err
 	}
 	rec, err := c.record(ctx, kv, name)
-	if err != nil {
+	hasRecord := err == nil
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, err
 	}
 	s, err := c.js.Stream(ctx, c.cfg.RequestStream)
@@ -174,6 +176,9 @@ func (c *Client) CancelJob(ctx context.Context, name string) (int, error) {
 			return removed, fmt.Errorf("removing request %d: %w", seq, err)
 		}
 		removed++
+	}
+	if !hasRecord {
+		return removed, nil
 	}
 	rec.State, rec.Updated = StateCancelled, time.Now().UTC()
 	return removed, c.putRecord(ctx, kv, rec)
