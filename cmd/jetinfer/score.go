@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,6 +114,9 @@ func parseShapes(s string) (map[string][]int64, error) {
 	return out, nil
 }
 
+// scoreMemoryLimit is score's soft memory limit unless GOMEMLIMIT is set.
+const scoreMemoryLimit = 160 << 20
+
 // scoreCmd scores tables through the pool: see `jetinfer score -h`.
 func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
 	var cfg scoreConfig
@@ -127,6 +131,11 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 	if cfg.resume == "" && len(cfg.inputs) == 0 {
 		fs.Usage()
 		return errors.New("score needs an input (or -resume JOB)")
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Memory is bounded by the window (see README, "Offline scoring");
+		// the soft limit keeps the collector from letting garbage double it.
+		debug.SetMemoryLimit(scoreMemoryLimit)
 	}
 	term := newTerminal(stderr, cfg.progress)
 	log := newLogger(term)

@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"os/signal"
+	"runtime/pprof"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -36,7 +38,17 @@ import (
 // process (a worker that can be SIGKILLed): JETINFER_TEST_MAIN=1.
 func TestMain(m *testing.M) {
 	if os.Getenv("JETINFER_TEST_MAIN") == "1" {
-		if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		if path := os.Getenv("JETINFER_TEST_CPUPROFILE"); path != "" {
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.StartCPUProfile(f)
+				defer pprof.StopCPUProfile()
+			}
+		}
+		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		pprof.StopCPUProfile()
+		if err != nil {
 			os.Stderr.WriteString("jetinfer: " + err.Error() + "\n")
 			os.Exit(1)
 		}
@@ -205,10 +217,8 @@ func startTestServer(t testing.TB) *server.Server {
 }
 
 // startWorkerProcess runs `jetinfer worker` on the digits model in a child
-// process and waits until it pulls. Its one non-default setting is an
-// AckWait of 2s (default 30s), so that the requests a killed worker held
-// are redelivered within the test's time.
-func startWorkerProcess(t testing.TB, url string) *exec.Cmd {
+// process, with env added to its environment, and waits until it pulls.
+func startWorkerProcess(t testing.TB, url string, env ...string) *exec.Cmd {
 	t.Helper()
 	lib, err := onnxrt.FindLibrary(os.Getenv("JETINFER_ORT_LIBRARY"))
 	if err != nil {
@@ -217,7 +227,8 @@ func startWorkerProcess(t testing.TB, url string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "worker", "-nats", url, "-model", "digits",
 		"-model-path", filepath.Join("..", "..", "testdata", "models", "digits.onnx"))
 	cmd.Env = append(os.Environ(), "JETINFER_TEST_MAIN=1", "JETINFER_ORT_LIBRARY="+lib,
-		"JETINFER_HTTP_LISTEN=127.0.0.1:0", "JETINFER_LOG_LEVEL=warn", "JETINFER_ACK_WAIT=2s")
+		"JETINFER_HTTP_LISTEN=127.0.0.1:0", "JETINFER_LOG_LEVEL=warn")
+	cmd.Env = append(cmd.Env, env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -371,9 +382,14 @@ func fmtSscan(line string, rows, ok, failed, resumed *int) (int, error) {
 	return sscanf(line[i:], "rows=%d ok=%d failed=%d resumed_rows=%d", rows, ok, failed, resumed)
 }
 
+// ackWait2s is the kill test's one non-default worker setting (default
+// 30s): the requests a killed worker held are redelivered within the
+// test's time.
+const ackWait2s = "JETINFER_ACK_WAIT=2s"
+
 func TestScoreSurvivesWorkerKill(t *testing.T) {
 	ns := startTestServer(t)
-	w1 := startWorkerProcess(t, ns.ClientURL())
+	w1 := startWorkerProcess(t, ns.ClientURL(), ackWait2s)
 	d := loadDigitsTable(t)
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in.parquet"), filepath.Join(dir, "out.parquet")
@@ -393,7 +409,7 @@ func TestScoreSurvivesWorkerKill(t *testing.T) {
 		errc <- run(context.Background(), scoreArgs(ns.ClientURL(), in, out, "-rows-per-request", "16", "-window", "4"), &stdout, &stderr)
 	}()
 	<-killed
-	startWorkerProcess(t, ns.ClientURL())
+	startWorkerProcess(t, ns.ClientURL(), ackWait2s)
 	if err := <-errc; err != nil {
 		t.Fatalf("score: %v\n%s", err, stderr.String())
 	}

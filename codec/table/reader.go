@@ -259,6 +259,11 @@ func concat(recs []arrow.RecordBatch, mem memory.Allocator) arrow.RecordBatch {
 // encode writes the sent columns of parts as one IPC stream.
 func (r *Reader) encode(parts []arrow.RecordBatch) ([]byte, error) {
 	var buf bytes.Buffer
+	rows := 0
+	for _, p := range parts {
+		rows += int(p.NumRows())
+	}
+	buf.Grow(min(r.opts.MaxBytes, rows*max(r.rowSize, 1)+4096)) // no doubling garbage
 	w := ipc.NewWriter(&buf, ipc.WithSchema(r.schema), ipc.WithAllocator(r.opts.Mem))
 	for _, p := range parts {
 		rec, err := r.sendOf(p)
