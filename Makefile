@@ -74,3 +74,9 @@ bench-batcher: ort ## simulate the shape-aware batcher vs a Triton-style batcher
 .PHONY: reliability
 reliability: ort ## fault, load and bad-input scenarios against real workers; rewrites docs/reliability.md
 	$(GO) run ./cmd/reliability
+
+SCORE_ROWS ?= 2000000
+.PHONY: bench-score
+bench-score: ort ## offline scoring: a SCORE_ROWS-row Parquet file through `score` (interrupted once, resumed) vs the worker alone
+	@set -o pipefail; $(GO) test -c -o bin/jetinfer.test ./cmd/jetinfer && \
+	JETINFER_BENCH_SCORE_ROWS=$(SCORE_ROWS) ./bin/jetinfer.test -test.run '^TestBenchScore$$' -test.count=1 -test.timeout=30m | grep -v '^PASS$$'

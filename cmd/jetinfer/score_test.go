@@ -48,6 +48,18 @@ func TestMain(m *testing.M) {
 		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
 		pprof.StopCPUProfile()
+		if path := os.Getenv("JETINFER_TEST_HWM_FILE"); path != "" {
+			// Peak RSS of this process image: the rusage a parent reads
+			// also counts the parent's RSS, which the child shared
+			// between fork and exec.
+			if st, rerr := os.ReadFile("/proc/self/status"); rerr == nil {
+				for line := range strings.SplitSeq(string(st), "\n") {
+					if strings.HasPrefix(line, "VmHWM:") {
+						_ = os.WriteFile(path, []byte(strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:"))), 0o600)
+					}
+				}
+			}
+		}
 		if err != nil {
 			os.Stderr.WriteString("jetinfer: " + err.Error() + "\n")
 			os.Exit(1)

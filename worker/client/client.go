@@ -263,18 +263,24 @@ func resultOf(h nats.Header, body []byte) Result {
 // error occurs. It reads through an ephemeral ordered consumer, so it may
 // be called again to re-read.
 func (c *Client) Results(ctx context.Context, job string, fn func(Result) bool) error {
-	return c.results(ctx, wire.ResultSubject(c.cfg.Prefix, c.cfg.Model, job), false, fn)
+	return c.results(ctx, wire.ResultSubject(c.cfg.Prefix, c.cfg.Model, job), 0, fn)
 }
 
-func (c *Client) results(ctx context.Context, filter string, headersOnly bool, fn func(Result) bool) error {
-	cons, err := c.js.OrderedConsumer(ctx, c.cfg.ResultStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-		HeadersOnly:    headersOnly,
-	})
+// resultBufferBytes bounds the result bytes the client buffers ahead of fn.
+const resultBufferBytes = 16 << 20
+
+// results reads the result stream on filter from stream sequence
+// startSeq (0: the first) on.
+func (c *Client) results(ctx context.Context, filter string, startSeq uint64, fn func(Result) bool) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}}
+	if startSeq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, startSeq
+	}
+	cons, err := c.js.OrderedConsumer(ctx, c.cfg.ResultStream, cfg)
 	if err != nil {
 		return fmt.Errorf("reading results on %s: %w", filter, err)
 	}
-	it, err := cons.Messages()
+	it, err := cons.Messages(jetstream.PullMaxBytes(resultBufferBytes))
 	if err != nil {
 		return fmt.Errorf("reading results on %s: %w", filter, err)
 	}

@@ -16,15 +16,16 @@
 // bucket keeps the job's name, fingerprint, arguments and progress;
 // running a job again publishes only the requests without a stored
 // result and reads the stored ones back, whether or not the duplicate
-// window has passed. Stored results are found by listing the job's
-// result subjects and read one by one (last message per subject), so a
-// result stored twice — a request redelivered after the duplicate window
-// — is handed on once.
+// window has passed. Results stored before a run are found by listing the
+// job's result subjects and read one by one (last message per subject);
+// results stored during the run arrive through an ordered consumer that
+// starts right after the listing (at most 16 MiB buffered ahead). Each
+// request's result is handed on once, also when a request redelivered
+// after the duplicate window is answered twice.
 //
 // # Concurrency
 //
 // A Client is safe for concurrent use. Run starts three goroutines (read
-// and publish; watch result arrivals, headers only; fetch results and call
-// the Sink in order) and waits for them before it returns; the Sink and
+// and publish; receive results; call the Sink in order) and waits for them before it returns; the Sink and
 // Job.Progress are called from one goroutine.
 package client

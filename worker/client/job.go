@@ -185,16 +185,22 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	if err != nil {
 		return st, err
 	}
-	done, err := c.storedResults(ctx, job.Name)
+	resStream, err := c.js.Stream(ctx, c.cfg.ResultStream)
+	if err != nil {
+		return st, fmt.Errorf("opening result stream %s: %w", c.cfg.ResultStream, err)
+	}
+	done, lastSeq, err := c.storedResults(ctx, resStream, job.Name)
 	if err != nil {
 		return st, err
 	}
 
 	r := &run{c: c, job: job, done: done, st: &st, sink: sink, kv: jobs, rec: &rec, saved: time.Now(),
-		slots:   make(chan struct{}, job.Window),
-		pending: make(chan pending, job.Window),
-		arrived: make(chan int, 4*job.Window),
-		ready:   map[int]bool{},
+		slots:    make(chan struct{}, job.Window),
+		pending:  make(chan pending, job.Window),
+		arrived:  make(chan Result, job.Window),
+		ready:    map[int]Result{},
+		stream:   resStream,
+		startSeq: lastSeq + 1,
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return r.publish(gctx, src) })
@@ -249,14 +255,17 @@ type run struct {
 	done    map[int]bool // results stored before the run (read-only once running)
 	st      *Stats
 	sink    Sink
-	slots   chan struct{} // one per request between publish and the Sink
-	pending chan pending  // publish → collect, in request order
-	arrived chan int      // notify → collect: seq of a newly stored result
-	ready   map[int]bool  // collect: results stored, not yet handed on
-	total   int           // set by publish before closing pending
-	kv      jetstream.KeyValue
-	rec     *JobRecord // collect: the job record, saved every recordEvery
-	saved   time.Time
+	slots   chan struct{}  // one per request between publish and the Sink
+	pending chan pending   // publish → collect, in request order
+	arrived chan Result    // notify → collect: results stored after the run started
+	ready   map[int]Result // collect: results arrived ahead of their turn
+	stream  jetstream.Stream
+	// startSeq is the first result stream sequence not covered by done.
+	startSeq uint64
+	total    int // set by publish before closing pending
+	kv       jetstream.KeyValue
+	rec      *JobRecord // collect: the job record, saved every recordEvery
+	saved    time.Time
 }
 
 // recordEvery is how often a run saves its progress in the job record.
@@ -299,16 +308,16 @@ func (r *run) publish(ctx context.Context, src Source) error {
 	}
 }
 
-// notify watches the job's result subjects (headers only) and tells
-// collect which results are stored.
+// notify reads the results stored since the run started (done covers
+// the earlier ones) and passes them to collect.
 func (r *run) notify(ctx context.Context) error {
-	err := r.c.results(ctx, r.c.jobFilter(r.job.Name), true, func(res Result) bool {
+	err := r.c.results(ctx, r.c.jobFilter(r.job.Name), r.startSeq, func(res Result) bool {
 		seq, ok := seqOf(r.job.Name, res.RequestID)
 		if !ok || r.done[seq] {
 			return true
 		}
 		select {
-		case r.arrived <- seq:
+		case r.arrived <- res:
 			return true
 		case <-ctx.Done():
 			return false
@@ -345,8 +354,8 @@ func (r *run) collect(ctx context.Context) error {
 					continue
 				}
 				head = &p
-			case seq := <-r.arrived:
-				r.ready[seq] = true
+			case res := <-r.arrived:
+				r.arrive(next, res)
 				continue
 			case <-ctx.Done():
 				return ctx.Err()
@@ -360,11 +369,15 @@ func (r *run) collect(ctx context.Context) error {
 			<-ctx.Done()
 			return ctx.Err()
 		}
-		if head.resumed || r.ready[head.seq] {
-			res, err := r.c.storedResult(ctx, r.job.Name, head.seq)
-			if err != nil {
+		res, ok := r.ready[head.seq]
+		if head.resumed {
+			var err error
+			if res, err = r.c.storedResult(ctx, r.stream, r.job.Name, head.seq); err != nil {
 				return err
 			}
+			ok = true
+		}
+		if ok {
 			delete(r.ready, head.seq)
 			if err := r.hand(ctx, *head, res); err != nil {
 				return err
@@ -375,11 +388,19 @@ func (r *run) collect(ctx context.Context) error {
 			continue
 		}
 		select {
-		case seq := <-r.arrived:
-			r.ready[seq] = true
+		case res := <-r.arrived:
+			r.arrive(next, res)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// arrive keeps a result until its turn; results of requests already
+// handed on (a redelivered request answered twice) are dropped.
+func (r *run) arrive(next int, res Result) {
+	if seq, ok := seqOf(r.job.Name, res.RequestID); ok && seq >= next {
+		r.ready[seq] = res
 	}
 }
 
@@ -422,15 +443,12 @@ func (r *run) hand(ctx context.Context, p pending, res Result) error {
 	return nil
 }
 
-// storedResults returns the requests of job whose results are stored.
-func (c *Client) storedResults(ctx context.Context, job string) (map[int]bool, error) {
-	s, err := c.js.Stream(ctx, c.cfg.ResultStream)
-	if err != nil {
-		return nil, fmt.Errorf("opening result stream %s: %w", c.cfg.ResultStream, err)
-	}
+// storedResults returns the requests of job whose results are stored,
+// and the result stream's last sequence when it looked.
+func (c *Client) storedResults(ctx context.Context, s jetstream.Stream, job string) (map[int]bool, uint64, error) {
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(c.jobFilter(job)))
 	if err != nil {
-		return nil, fmt.Errorf("listing stored results of job %s: %w", job, err)
+		return nil, 0, fmt.Errorf("listing stored results of job %s: %w", job, err)
 	}
 	prefix := wire.ModelResultPrefix(c.cfg.Prefix, c.cfg.Model) + job + "."
 	done := make(map[int]bool, len(info.State.Subjects))
@@ -439,19 +457,15 @@ func (c *Client) storedResults(ctx context.Context, job string) (map[int]bool, e
 			done[n] = true
 		}
 	}
-	return done, nil
+	return done, info.State.LastSeq, nil
 }
 
 // storedResult reads the last stored result of request seq, retrying
 // while the server is unreachable.
-func (c *Client) storedResult(ctx context.Context, job string, seq int) (Result, error) {
+func (c *Client) storedResult(ctx context.Context, s jetstream.Stream, job string, seq int) (Result, error) {
 	delay := c.cfg.Backoff
 	for attempt := 0; ; attempt++ {
-		s, err := c.js.Stream(ctx, c.cfg.ResultStream)
-		var m *jetstream.RawStreamMsg
-		if err == nil {
-			m, err = s.GetLastMsgForSubject(ctx, c.resultSubject(job, seq))
-		}
+		m, err := s.GetLastMsgForSubject(ctx, c.resultSubject(job, seq))
 		if err == nil {
 			return resultOf(m.Header, m.Data), nil
 		}
