@@ -79,4 +79,4 @@ SCORE_ROWS ?= 2000000
 .PHONY: bench-score
 bench-score: ort ## offline scoring: a SCORE_ROWS-row Parquet file through `score` (interrupted once, resumed) vs the worker alone
 	@set -o pipefail; $(GO) test -c -o bin/jetinfer.test ./cmd/jetinfer && \
-	JETINFER_BENCH_SCORE_ROWS=$(SCORE_ROWS) ./bin/jetinfer.test -test.run '^TestBenchScore$$' -test.count=1 -test.timeout=30m | grep -v '^PASS$$'
+	cd cmd/jetinfer && JETINFER_BENCH_SCORE_ROWS=$(SCORE_ROWS) ../../bin/jetinfer.test -test.run '^TestBenchScore$$' -test.count=1 -test.timeout=30m | grep -v '^PASS$$'

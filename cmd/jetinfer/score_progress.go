@@ -86,10 +86,11 @@ type progress struct {
 	began    time.Time
 	total    int64
 	last     time.Time
+	lastRows int64 // rows at the last render; -1 before the first
 }
 
 func newProgress(t *terminal, interval time.Duration) *progress {
-	return &progress{t: t, interval: interval}
+	return &progress{t: t, interval: interval, lastRows: -1}
 }
 
 func (p *progress) start(total int64) {
@@ -111,12 +112,19 @@ func (p *progress) update(st client.Stats) {
 	p.render(st, false)
 }
 
-func (p *progress) finish(st client.Stats) { p.render(st, true) }
+// finish draws the last state (once: a plain line already showing it is
+// not repeated).
+func (p *progress) finish(st client.Stats) {
+	if p.t.bar || st.Rows != p.lastRows {
+		p.render(st, true)
+	}
+}
 
 func (p *progress) render(st client.Stats, final bool) {
 	if p.t.off {
 		return
 	}
+	p.lastRows = st.Rows
 	elapsed := time.Since(p.began)
 	fresh := st.Rows - st.ResumedRows
 	rate := float64(fresh) / max(elapsed.Seconds(), 1e-3)

@@ -45,7 +45,9 @@ const RowGroupRows = 64 << 10
 // Writer writes result bodies, with the kept input columns beside them,
 // to one output file in the order they are given. Its schema is fixed by
 // the first Write: the kept columns, then the result's columns (the
-// result's id column is left out when "id" is also kept). It is not safe
+// result's id column is left out when "id" is also kept). In Parquet,
+// tensor and FixedSizeList columns (kept or result) are written as lists
+// with their row shape in the field metadata (ShapeMetadataKey). It is not safe
 // for concurrent use.
 type Writer struct {
 	path   string
@@ -57,6 +59,7 @@ type Writer struct {
 	schema *arrow.Schema
 	rows   int64
 	lim    codec.Limits
+	tmp    []arrow.Array // converted columns of the batch being joined
 }
 
 // Create creates (truncates) path and returns a Writer in format (empty:
@@ -138,27 +141,33 @@ func (w *Writer) join(keep, res arrow.RecordBatch) (arrow.RecordBatch, error) {
 	var fields []arrow.Field
 	var cols []arrow.Array
 	keptID := false
-	if keep != nil {
-		for i, f := range keep.Schema().Fields() {
-			fields = append(fields, f)
-			cols = append(cols, keep.Column(i))
-			keptID = keptID || f.Name == codec.IDColumn
-		}
-	}
-	for i, f := range res.Schema().Fields() {
-		if f.Name == codec.IDColumn && keptID {
-			continue
-		}
-		col := res.Column(i)
+	add := func(f arrow.Field, col arrow.Array) {
 		if w.format == Parquet {
 			if lf, lc, ok := tensorToList(f, col, w.mem); ok {
-				defer lc.Release()
+				w.tmp = append(w.tmp, lc)
 				f, col = lf, lc
 			}
 		}
 		fields = append(fields, f)
 		cols = append(cols, col)
 	}
+	if keep != nil {
+		for i, f := range keep.Schema().Fields() {
+			add(f, keep.Column(i))
+			keptID = keptID || f.Name == codec.IDColumn
+		}
+	}
+	for i, f := range res.Schema().Fields() {
+		if f.Name != codec.IDColumn || !keptID {
+			add(f, res.Column(i))
+		}
+	}
+	defer func() {
+		for _, a := range w.tmp {
+			a.Release()
+		}
+		w.tmp = w.tmp[:0]
+	}()
 	schema := arrow.NewSchema(fields, nil)
 	if w.schema == nil {
 		if err := w.open(schema); err != nil {
