@@ -232,12 +232,19 @@ func startTestServer(t testing.TB) *server.Server {
 // process, with env added to its environment, and waits until it pulls.
 func startWorkerProcess(t testing.TB, url string, env ...string) *exec.Cmd {
 	t.Helper()
+	return startModelProcess(t, url, "digits", "digits.onnx", env...)
+}
+
+// startModelProcess runs `jetinfer worker` serving testdata/models/file
+// as model.
+func startModelProcess(t testing.TB, url, model, file string, env ...string) *exec.Cmd {
+	t.Helper()
 	lib, err := onnxrt.FindLibrary(os.Getenv("JETINFER_ORT_LIBRARY"))
 	if err != nil {
 		t.Skipf("ONNX Runtime library not available (%v); run `make ort`", err)
 	}
-	cmd := exec.Command(os.Args[0], "worker", "-nats", url, "-model", "digits",
-		"-model-path", filepath.Join("..", "..", "testdata", "models", "digits.onnx"))
+	cmd := exec.Command(os.Args[0], "worker", "-nats", url, "-model", model,
+		"-model-path", filepath.Join("..", "..", "testdata", "models", file))
 	cmd.Env = append(os.Environ(), "JETINFER_TEST_MAIN=1", "JETINFER_ORT_LIBRARY="+lib,
 		"JETINFER_HTTP_LISTEN=127.0.0.1:0", "JETINFER_LOG_LEVEL=warn")
 	cmd.Env = append(cmd.Env, env...)
@@ -254,7 +261,7 @@ func startWorkerProcess(t testing.TB, url string, env ...string) *exec.Cmd {
 		}
 	})
 	nc := connectTest(t, url)
-	cl, err := client.New(nc, client.Config{Model: "digits"})
+	cl, err := client.New(nc, client.Config{Model: model})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -200,6 +200,7 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 		arrived:  make(chan Result, job.Window),
 		ready:    map[int]Result{},
 		stream:   resStream,
+		total:    -1,
 		startSeq: lastSeq + 1,
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -350,7 +351,7 @@ func (r *run) collect(ctx context.Context) error {
 			case p, ok := <-r.pending:
 				if !ok {
 					pendingOpen = false
-					r.st.TotalReqs = r.total
+					r.st.TotalReqs = r.total // -1 unless the source ended
 					continue
 				}
 				head = &p
@@ -362,7 +363,7 @@ func (r *run) collect(ctx context.Context) error {
 			}
 		}
 		if head == nil {
-			if next >= r.total {
+			if r.total >= 0 && next >= r.total {
 				return errFinished
 			}
 			// pending closed early: publish failed and cancelled ctx.
