@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -458,3 +459,42 @@ func TestScoreFailsFastWithoutWorker(t *testing.T) {
 }
 
 func sscanf(s, format string, args ...any) (int, error) { return fmt.Sscanf(s, format, args...) }
+
+// TestScoreSurvivesServerRestart restarts the JetStream server (same port,
+// same store) while score publishes and collects: score reconnects,
+// retries its publishes under the same ids, and writes every row once.
+func TestScoreSurvivesServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	ns, err := startEmbedded(-1, filepath.Join(dir, "js"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown) // idempotent: the test shuts it down midway
+	port := ns.Addr().(*net.TCPAddr).Port
+	url := ns.ClientURL()
+	startWorkerProcess(t, url)
+	d := loadDigitsTable(t)
+	in, out := filepath.Join(dir, "in.parquet"), filepath.Join(dir, "out.parquet")
+	ids := d.writeParquet(t, in, 6, 512)
+	restarted := make(chan struct{})
+	whenResults(t, connectTest(t, url), 10, func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		close(restarted)
+	})
+	var stdout, stderr bytes.Buffer
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(context.Background(), scoreArgs(url, in, out, "-rows-per-request", "16", "-window", "4"), &stdout, &stderr)
+	}()
+	<-restarted
+	ns2, err := startEmbedded(port, filepath.Join(dir, "js"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns2.Shutdown(); ns2.WaitForShutdown() })
+	if err := <-errc; err != nil {
+		t.Fatalf("score across a server restart: %v\n%s", err, stderr.String())
+	}
+	d.checkOutput(t, out, ids)
+}
