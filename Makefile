@@ -86,3 +86,9 @@ reliability: ort ## fault, load and bad-input scenarios against real workers; re
 .PHONY: bench-ceiling
 bench-ceiling: ort ## jetinfer's requests/s against JetStream's ceiling for its message pattern, same run
 	$(GO) run ./cmd/ceiling
+
+SCORE_ROWS ?= 2000000
+.PHONY: bench-score
+bench-score: ort ## offline scoring: a SCORE_ROWS-row Parquet file through `score` (interrupted once, resumed) vs the worker alone
+	@set -o pipefail; $(GO) test -c -o bin/jetinfer.test ./cmd/jetinfer && \
+	cd cmd/jetinfer && JETINFER_BENCH_SCORE_ROWS=$(SCORE_ROWS) ../../bin/jetinfer.test -test.run '^TestBenchScore$$' -test.count=1 -test.timeout=30m | grep -v '^PASS$$'

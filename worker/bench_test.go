@@ -10,6 +10,7 @@ import (
 
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
@@ -47,7 +48,7 @@ func benchOverhead(b *testing.B, rowsPerReq, batchRows int) {
 	ns := startServer(b)
 	nc := connect(b, ns)
 	startWorker(b, nc, eng, worker.Config{Model: "digits", MaxBatchRows: batchRows, MaxDelay: 2 * time.Millisecond})
-	client, err := worker.NewClient(connect(b, ns), "", "", "digits", 512)
+	pub, err := client.New(connect(b, ns), client.Config{Model: "digits", MaxPending: 512})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func benchOverhead(b *testing.B, rowsPerReq, batchRows int) {
 	b.ResetTimer()
 	for b.Loop() {
 		for i := range perRound {
-			_, err := client.PublishAsync(context.Background(), worker.Request{
+			_, err := pub.PublishAsync(context.Background(), client.Request{
 				ID: fmt.Sprintf("b%d-%d", round, i), Job: "bench", Body: bodies[i%len(bodies)]})
 			if err != nil {
 				b.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
@@ -38,11 +39,11 @@ func TestDrainHandsBackNothingLost(t *testing.T) {
 	if _, err := worker.EnsureStreams(context.Background(), js, cfg); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := worker.NewClient(nc, "", "", "digits", 0)
+	c, _ := client.New(nc, client.Config{Model: "digits"})
 	const n = 400
 	for i := range n {
 		lo := (i * 3) % (d.rows - 4)
-		if _, err := c.PublishAsync(context.Background(), worker.Request{ID: fmt.Sprintf("d%d", i), Job: "drain", Body: d.request(t, lo, lo+4)}); err != nil {
+		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprintf("d%d", i), Job: "drain", Body: d.request(t, lo, lo+4)}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 )
 
 // flakyEngine is a stand-in that wraps the real ONNX Runtime engine and
@@ -52,8 +53,8 @@ func TestTransientEngineFailuresAreRetried(t *testing.T) {
 	startWorker(t, nc, eng, worker.Config{Model: "digits", RetryBackoff: 20 * time.Millisecond, MaxAttempts: 5})
 	eng.calls.Store(0)
 	eng.failNext.Store(2)
-	c, _ := worker.NewClient(nc, "", "", "digits", 0)
-	if _, err := c.PublishAsync(context.Background(), worker.Request{ID: "r1", Job: "flaky", Body: d.request(t, 10, 15)}); err != nil {
+	c, _ := client.New(nc, client.Config{Model: "digits"})
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "r1", Job: "flaky", Body: d.request(t, 10, 15)}); err != nil {
 		t.Fatal(err)
 	}
 	r := collect(t, c, "flaky", 1)["r1"]
@@ -73,7 +74,7 @@ func TestPoisonRequestGetsInternalErrorOthersUnaffected(t *testing.T) {
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "digits", RetryBackoff: 10 * time.Millisecond, MaxAttempts: 3,
 		MaxDelay: 50 * time.Millisecond})
-	c, _ := worker.NewClient(nc, "", "", "digits", 0)
+	c, _ := client.New(nc, client.Config{Model: "digits"})
 	poison := d.request(t, 0, 2)
 	r, _ := codec.DecodeRequest(poison, codec.DefaultLimits())
 	px, _ := r.Column("pixels")
@@ -84,7 +85,7 @@ func TestPoisonRequestGetsInternalErrorOthersUnaffected(t *testing.T) {
 		if i == 3 {
 			body, id = poison, "poison"
 		}
-		if _, err := c.PublishAsync(context.Background(), worker.Request{ID: id, Job: "poison", Body: body}); err != nil {
+		if _, err := c.PublishAsync(context.Background(), client.Request{ID: id, Job: "poison", Body: body}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -109,18 +110,18 @@ func TestDeadlineExpiresWhileQueued(t *testing.T) {
 	d := loadDigits(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
-	c, _ := worker.NewClient(nc, "", "", "digits", 0)
+	c, _ := client.New(nc, client.Config{Model: "digits"})
 	// Published before any worker runs, with a deadline that passes while
 	// the request waits in the stream.
 	js := mustJS(t, nc)
 	if _, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PublishAsync(context.Background(), worker.Request{ID: "late", Job: "dl", Body: d.request(t, 0, 1),
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "late", Job: "dl", Body: d.request(t, 0, 1),
 		Deadline: time.Now().Add(50 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PublishAsync(context.Background(), worker.Request{ID: "timely", Job: "dl", Body: d.request(t, 0, 1),
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "timely", Job: "dl", Body: d.request(t, 0, 1),
 		Deadline: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +144,8 @@ func TestWarmUpSurvivesATransientEngineFailure(t *testing.T) {
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "digits"})
-	c, _ := worker.NewClient(nc, "", "", "digits", 0)
-	if _, err := c.PublishAsync(context.Background(), worker.Request{ID: "w", Job: "warm", Body: d.request(t, 0, 2)}); err != nil {
+	c, _ := client.New(nc, client.Config{Model: "digits"})
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "w", Job: "warm", Body: d.request(t, 0, 2)}); err != nil {
 		t.Fatal(err)
 	}
 	if r := collect(t, c, "warm", 1)["w"]; r.Status != codec.CodeOK {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
@@ -120,7 +121,7 @@ func queueEmpty(js jetstream.JetStream) bool {
 // resultCounts reads every message of the result stream and returns the
 // results per request id, and per id the first result. A read that fails
 // (a cluster electing a leader) starts over.
-func resultCounts(t testing.TB, js jetstream.JetStream) (map[string]int, map[string]worker.Result) {
+func resultCounts(t testing.TB, js jetstream.JetStream) (map[string]int, map[string]client.Result) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -135,10 +136,10 @@ func resultCounts(t testing.TB, js jetstream.JetStream) (map[string]int, map[str
 	}
 }
 
-func readResults(js jetstream.JetStream) (map[string]int, map[string]worker.Result, error) {
+func readResults(js jetstream.JetStream) (map[string]int, map[string]client.Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	counts, first := map[string]int{}, map[string]worker.Result{}
+	counts, first := map[string]int{}, map[string]client.Result{}
 	s, err := js.Stream(ctx, wire.DefaultResultStream)
 	if err != nil {
 		return nil, nil, err
@@ -150,7 +151,7 @@ func readResults(js jetstream.JetStream) (map[string]int, map[string]worker.Resu
 	add := func(h nats.Header, body []byte) {
 		id := h.Get(wire.HeaderRequestID)
 		if counts[id]++; counts[id] == 1 {
-			first[id] = worker.Result{RequestID: id, Status: codec.Code(h.Get(wire.HeaderStatus)), Error: h.Get(wire.HeaderError), Body: body}
+			first[id] = client.Result{RequestID: id, Status: codec.Code(h.Get(wire.HeaderStatus)), Error: h.Get(wire.HeaderError), Body: body}
 		}
 	}
 	cons, err := js.OrderedConsumer(ctx, wire.DefaultResultStream, jetstream.OrderedConsumerConfig{})

@@ -14,6 +14,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/scheduler"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 )
 
 // TestWorkerReportsMeasurementsForTheScheduler runs real traffic and reads
@@ -36,10 +37,10 @@ func TestWorkerReportsMeasurementsForTheScheduler(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 
-	c, _ := worker.NewClient(nc, "", "", "digits", 0)
+	c, _ := client.New(nc, client.Config{Model: "digits"})
 	const n = 50
 	for i := range n {
-		if _, err := c.PublishAsync(context.Background(), worker.Request{ID: fmt.Sprint(i), Job: "rep", Body: d.request(t, i, i+4)}); err != nil {
+		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprint(i), Job: "rep", Body: d.request(t, i, i+4)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,8 +102,8 @@ func TestUseExistingStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	startWorker(t, nc, eng, cfg)
-	c, _ := worker.NewClient(nc, "", "", "digits", 0)
-	if _, err := c.PublishAsync(context.Background(), worker.Request{ID: "x", Job: "existing", Body: d.request(t, 0, 1)}); err != nil {
+	c, _ := client.New(nc, client.Config{Model: "digits"})
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "x", Job: "existing", Body: d.request(t, 0, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	if r := collect(t, c, "existing", 1)["x"]; r.Status != codec.CodeOK {

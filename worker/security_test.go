@@ -25,6 +25,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/scheduler"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 )
 
 // Users of the documented configuration and their inbox prefixes.
@@ -136,10 +137,10 @@ func noViolations(t *testing.T, byUser map[string]*asyncErrs) {
 }
 
 // produce publishes n requests of job, ids <prefix>-<i>, through c.
-func produce(t *testing.T, c *worker.Client, d *digits, job, prefix string, n int) {
+func produce(t *testing.T, c *client.Client, d *digits, job, prefix string, n int) {
 	t.Helper()
 	for i := range n {
-		if _, err := c.PublishAsync(context.Background(), worker.Request{ID: fmt.Sprintf("%s-%d", prefix, i), Job: job, Body: d.request(t, i, i+3)}); err != nil {
+		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprintf("%s-%d", prefix, i), Job: job, Body: d.request(t, i, i+3)}); err != nil {
 			t.Fatalf("publishing %s: %v", job, err)
 		}
 	}
@@ -152,12 +153,12 @@ func produce(t *testing.T, c *worker.Client, d *digits, job, prefix string, n in
 
 // checkJob collects the results of job through c, until the n requests
 // with ids <prefix>-<i> are answered, and checks each.
-func checkJob(t *testing.T, c *worker.Client, d *digits, job, prefix string, n int) {
+func checkJob(t *testing.T, c *client.Client, d *digits, job, prefix string, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	got := map[string]worker.Result{}
-	err := c.Results(ctx, job, func(r worker.Result) bool {
+	got := map[string]client.Result{}
+	err := c.Results(ctx, job, func(r client.Result) bool {
 		if strings.HasPrefix(r.RequestID, prefix+"-") {
 			if _, dup := got[r.RequestID]; dup {
 				t.Errorf("duplicate result for %s", r.RequestID)
@@ -208,7 +209,7 @@ func TestSecurityLeastPrivilegeEndToEnd(t *testing.T) {
 	for _, p := range []struct{ user, job string }{{"producer_a", "jobA"}, {"producer_b", "jobB"}} {
 		nc, e := connectAs(t, ns, p.user)
 		errs[p.user] = e
-		c, err := worker.NewClient(nc, "", "", "digits", 0)
+		c, err := client.New(nc, client.Config{Model: "digits"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -243,18 +244,18 @@ func TestSecurityProducerCannotReadOtherJobsResults(t *testing.T) {
 	ns := startSecuredServer(t)
 	startSecuredWorker(t, ns)
 	bnc, _ := connectAs(t, ns, "producer_b")
-	cb, _ := worker.NewClient(bnc, "", "", "digits", 0)
+	cb, _ := client.New(bnc, client.Config{Model: "digits"})
 	produce(t, cb, d, "jobB", "b1", 5)
 	checkJob(t, cb, d, "jobB", "b1", 5)
 
 	anc, aerrs := connectAs(t, ns, "producer_a")
-	ca, _ := worker.NewClient(anc, "", "", "digits", 0)
+	ca, _ := client.New(anc, client.Config{Model: "digits"})
 
 	t.Run("consumer on another job's results", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 		defer cancel()
 		n := 0
-		err := ca.Results(ctx, "jobB", func(worker.Result) bool { n++; return true })
+		err := ca.Results(ctx, "jobB", func(client.Result) bool { n++; return true })
 		if err == nil || n > 0 {
 			t.Fatalf("producer_a read %d results of jobB (err %v)", n, err)
 		}
@@ -414,7 +415,7 @@ func TestSecurityTLSWithClientCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pnc.Close)
-	c, _ := worker.NewClient(pnc, "", "", "digits", 0)
+	c, _ := client.New(pnc, client.Config{Model: "digits"})
 	produce(t, c, d, "tls", "tls", 10)
 	checkJob(t, c, d, "tls", "tls", 10)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 )
 
 // seqRef holds the sequence encoder's reference samples: ragged inputs and
@@ -93,7 +94,7 @@ func TestRaggedSequencesBatchedWithPaddingMatchUnbatchedReference(t *testing.T) 
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "seq", MaxDelay: 20 * time.Millisecond, MaxBatchRows: 16})
-	c, _ := worker.NewClient(nc, "", "", "seq", 0)
+	c, _ := client.New(nc, client.Config{Model: "seq"})
 
 	want := map[string][]int{}
 	n := len(ref.ids)
@@ -101,7 +102,7 @@ func TestRaggedSequencesBatchedWithPaddingMatchUnbatchedReference(t *testing.T) 
 		rows := []int{k % n, (k*7 + 3) % n, (k*11 + 5) % n}[:1+k%3]
 		id := fmt.Sprintf("s%d", k)
 		want[id] = rows
-		if _, err := c.PublishAsync(context.Background(), worker.Request{ID: id, Job: "seq", Body: ref.raggedRequest(t, rows)}); err != nil {
+		if _, err := c.PublishAsync(context.Background(), client.Request{ID: id, Job: "seq", Body: ref.raggedRequest(t, rows)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -117,7 +118,7 @@ func TestRaggedSequencesBatchedWithPaddingMatchUnbatchedReference(t *testing.T) 
 	if err := codec.EncodeRequest(&fb, []trt.Tensor{{Name: "x", DType: trt.Float32, Shape: trt.Shape{1, 5, 16}, Data: f32bytes(fixed)}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PublishAsync(context.Background(), worker.Request{ID: "fixed", Job: "seq", Body: fb.Bytes()}); err != nil {
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "fixed", Job: "seq", Body: fb.Bytes()}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -9,6 +9,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 )
 
 // stagingEngine is a stand-in for an engine with staging memory of its
@@ -51,9 +52,9 @@ func TestWorkerGathersStraightIntoEngineStagingMemory(t *testing.T) {
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "digits"})
 	before := eng.staged.Load() // warm-up measurements run through Run, not RunStaged
-	c, _ := worker.NewClient(nc, "", "", "digits", 0)
+	c, _ := client.New(nc, client.Config{Model: "digits"})
 	for i := range 20 {
-		if _, err := c.PublishAsync(context.Background(), worker.Request{ID: fmt.Sprint(i), Job: "staged", Body: d.request(t, 3*i, 3*i+3)}); err != nil {
+		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprint(i), Job: "staged", Body: d.request(t, 3*i, 3*i+3)}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
 	"github.com/jetinfer/jetinfer/trt/trttest"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 )
 
 // taggerSeqMax is the longest sequence the tagger tests configure as the
@@ -162,7 +163,7 @@ func runSeqCase(t *testing.T, c seqCase) {
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: c.model, MaxDelay: 20 * time.Millisecond, MaxBatchRows: 8})
-	cl, _ := worker.NewClient(nc, "", "", c.model, 0)
+	cl, _ := client.New(nc, client.Config{Model: c.model})
 
 	want := map[string][]int{}
 	n := len(ref.ids)
@@ -181,7 +182,7 @@ func runSeqCase(t *testing.T, c seqCase) {
 	}
 	want["all"] = all
 	for id, rows := range want {
-		if _, err := cl.PublishAsync(context.Background(), worker.Request{ID: id, Job: "tag", Body: c.request(t, ref, rows)}); err != nil {
+		if _, err := cl.PublishAsync(context.Background(), client.Request{ID: id, Job: "tag", Body: c.request(t, ref, rows)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -214,7 +215,7 @@ func TestTaggerRejectionsNameTheColumn(t *testing.T) {
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: c.model, MaxDelay: 5 * time.Millisecond, MaxBatchRows: 8})
-	cl, _ := worker.NewClient(nc, "", "", c.model, 0)
+	cl, _ := client.New(nc, client.Config{Model: c.model})
 
 	mask := trt.Tensor{Name: "attention_mask", DType: trt.Int64, Shape: trt.Shape{1, 2}, Data: make([]byte, 16)}
 	var long int
@@ -235,7 +236,7 @@ func TestTaggerRejectionsNameTheColumn(t *testing.T) {
 		"long": {c.request(t, ref, []int{0, len(ref.ids) - 1}), []string{`column "input_ids"`, "129 positions", fmt.Sprint(taggerSeqMax)}},
 	}
 	for id, tc := range cases {
-		if _, err := cl.PublishAsync(context.Background(), worker.Request{ID: id, Job: "bad", Body: tc.body}); err != nil {
+		if _, err := cl.PublishAsync(context.Background(), client.Request{ID: id, Job: "bad", Body: tc.body}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 )
 
 // TestTraceContextFlowsFromProducerToResult checks that the producer's
@@ -25,9 +26,9 @@ func TestTraceContextFlowsFromProducerToResult(t *testing.T) {
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	startWorker(t, nc, eng, worker.Config{Model: "digits"}, worker.WithTracerProvider(tp))
 
-	c, _ := worker.NewClient(nc, "", "", "digits", 0)
+	c, _ := client.New(nc, client.Config{Model: "digits"})
 	ctx, producer := tp.Tracer("producer").Start(context.Background(), "produce")
-	if _, err := c.PublishAsync(ctx, worker.Request{ID: "traced", Job: "trace", Body: d.request(t, 0, 2)}); err != nil {
+	if _, err := c.PublishAsync(ctx, client.Request{ID: "traced", Job: "trace", Body: d.request(t, 0, 2)}); err != nil {
 		t.Fatal(err)
 	}
 	producer.End()

@@ -21,6 +21,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
@@ -141,12 +142,12 @@ func startWorker(t testing.TB, nc *nats.Conn, eng worker.Engine, cfg worker.Conf
 
 // collect reads the results of job until n arrived (or 60s passed, which
 // fails the test) and returns them by request id, failing on duplicates.
-func collect(t testing.TB, c *worker.Client, job string, n int) map[string]worker.Result {
+func collect(t testing.TB, c *client.Client, job string, n int) map[string]client.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	got := map[string]worker.Result{}
-	err := c.Results(ctx, job, func(r worker.Result) bool {
+	got := map[string]client.Result{}
+	err := c.Results(ctx, job, func(r client.Result) bool {
 		if _, dup := got[r.RequestID]; dup {
 			t.Errorf("duplicate result for request %s", r.RequestID)
 		}
@@ -171,7 +172,7 @@ func TestManyProducersEveryRequestOneCorrectResult(t *testing.T) {
 	var wg sync.WaitGroup
 	for p := range producers {
 		wg.Go(func() {
-			c, err := worker.NewClient(connect(t, ns), "", "", "digits", 64)
+			c, err := client.New(connect(t, ns), client.Config{Model: "digits", MaxPending: 64})
 			if err != nil {
 				t.Errorf("client: %v", err)
 				return
@@ -184,7 +185,7 @@ func TestManyProducersEveryRequestOneCorrectResult(t *testing.T) {
 				mu.Lock()
 				want[id] = hi - lo
 				mu.Unlock()
-				if _, err := c.PublishAsync(context.Background(), worker.Request{ID: id, Job: "many", Body: d.request(t, lo, hi)}); err != nil {
+				if _, err := c.PublishAsync(context.Background(), client.Request{ID: id, Job: "many", Body: d.request(t, lo, hi)}); err != nil {
 					t.Errorf("publish: %v", err)
 				}
 			}
@@ -192,7 +193,7 @@ func TestManyProducersEveryRequestOneCorrectResult(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	c, err := worker.NewClient(connect(t, ns), "", "", "digits", 0)
+	c, err := client.New(connect(t, ns), client.Config{Model: "digits"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +216,7 @@ func TestMalformedRequestsGetErrorResultsAndOthersSucceed(t *testing.T) {
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "digits", MaxRequestRows: 100})
-	c, err := worker.NewClient(nc, "", "", "digits", 0)
+	c, err := client.New(nc, client.Config{Model: "digits"})
 	if err != nil {
 		t.Fatal(err)
 	}

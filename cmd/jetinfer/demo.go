@@ -21,6 +21,7 @@ import (
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
@@ -99,7 +100,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		return err
 	}
 
-	client, err := worker.NewClient(nc, "", "", "digits", 256)
+	pc, err := client.New(nc, client.Config{Model: "digits", MaxPending: 256})
 	if err != nil {
 		return err
 	}
@@ -132,7 +133,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 			mu.Lock()
 			sentAt[id] = sent{lo, hi, time.Now()}
 			mu.Unlock()
-			if _, err := client.PublishAsync(ctx, worker.Request{ID: id, Job: job, Body: body.Bytes()}); err != nil {
+			if _, err := pc.PublishAsync(ctx, client.Request{ID: id, Job: job, Body: body.Bytes()}); err != nil {
 				return err
 			}
 			reqs++
@@ -143,7 +144,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	correct, scored, failed := 0, 0, 0
 	labelAt := func(i int) int64 { return int64(binary.LittleEndian.Uint64(labels.Data[8*i:])) }
 	var collectErr error
-	err = client.Results(ctx, job, func(r worker.Result) bool {
+	err = pc.Results(ctx, job, func(r client.Result) bool {
 		mu.Lock()
 		s, ok := sentAt[r.RequestID]
 		mu.Unlock()

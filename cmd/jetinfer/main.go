@@ -22,7 +22,8 @@ Usage: jetinfer <command> [flags]
 Commands:
   worker     serve a model from JetStream (config from JETINFER_* env; --embedded starts a local server)
   demo       embedded server + worker + producer: score the digits test split and print a summary
-  submit     publish the rows of an Arrow IPC file as jobs and collect the results into another
+  score      score Parquet/Arrow tables through the pool into a Parquet/Arrow file (resumable; alias: submit)
+  jobs       list scoring jobs with their progress; 'jobs cancel JOB' removes a job's pending requests
   streams    create or update the request/result streams and the model's consumer, then exit
   drain      ask the local worker to drain and wait until it has (Kubernetes preStop hook)
   scheduler  compute and serve autoscaling hints
@@ -76,8 +77,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return workerCmd(ctx, rest, stdout, stderr, log)
 	case "demo":
 		return demoCmd(ctx, rest, stdout, stderr, log)
-	case "submit":
-		return submitCmd(ctx, rest, stdout, stderr, log)
+	case "score", "submit":
+		return scoreCmd(ctx, cmd, rest, stdout, stderr)
+	case "jobs":
+		return jobsCmd(ctx, rest, stdout, stderr, log)
 	case "streams":
 		return streamsCmd(ctx, rest, stdout, stderr, log)
 	case "scheduler":

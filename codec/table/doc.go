@@ -1,0 +1,18 @@
+// Package table turns tables into request bodies and result bodies back
+// into a table: it is what `jetinfer score` reads and writes.
+//
+// A Reader reads Parquet files (arrow-go's parquet/pqarrow, row groups
+// read as a stream), Arrow IPC files and Arrow IPC streams, in order,
+// selects and renames columns onto engine inputs, gives FixedSizeList
+// columns a tensor shape (arrow.fixed_shape_tensor) where asked, and cuts
+// the rows into request bodies of at most Options.RowsPerRequest rows and
+// Options.MaxBytes bytes, whatever the input's own batching. List columns
+// pass through as ragged inputs. It holds one input batch at a time.
+//
+// A Writer writes result bodies, in the order given, with kept input
+// columns beside them, to a Parquet file (row groups of RowGroupRows
+// rows, the Arrow schema stored so that pyarrow restores the tensor
+// extension type) or an Arrow IPC file. It buffers at most one row group.
+//
+// Neither is safe for concurrent use; each belongs to one goroutine.
+package table

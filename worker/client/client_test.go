@@ -1,0 +1,293 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetinfer/jetinfer/codec"
+	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/trt/onnxrt"
+	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
+	"github.com/jetinfer/jetinfer/worker/wire"
+)
+
+func startServer(t testing.TB, port int, dir string) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir,
+		NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+func connect(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// TestPublishRetriesAcrossRestart publishes while the server is down:
+// Publish retries under the same Nats-Msg-Id until the restarted server
+// stores the request, once.
+func TestPublishRetriesAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	ns := startServer(t, -1, dir)
+	addr := ns.ClientURL()
+	nc := connect(t, addr)
+	js, _ := jetstream.New(nc)
+	if _, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(nc, client.Config{Model: "m", Backoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		Timeout: 200 * time.Millisecond, Retries: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := client.Request{ID: "r1", Job: "j", Body: []byte("x")}
+	if _, err := c.Publish(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	tcpPort := ns.Addr().(*net.TCPAddr).Port
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Publish(context.Background(), client.Request{ID: "r2", Job: "j", Body: []byte("y")})
+		done <- err
+	}()
+	startServer(t, tcpPort, dir)
+	if err := <-done; err != nil {
+		t.Fatalf("Publish across a restart: %v", err)
+	}
+	// Publishing r1 again is a duplicate: the id is the dedup key.
+	ack, err := c.Publish(context.Background(), req)
+	if err != nil || !ack.Duplicate {
+		t.Fatalf("republishing r1 = %+v, %v; want a duplicate", ack, err)
+	}
+	s, err := js.Stream(context.Background(), wire.DefaultRequestStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil || info.State.Msgs != 2 {
+		t.Fatalf("stream holds %d requests (%v), want 2", info.State.Msgs, err)
+	}
+}
+
+func TestPublishRejectsBadReplyTo(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	c, _ := client.New(connect(t, ns.ClientURL()), client.Config{Model: "m"})
+	_, err := c.Publish(context.Background(), client.Request{ID: "a", ReplyTo: "elsewhere.x"})
+	if !errors.Is(err, wire.ErrBadSubject) {
+		t.Fatalf("Publish with a foreign Reply-To = %v, want ErrBadSubject", err)
+	}
+	if _, err := client.New(nil, client.Config{Model: "a.b"}); err == nil {
+		t.Fatal("New accepted a model that is not a subject token")
+	}
+}
+
+// digitsBodies encodes the digits test split as requests of n rows and
+// returns them with the PyTorch reference logits by id.
+func digitsBodies(t testing.TB, n int) ([][]byte, []int64, map[int64][]float32) {
+	t.Helper()
+	read := func(name string) *codec.Request {
+		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := codec.DecodeRequest(b, codec.Limits{MaxBodyBytes: len(b) + 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Release)
+		return r
+	}
+	test, ref := read("digits_test.arrow"), read("digits_ref.arrow")
+	px, _ := test.Column("pixels")
+	ids := test.IDs.(*array.Int64).Int64Values()
+	var bodies [][]byte
+	for lo := 0; lo < test.Rows; lo += n {
+		hi := min(test.Rows, lo+n)
+		b := array.NewInt64Builder(memory.DefaultAllocator)
+		b.AppendValues(ids[lo:hi], nil)
+		idArr := b.NewArray()
+		var buf bytes.Buffer
+		err := codec.EncodeRequest(&buf, []trt.Tensor{{Name: "pixels", DType: trt.Float32,
+			Shape: trt.Shape{int64(hi - lo), 8, 8}, Data: px.Data[lo*px.RowBytes() : hi*px.RowBytes()]}}, idArr)
+		idArr.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies = append(bodies, buf.Bytes())
+	}
+	refs := map[int64][]float32{}
+	logits, _ := ref.Column("logits")
+	for i, id := range ref.IDs.(*array.Int64).Int64Values() {
+		refs[id] = floats(logits.Row(i))
+	}
+	return bodies, ids, refs
+}
+
+func floats(b []byte) []float32 {
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out
+}
+
+// startWorker runs a digits worker on ONNX Runtime in this process.
+func startWorker(t testing.TB, nc *nats.Conn) {
+	t.Helper()
+	lib, err := onnxrt.FindLibrary(os.Getenv("JETINFER_ORT_LIBRARY"))
+	if err != nil {
+		t.Skipf("ONNX Runtime library not available (%v); run `make ort`", err)
+	}
+	rt, err := onnxrt.NewRuntime(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := rt.LoadFile(context.Background(), filepath.Join("..", "..", "testdata", "models", "digits.onnx"), onnxrt.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(nc, eng, worker.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+		_ = eng.Close()
+		_ = rt.Close()
+	})
+}
+
+// TestSubmitCollectsInOrder submits a job to a real worker and checks
+// that every result comes back once, in request order, equal to the
+// references; submitting again publishes nothing.
+func TestSubmitCollectsInOrder(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	startWorker(t, nc)
+	bodies, ids, refs := digitsBodies(t, 7)
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckWorker(context.Background(), 10*time.Second, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	results, err := c.Submit(context.Background(), "order", bodies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != len(bodies) {
+		t.Fatalf("%d results for %d requests", len(results), len(bodies))
+	}
+	row := 0
+	for i, r := range results {
+		if r.RequestID != client.RequestID("order", i) {
+			t.Fatalf("result %d is of request %s", i, r.RequestID)
+		}
+		res, err := r.Decode(codec.DefaultLimits())
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits, _ := res.Column("logits")
+		for k, id := range res.IDs.(*array.Int64).Int64Values() {
+			if id != ids[row] {
+				t.Fatalf("row %d: id %d, want %d", row, id, ids[row])
+			}
+			got, want := floats(logits.Row(k)), refs[id]
+			for j := range want {
+				if math.Abs(float64(got[j]-want[j])) > 1e-4*math.Max(1, math.Abs(float64(want[j]))) {
+					t.Fatalf("id %d logit %d = %v, reference %v", id, j, got[j], want[j])
+				}
+			}
+			row++
+		}
+		res.Release()
+	}
+	if row != len(ids) {
+		t.Fatalf("%d rows back, want %d", row, len(ids))
+	}
+	// Again: every result is stored, nothing is published.
+	st, err := c.Run(context.Background(), client.Job{Name: "order", Fingerprint: fingerprintOf(t, c, "order")},
+		client.Bodies(bodies, nil), func(int, client.Part, client.Result) error { return nil })
+	if err != nil || st.Published != 0 || st.Requests != len(bodies) {
+		t.Fatalf("re-run: %+v, %v; want %d requests, none published", st, err, len(bodies))
+	}
+	jobs, err := c.Jobs(context.Background())
+	if err != nil || len(jobs) != 1 || jobs[0].State != client.StateDone || jobs[0].Requests != len(bodies) {
+		t.Fatalf("Jobs = %+v, %v; want one done job of %d requests", jobs, err, len(bodies))
+	}
+}
+
+func fingerprintOf(t testing.TB, c *client.Client, job string) string {
+	rec, err := c.LoadJob(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.Fingerprint
+}
+
+// TestCancelJobRemovesPending publishes requests no worker takes and
+// cancels one job: its requests go, the other job's stay.
+func TestCancelJobRemovesPending(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	if _, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := client.New(nc, client.Config{Model: "digits"})
+	for i := range 5 {
+		if _, err := c.Publish(context.Background(), client.Request{ID: fmt.Sprint("gone-", i), Job: "gone", Body: []byte("b")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Publish(context.Background(), client.Request{ID: "other-0", Job: "other", Body: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.CancelJob(context.Background(), "gone")
+	if err != nil || n != 5 {
+		t.Fatalf("CancelJob = %d, %v; want 5 removed", n, err)
+	}
+	s, _ := js.Stream(context.Background(), wire.DefaultRequestStream)
+	info, err := s.Info(context.Background())
+	if err != nil || info.State.Msgs != 1 {
+		t.Fatalf("request stream holds %d (%v), want the other job's 1", info.State.Msgs, err)
+	}
+}
