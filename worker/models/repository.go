@@ -221,7 +221,7 @@ func CheckName(model, version string) error {
 }
 
 func versionKey(model, version string) string { return model + ".versions." + version }
-func activeKey(model string) string            { return model + ".active" }
+func activeKey(model string) string           { return model + ".active" }
 func objectName(model, version, name string) string {
 	return model + "/" + version + "/" + name
 }
