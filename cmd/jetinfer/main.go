@@ -26,6 +26,7 @@ Commands:
   streams    create or update the request/result streams and the model's consumer, then exit
   scheduler  compute and serve autoscaling hints
   engine     build, inspect and check TensorRT engine plans
+  model      the model repository: push, ls, show, promote, rollback, rm, resolve
 
 Run 'jetinfer <command> -h' for a command's flags.
 `
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return schedulerCmd(ctx, rest, stdout, stderr, log)
 	case "engine":
 		return engineCmd(ctx, rest, stdout, stderr, log)
+	case "model":
+		return modelCmd(ctx, rest, stdout, stderr, log)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
