@@ -37,7 +37,8 @@ Subcommands:
                             the artifact this node would run, and why the others were skipped
 
 Connection and buckets from JETINFER_NATS_URL, JETINFER_NATS_* credentials,
-JETINFER_MODEL_BUCKET, JETINFER_ARTIFACT_BUCKET, JETINFER_MODEL_CACHE_DIR.
+JETINFER_MODEL_BUCKET, JETINFER_ARTIFACT_BUCKET, JETINFER_MODEL_CACHE_DIR,
+JETINFER_MODEL_CHUNK_SIZE (bytes).
 `
 
 // modelConfig is `jetinfer model`'s configuration, from JETINFER_* env.
@@ -46,7 +47,10 @@ type modelConfig struct {
 	ModelBucket    string `env:"MODEL_BUCKET"`
 	ArtifactBucket string `env:"ARTIFACT_BUCKET"`
 	CacheDir       string `env:"MODEL_CACHE_DIR"`
-	NATS           natsConfig
+	// ChunkSize overrides the Object Store chunk size of pushed artifacts
+	// (default 4 MiB, less where the server's max_payload is smaller).
+	ChunkSize uint32 `env:"MODEL_CHUNK_SIZE"`
+	NATS      natsConfig
 }
 
 // modelCmd dispatches `jetinfer model` subcommands.
@@ -107,7 +111,7 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return fmt.Errorf("creating JetStream context: %w", err)
 	}
 	repo, err := models.Open(ctx, js, models.Config{MetaBucket: cfg.ModelBucket, ArtifactBucket: cfg.ArtifactBucket,
-		CacheDir: cfg.CacheDir}, models.WithLogger(log))
+		CacheDir: cfg.CacheDir, ChunkSize: cfg.ChunkSize}, models.WithLogger(log))
 	if err != nil {
 		return err
 	}

@@ -114,6 +114,10 @@ type Config struct {
 	CacheDir string
 	// Replicas of both buckets when they are created (default 1).
 	Replicas int
+	// ChunkSize overrides the chunk size artifacts are written with
+	// (default ChunkSize, or less where the server's max_payload is
+	// smaller). Benchmarks compare chunk sizes with it.
+	ChunkSize uint32
 }
 
 // Repository is a model repository. Its methods are safe for concurrent use.
@@ -151,6 +155,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, opts ...Optio
 		cfg.CacheDir = filepath.Join(dir, "jetinfer", "artifacts")
 	}
 	r := &Repository{cfg: cfg, chunk: chunkSize(js), log: slog.New(slog.DiscardHandler), now: time.Now}
+	if cfg.ChunkSize > 0 {
+		r.chunk = cfg.ChunkSize
+	}
 	for _, o := range opts {
 		o(r)
 	}
