@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,8 +33,9 @@ Subcommands:
                             a version's artifacts and plan manifests
   promote NAME VERSION      make VERSION the active version
   rollback NAME             return to the previously active version
-  rm NAME VERSION           remove a version (refused while active)
-  resolve NAME [--version V] [--gpu N] [--tensorrt-version X.Y.Z]
+  rm NAME VERSION           remove a version (refused while active or aliased)
+  alias NAME ALIAS VERSION  point an alias (stable, canary, ...) at VERSION; --delete removes it
+  resolve NAME [--version V | --alias A] [--gpu N] [--tensorrt-version X.Y.Z]
                             the artifact this node would run, and why the others were skipped
 
 Connection and buckets from JETINFER_NATS_URL, JETINFER_NATS_* credentials,
@@ -72,7 +74,9 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		asJSON              bool
 		plan, manifest, ref string
 		version, trtVersion string
+		alias               string
 		gpuIndex            int
+		del                 bool
 	)
 	switch sub {
 	case "push":
@@ -83,8 +87,11 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 	case "resolve":
 		fs.StringVar(&version, "version", "", "resolve this version instead of the active one")
+		fs.StringVar(&alias, "alias", "", "resolve the version this alias names")
 		fs.IntVar(&gpuIndex, "gpu", 0, "NVML index of this node's GPU")
 		fs.StringVar(&trtVersion, "tensorrt-version", "", "TensorRT version to resolve for (default: the linked one)")
+	case "alias":
+		fs.BoolVar(&del, "delete", false, "remove the alias")
 	case "promote", "rollback", "rm":
 	default:
 		fmt.Fprint(stderr, modelUsage)
@@ -95,7 +102,7 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return err
 	}
 	want := map[string][2]int{"push": {2, 3}, "ls": {0, 1}, "show": {2, 2}, "promote": {2, 2},
-		"rollback": {1, 1}, "rm": {2, 2}, "resolve": {1, 1}}[sub]
+		"rollback": {1, 1}, "rm": {2, 2}, "resolve": {1, 1}, "alias": {2, 3}}[sub]
 	if len(pos) < want[0] || len(pos) > want[1] {
 		fmt.Fprint(stderr, modelUsage)
 		return fmt.Errorf("model %s: wrong number of arguments", sub)
@@ -143,8 +150,26 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: version %s removed\n", pos[0], pos[1])
+	case "alias":
+		if del {
+			if err := repo.DeleteAlias(ctx, pos[0], pos[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: alias %s removed\n", pos[0], pos[1])
+			return nil
+		}
+		if len(pos) != 3 {
+			return errors.New("model alias: give NAME ALIAS VERSION, or --delete NAME ALIAS")
+		}
+		if err := repo.SetAlias(ctx, pos[0], pos[1], pos[2]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: alias %s -> version %s\n", pos[0], pos[1], pos[2])
 	case "resolve":
-		return modelResolve(ctx, repo, pos[0], version, gpuIndex, trtVersion, stdout)
+		if version != "" && alias != "" {
+			return errors.New("--version and --alias exclude each other")
+		}
+		return modelResolve(ctx, repo, pos[0], version, alias, gpuIndex, trtVersion, stdout)
 	}
 	return nil
 }
@@ -232,9 +257,10 @@ func modelList(ctx context.Context, repo *models.Repository, asJSON bool, stdout
 
 // modelTableJSON is `model ls NAME --json`.
 type modelTableJSON struct {
-	Model    string           `json:"model"`
-	Active   *models.Active   `json:"active,omitempty"`
-	Versions []models.Version `json:"versions"`
+	Model    string            `json:"model"`
+	Active   *models.Active    `json:"active,omitempty"`
+	Aliases  map[string]string `json:"aliases,omitempty"`
+	Versions []models.Version  `json:"versions"`
 }
 
 // modelTable prints NAME's engine version table: per version, every
@@ -250,6 +276,9 @@ func modelTable(ctx context.Context, repo *models.Repository, name string, asJSO
 	} else if !errors.Is(err, models.ErrNotFound) {
 		return err
 	}
+	if out.Aliases, err = repo.Aliases(ctx, name); err != nil {
+		return err
+	}
 	if len(vs) == 0 {
 		return fmt.Errorf("model %s: %w", name, models.ErrNotFound)
 	}
@@ -260,8 +289,18 @@ func modelTable(ctx context.Context, repo *models.Repository, name string, asJSO
 	fmt.Fprintln(tw, "VERSION\tARTIFACT\tKIND\tGPU\tCC\tTENSORRT\tPRECISION\tPROFILES\tSIZE\tSHA256\tADDED")
 	for _, v := range vs {
 		ver := v.Version
+		var tags []string
+		for a, av := range out.Aliases {
+			if av == v.Version {
+				tags = append(tags, a)
+			}
+		}
+		sort.Strings(tags)
 		if out.Active != nil && out.Active.Version == v.Version {
-			ver += " (active)"
+			tags = append([]string{"active"}, tags...)
+		}
+		if len(tags) > 0 {
+			ver += " (" + strings.Join(tags, ", ") + ")"
 		}
 		for _, a := range v.Artifacts {
 			gpu, cc, trtv, prec, profiles := "-", "-", "-", "-", "-"
@@ -368,7 +407,7 @@ func modelShow(ctx context.Context, repo *models.Repository, name, version strin
 
 // modelResolve prints the artifact this node would run and why the
 // others were skipped; the chosen artifact ends up in the local cache.
-func modelResolve(ctx context.Context, repo *models.Repository, name, version string, gpuIndex int, trtVersion string, stdout io.Writer) error {
+func modelResolve(ctx context.Context, repo *models.Repository, name, version, alias string, gpuIndex int, trtVersion string, stdout io.Writer) error {
 	var node models.Node
 	if info, err := gpuinfo.Probe(); err == nil {
 		if g, err := info.GPU(gpuIndex); err == nil {
@@ -387,10 +426,13 @@ func modelResolve(ctx context.Context, repo *models.Repository, name, version st
 	fmt.Fprintf(stdout, "node:     %s %s (compute %s), TensorRT %s\n", node.GPU.Kind, node.GPU.Name, orDash(node.GPU.Compute), orDash(node.TensorRT))
 	var res models.Resolution
 	var err error
-	if version == "" {
-		res, err = repo.Resolve(ctx, name, node)
-	} else {
+	switch {
+	case version != "":
 		res, err = repo.ResolveVersion(ctx, name, version, node)
+	case alias != "":
+		res, err = repo.ResolveAlias(ctx, name, alias, node)
+	default:
+		res, err = repo.Resolve(ctx, name, node)
 	}
 	for _, s := range res.Skipped {
 		fmt.Fprintf(stdout, "skipped:  %s (%s): %s\n", s.Artifact, s.Kind, s.Reason)

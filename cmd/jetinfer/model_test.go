@@ -66,10 +66,11 @@ func TestModelCommands(t *testing.T) {
 	mustModel("push", "digits", "2", "../../testdata/models/digits_fp16.onnx")
 	mustModel("promote", "digits", "1")
 	mustModel("promote", "digits", "2")
+	mustModel("alias", "digits", "stable", "1")
 
 	table := mustModel("ls", "digits")
 	t.Logf("model ls digits:\n%s", table)
-	for _, want := range []string{"2 (active)", "h100.plan", "NVIDIA H100 80GB HBM3", "10.9.0", "fp16", "1-256", "digits_ref.arrow"} {
+	for _, want := range []string{"2 (active)", "1 (stable)", "h100.plan", "NVIDIA H100 80GB HBM3", "10.9.0", "fp16", "1-256", "digits_ref.arrow"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("version table lacks %q:\n%s", want, table)
 		}
@@ -78,13 +79,17 @@ func TestModelCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustModel("ls", "digits", "--json")), &js); err != nil {
 		t.Fatal(err)
 	}
-	if js.Active == nil || js.Active.Version != "2" || len(js.Versions) != 2 || len(js.Versions[0].Artifacts) != 4 {
+	if js.Active == nil || js.Active.Version != "2" || js.Aliases["stable"] != "1" || len(js.Versions) != 2 || len(js.Versions[0].Artifacts) != 4 {
 		t.Fatalf("ls --json = %+v, want version 2 active and 4 artifacts in version 1 (onnx, plan, manifest, reference)", js)
 	}
 	if a, ok := js.Versions[0].Artifact("h100.plan"); !ok || a.Manifest == nil || a.Manifest.GPU.ComputeCapability != "9.0" {
 		t.Fatalf("plan in ls --json = %+v", a)
 	}
 
+	if out, err := model("rm", "digits", "1"); err == nil || !strings.Contains(err.Error(), "stable") {
+		t.Fatalf("rm of the stable version: %v\n%s", err, out)
+	}
+	mustModel("alias", "digits", "stable", "--delete")
 	if out, err := model("rm", "digits", "2"); err == nil || !strings.Contains(err.Error(), "active") {
 		t.Fatalf("rm of the active version: %v\n%s", err, out)
 	}

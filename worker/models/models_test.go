@@ -181,6 +181,9 @@ func TestPushListPromoteRollbackRemove(t *testing.T) {
 	if a.Version != "2" || len(a.Previous) != 1 || a.Previous[0] != "1" {
 		t.Fatalf("active after promoting 1 then 2 = %+v", a)
 	}
+	if again, err := e.repo.Promote(ctx, "digits", "2"); err != nil || !again.At.Equal(a.At) || len(again.Previous) != 1 {
+		t.Fatalf("promoting the active version again = %+v, %v; want the record unchanged (%+v)", again, err, a)
+	}
 	if err := e.repo.Remove(ctx, "digits", "2"); !errors.Is(err, models.ErrActive) {
 		t.Fatalf("removing the active version: %v, want ErrActive", err)
 	}
@@ -189,6 +192,27 @@ func TestPushListPromoteRollbackRemove(t *testing.T) {
 	}
 	if got, err := e.repo.Active(ctx, "digits"); err != nil || got.Version != "1" {
 		t.Fatalf("active after rollback = %+v, %v", got, err)
+	}
+
+	// An alias keeps a version from removal and resolves to it.
+	if err := e.repo.SetAlias(ctx, "digits", "canary", "9"); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("alias to a missing version: %v, want ErrNotFound", err)
+	}
+	if err := e.repo.SetAlias(ctx, "digits", "canary", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.repo.Remove(ctx, "digits", "2"); !errors.Is(err, models.ErrActive) || !strings.Contains(err.Error(), "canary") {
+		t.Fatalf("removing the canary version: %v, want ErrActive naming the alias", err)
+	}
+	r, err := e.repo.ResolveAlias(ctx, "digits", "canary", models.Node{GPU: trt.Device{Kind: "cpu"}})
+	if err != nil || r.Version != "2" || r.Artifact.SHA256 != fileSHA(t, fp16) {
+		t.Fatalf("resolving digits@canary = %+v, %v; want version 2's model", r, err)
+	}
+	if al, err := e.repo.Aliases(ctx, "digits"); err != nil || len(al) != 1 || al["canary"] != "2" {
+		t.Fatalf("aliases = %v, %v", al, err)
+	}
+	if err := e.repo.DeleteAlias(ctx, "digits", "canary"); err != nil {
+		t.Fatal(err)
 	}
 	if err := e.repo.Remove(ctx, "digits", "2"); err != nil {
 		t.Fatalf("removing inactive version 2: %v", err)

@@ -40,7 +40,8 @@ var (
 	// ErrExists: the version or artifact is already there; versions are
 	// immutable except for adding artifacts.
 	ErrExists = errors.New("already in the model repository")
-	// ErrActive: the version is active and cannot be removed.
+	// ErrActive: the version is active (or named by an alias) and cannot
+	// be removed.
 	ErrActive = errors.New("version is active")
 	// ErrCorrupt: an artifact's bytes do not match its recorded SHA-256.
 	ErrCorrupt = errors.New("artifact corrupt")
@@ -166,7 +167,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, opts ...Optio
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		r.meta, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      cfg.MetaBucket,
-			Description: "jetinfer model repository: <model>.versions.<version>, <model>.active",
+			Description: "jetinfer model repository: <model>.versions.<version>, <model>.active, <model>.alias.<alias>",
 			History:     maxHistory,
 			Storage:     jetstream.FileStorage,
 			Replicas:    cfg.Replicas,
@@ -590,6 +591,9 @@ func (r *Repository) update(ctx context.Context, model string, change func(cur A
 		if err != nil {
 			return Active{}, err
 		}
+		if found && next.Version == cur.Version && slices.Equal(next.Previous, cur.Previous) {
+			return cur, nil // nothing to write
+		}
 		next.At = r.now().UTC()
 		err = r.setActive(ctx, model, next, rev)
 		if err == nil {
@@ -669,8 +673,9 @@ func (r *Repository) Rollback(ctx context.Context, model string) (Active, error)
 	return a, err
 }
 
-// Remove deletes model version and its artifacts. The active version is
-// refused with ErrActive: promote or roll back first.
+// Remove deletes model version and its artifacts. The active version, or
+// one an alias names, is refused with ErrActive: promote, roll back or
+// move the alias first.
 func (r *Repository) Remove(ctx context.Context, model, version string) error {
 	if err := CheckName(model, version); err != nil {
 		return err
@@ -685,6 +690,13 @@ func (r *Repository) Remove(ctx context.Context, model, version string) error {
 	}
 	if err == nil && a.Version == version {
 		return fmt.Errorf("removing %s %s: %w; promote another version or roll back first", model, version, ErrActive)
+	}
+	aliases, err := r.Aliases(ctx, model)
+	if err != nil {
+		return err
+	}
+	if names := aliasesOf(aliases, version); len(names) > 0 {
+		return fmt.Errorf("removing %s %s: aliased as %s: %w; move or delete the alias first", model, version, strings.Join(names, ", "), ErrActive)
 	}
 	// The key goes first, so that nobody resolves a half-removed version.
 	if err := r.meta.Delete(ctx, versionKey(model, version), jetstream.LastRevision(rev)); err != nil {
