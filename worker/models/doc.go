@@ -8,7 +8,8 @@
 // wire.DefaultModelBucket and wire.DefaultArtifactBucket; keys and object
 // names are described in docs/models.md), pushing versions with the
 // SHA-256 of every artifact, promoting and rolling back the active
-// version, refusing to remove the active version, a content-addressed
+// version, aliases such as "stable" and "canary", refusing to remove the
+// active or an aliased version, a content-addressed
 // on-disk cache per node in which every entry is verified against its
 // recorded digest before use, and the per-node choice of artifact
 // (Repository.Resolve): the best TensorRT plan whose manifest fits this
