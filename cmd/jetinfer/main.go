@@ -28,6 +28,7 @@ Commands:
   drain      ask the local worker to drain and wait until it has (Kubernetes preStop hook)
   scheduler  compute and serve autoscaling hints
   engine     build, inspect and check TensorRT engine plans
+  model      the model repository: push, ls, show, promote, rollback, rm, resolve
   version    print the version, commit, Go, ONNX Runtime and TensorRT versions
 
 Run 'jetinfer <command> -h' for a command's flags.
@@ -87,6 +88,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return schedulerCmd(ctx, rest, stdout, stderr, log)
 	case "engine":
 		return engineCmd(ctx, rest, stdout, stderr, log)
+	case "model":
+		return modelCmd(ctx, rest, stdout, stderr, log)
 	case "drain":
 		return drainCmd(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":

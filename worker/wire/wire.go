@@ -23,6 +23,13 @@ const (
 	// DefaultHintBucket is the KV bucket the scheduler publishes its
 	// scaling hints to.
 	DefaultHintBucket = "jetinfer_hints"
+	// DefaultModelBucket is the KV bucket of the model repository: version
+	// metadata and the active version per model (docs/models.md).
+	DefaultModelBucket = "jetinfer_models"
+	// DefaultArtifactBucket is the Object Store bucket holding the model
+	// repository's artifacts: ONNX models, TensorRT plans and manifests,
+	// reference data.
+	DefaultArtifactBucket = "jetinfer_artifacts"
 )
 
 // Header names. Request headers are set by producers, result headers by

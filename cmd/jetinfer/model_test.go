@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jetinfer/jetinfer/trt"
+)
+
+// TestModelCommands drives `jetinfer model` against an embedded JetStream
+// server: push, the version table as text and JSON, promote, rm refused
+// while active, rollback, show and resolve.
+func TestModelCommands(t *testing.T) {
+	ns, err := startEmbedded(-1, t.TempDir(), 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	t.Setenv("JETINFER_MODEL_CACHE_DIR", t.TempDir())
+	url := ns.ClientURL()
+	model := func(args ...string) (string, error) {
+		var stdout, stderr bytes.Buffer
+		err := run(t.Context(), append(append([]string{"model"}, args...), "--nats", url), &stdout, &stderr)
+		return stdout.String(), err
+	}
+	mustModel := func(args ...string) string {
+		t.Helper()
+		out, err := model(args...)
+		if err != nil {
+			t.Fatalf("model %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+
+	// A stand-in plan (bytes; nothing here deserializes it) with a real
+	// manifest for an H100 and TensorRT 10.9.0.
+	dir := t.TempDir()
+	planBytes := []byte("stand-in plan for the CLI test")
+	plan := filepath.Join(dir, "h100.plan")
+	if err := os.WriteFile(plan, planBytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := trt.Manifest{Schema: trt.ManifestSchema, TensorRT: "10.9.0",
+		GPU:           trt.ManifestGPU{Name: "NVIDIA H100 80GB HBM3", ComputeCapability: "9.0"},
+		Compatibility: trt.Compatibility{Hardware: trt.HardwareCompatNone}, Precision: trt.Precision{FP16: true},
+		PlanSHA256: trt.SHA256Hex(planBytes), PlanBytes: int64(len(planBytes)), Build: trt.BuildInfo{OptimizationLevel: -1}}
+	m.SetSpec(trt.Spec{
+		Inputs:  []trt.TensorDesc{{Name: "pixels", DType: trt.Float32, Shape: trt.Shape{-1, 8, 8}}},
+		Outputs: []trt.TensorDesc{{Name: "logits", DType: trt.Float32, Shape: trt.Shape{-1, 10}}},
+		Profiles: []trt.Profile{{Min: map[string]trt.Shape{"pixels": {1, 8, 8}}, Opt: map[string]trt.Shape{"pixels": {64, 8, 8}},
+			Max: map[string]trt.Shape{"pixels": {256, 8, 8}}}},
+	})
+	b, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(plan+".json", b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	mustModel("push", "digits", "1", "../../testdata/models/digits.onnx", "--plan", plan, "--reference", "../../testdata/digits_ref.arrow")
+	mustModel("push", "digits", "2", "../../testdata/models/digits_fp16.onnx")
+	mustModel("promote", "digits", "1")
+	mustModel("promote", "digits", "2")
+	mustModel("alias", "digits", "stable", "1")
+
+	table := mustModel("ls", "digits")
+	t.Logf("model ls digits:\n%s", table)
+	for _, want := range []string{"2 (active)", "1 (stable)", "h100.plan", "NVIDIA H100 80GB HBM3", "10.9.0", "fp16", "1-256", "digits_ref.arrow"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("version table lacks %q:\n%s", want, table)
+		}
+	}
+	var js modelTableJSON
+	if err := json.Unmarshal([]byte(mustModel("ls", "digits", "--json")), &js); err != nil {
+		t.Fatal(err)
+	}
+	if js.Active == nil || js.Active.Version != "2" || js.Aliases["stable"] != "1" || len(js.Versions) != 2 || len(js.Versions[0].Artifacts) != 4 {
+		t.Fatalf("ls --json = %+v, want version 2 active and 4 artifacts in version 1 (onnx, plan, manifest, reference)", js)
+	}
+	if a, ok := js.Versions[0].Artifact("h100.plan"); !ok || a.Manifest == nil || a.Manifest.GPU.ComputeCapability != "9.0" {
+		t.Fatalf("plan in ls --json = %+v", a)
+	}
+
+	if out, err := model("rm", "digits", "1"); err == nil || !strings.Contains(err.Error(), "stable") {
+		t.Fatalf("rm of the stable version: %v\n%s", err, out)
+	}
+	mustModel("alias", "digits", "stable", "--delete")
+	if out, err := model("rm", "digits", "2"); err == nil || !strings.Contains(err.Error(), "active") {
+		t.Fatalf("rm of the active version: %v\n%s", err, out)
+	}
+	if out := mustModel("rollback", "digits"); !strings.Contains(out, "rolled back to version 1") {
+		t.Fatalf("rollback said %q", out)
+	}
+	mustModel("rm", "digits", "2")
+	if out := mustModel("ls"); !strings.Contains(out, "digits") || !strings.Contains(out, "1 ") {
+		t.Fatalf("ls said %q", out)
+	}
+	if out := mustModel("show", "digits", "1"); !strings.Contains(out, "(active)") || !strings.Contains(out, "TensorRT 10.9.0") {
+		t.Fatalf("show said %q", out)
+	}
+	// This node: the plan is skipped (no GPU here, or a GPU other than
+	// the plan's at TensorRT 9.9.9) and the ONNX model chosen.
+	out := mustModel("resolve", "digits", "--tensorrt-version", "9.9.9")
+	t.Logf("model resolve digits:\n%s", out)
+	if !strings.Contains(out, "skipped:  h100.plan") || !strings.Contains(out, "chosen:   digits 1: digits.onnx (onnx)") {
+		t.Fatalf("resolve said %q", out)
+	}
+}
