@@ -35,7 +35,7 @@ Subcommands:
   rollback NAME             return to the previously active version
   rm NAME VERSION           remove a version (refused while active or aliased)
   alias NAME ALIAS VERSION  point an alias (stable, canary, ...) at VERSION; --delete removes it
-  resolve NAME [--version V | --alias A] [--gpu N] [--tensorrt-version X.Y.Z]
+  resolve NAME [--version V | --alias A] [--gpu N] [--tensorrt-version X.Y.Z.B]
                             the artifact this node would run, and why the others were skipped
 
 Connection and buckets from JETINFER_NATS_URL, JETINFER_NATS_* credentials,
@@ -89,7 +89,7 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		fs.StringVar(&version, "version", "", "resolve this version instead of the active one")
 		fs.StringVar(&alias, "alias", "", "resolve the version this alias names")
 		fs.IntVar(&gpuIndex, "gpu", 0, "NVML index of this node's GPU")
-		fs.StringVar(&trtVersion, "tensorrt-version", "", "TensorRT version to resolve for (default: the linked one)")
+		fs.StringVar(&trtVersion, "tensorrt-version", "", "TensorRT version major.minor.patch.build to resolve for (default: the linked one)")
 	case "alias":
 		fs.BoolVar(&del, "delete", false, "remove the alias")
 	case "promote", "rollback", "rm":
@@ -408,20 +408,21 @@ func modelShow(ctx context.Context, repo *models.Repository, name, version strin
 // modelResolve prints the artifact this node would run and why the
 // others were skipped; the chosen artifact ends up in the local cache.
 func modelResolve(ctx context.Context, repo *models.Repository, name, version, alias string, gpuIndex int, trtVersion string, stdout io.Writer) error {
-	var node models.Node
-	if info, err := gpuinfo.Probe(); err == nil {
-		if g, err := info.GPU(gpuIndex); err == nil {
-			node.GPU = g.Device()
+	// What TensorRT's loader would see; without TensorRT or CUDA, what
+	// NVML and the platform tell.
+	node, _ := tensorrt.ThisNode(tensorrt.Config{Device: gpuIndex, AllowHostCode: true})
+	if node.GPU.Kind == "" {
+		if info, err := gpuinfo.Probe(); err == nil {
+			if g, err := info.GPU(gpuIndex); err == nil {
+				node.GPU = g.Device()
+			}
 		}
 	}
 	if node.GPU.Kind == "" {
 		node.GPU = trt.Device{Kind: "cpu", Name: "no NVIDIA GPU"}
 	}
-	node.TensorRT = trtVersion
-	if node.TensorRT == "" {
-		if v, err := tensorrt.LinkedVersion(); err == nil {
-			node.TensorRT = v
-		}
+	if trtVersion != "" {
+		node.TensorRT = trtVersion
 	}
 	fmt.Fprintf(stdout, "node:     %s %s (compute %s), TensorRT %s\n", node.GPU.Kind, node.GPU.Name, orDash(node.GPU.Compute), orDash(node.TensorRT))
 	var res models.Resolution

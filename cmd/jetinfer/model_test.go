@@ -44,7 +44,7 @@ func TestModelCommands(t *testing.T) {
 	if err := os.WriteFile(plan, planBytes, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m := trt.Manifest{Schema: trt.ManifestSchema, TensorRT: "10.9.0",
+	m := trt.Manifest{Schema: trt.ManifestSchema, TensorRT: "10.9.0.34", Platform: "linux/amd64", TensorRTCUDAMajor: 12,
 		GPU:           trt.ManifestGPU{Name: "NVIDIA H100 80GB HBM3", ComputeCapability: "9.0"},
 		Compatibility: trt.Compatibility{Hardware: trt.HardwareCompatNone}, Precision: trt.Precision{FP16: true},
 		PlanSHA256: trt.SHA256Hex(planBytes), PlanBytes: int64(len(planBytes)), Build: trt.BuildInfo{OptimizationLevel: -1}}
@@ -70,7 +70,7 @@ func TestModelCommands(t *testing.T) {
 
 	table := mustModel("ls", "digits")
 	t.Logf("model ls digits:\n%s", table)
-	for _, want := range []string{"2 (active)", "1 (stable)", "h100.plan", "NVIDIA H100 80GB HBM3", "10.9.0", "fp16", "1-256", "digits_ref.arrow"} {
+	for _, want := range []string{"2 (active)", "1 (stable)", "h100.plan", "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp16", "1-256", "digits_ref.arrow"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("version table lacks %q:\n%s", want, table)
 		}

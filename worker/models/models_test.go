@@ -102,14 +102,16 @@ func standInPlan(t *testing.T, name, gpu, cc, v, onnx string) (string, *trt.Mani
 		t.Fatal(err)
 	}
 	m := &trt.Manifest{
-		Schema:        trt.ManifestSchema,
-		TensorRT:      v,
-		GPU:           trt.ManifestGPU{Name: gpu, ComputeCapability: cc},
-		Compatibility: trt.Compatibility{Hardware: trt.HardwareCompatNone},
-		Precision:     trt.Precision{FP16: true},
-		PlanSHA256:    trt.SHA256Hex(plan),
-		PlanBytes:     int64(len(plan)),
-		Build:         trt.BuildInfo{OptimizationLevel: -1},
+		Schema:            trt.ManifestSchema,
+		TensorRT:          v,
+		Platform:          "linux/amd64",
+		TensorRTCUDAMajor: 12,
+		GPU:               trt.ManifestGPU{Name: gpu, ComputeCapability: cc},
+		Compatibility:     trt.Compatibility{Hardware: trt.HardwareCompatNone},
+		Precision:         trt.Precision{FP16: true},
+		PlanSHA256:        trt.SHA256Hex(plan),
+		PlanBytes:         int64(len(plan)),
+		Build:             trt.BuildInfo{OptimizationLevel: -1},
 	}
 	if onnx != "" {
 		m.ONNXSHA256 = fileSHA(t, onnx)
@@ -243,7 +245,7 @@ func TestPushRefusesPlanNotMatchingItsManifest(t *testing.T) {
 	e := newEnv(t, 8<<20)
 	ctx := t.Context()
 	digits := repoFile("testdata", "models", "digits.onnx")
-	plan, m := standInPlan(t, "h100.plan", "NVIDIA H100 80GB HBM3", "9.0", "10.9.0", digits)
+	plan, m := standInPlan(t, "h100.plan", "NVIDIA H100 80GB HBM3", "9.0", "10.9.0.34", digits)
 	m.PlanSHA256 = strings.Repeat("ab", 32)
 	_, err := e.repo.Push(ctx, "digits", "1", []models.Upload{
 		{Kind: models.KindONNX, Path: digits}, {Kind: models.KindPlan, Path: plan, Manifest: m},
@@ -252,7 +254,7 @@ func TestPushRefusesPlanNotMatchingItsManifest(t *testing.T) {
 		t.Fatalf("push of a plan its manifest does not describe: %v", err)
 	}
 	// A plan built from another ONNX model is refused too.
-	plan, m = standInPlan(t, "h100.plan", "NVIDIA H100 80GB HBM3", "9.0", "10.9.0", repoFile("testdata", "models", "seq_encoder.onnx"))
+	plan, m = standInPlan(t, "h100.plan", "NVIDIA H100 80GB HBM3", "9.0", "10.9.0.34", repoFile("testdata", "models", "seq_encoder.onnx"))
 	_, err = e.repo.Push(ctx, "digits", "1", []models.Upload{
 		{Kind: models.KindONNX, Path: digits}, {Kind: models.KindPlan, Path: plan, Manifest: m},
 	})
@@ -276,8 +278,8 @@ func TestPushRefusesPlanNotMatchingItsManifest(t *testing.T) {
 func pushWithPlans(t *testing.T, e env) {
 	t.Helper()
 	digits := repoFile("testdata", "models", "digits.onnx")
-	h, hm := standInPlan(t, "h100.plan", "NVIDIA H100 80GB HBM3", "9.0", "10.9.0", digits)
-	a, am := standInPlan(t, "a100.plan", "NVIDIA A100-SXM4-80GB", "8.0", "10.9.0", digits)
+	h, hm := standInPlan(t, "h100.plan", "NVIDIA H100 80GB HBM3", "9.0", "10.9.0.34", digits)
+	a, am := standInPlan(t, "a100.plan", "NVIDIA A100-SXM4-80GB", "8.0", "10.9.0.34", digits)
 	_, err := e.repo.Push(t.Context(), "digits", "1", []models.Upload{
 		{Kind: models.KindONNX, Path: digits, Name: "model.onnx"},
 		{Kind: models.KindPlan, Path: a, Manifest: am},
@@ -306,7 +308,7 @@ func TestResolveChoosesPerNode(t *testing.T) {
 	ctx := t.Context()
 
 	// An H100 with TensorRT 10.9.0 gets its plan.
-	r, err := e.repo.Resolve(ctx, "digits", models.Node{GPU: h100(), TensorRT: "10.9.0"})
+	r, err := e.repo.Resolve(ctx, "digits", models.Node{GPU: h100(), TensorRT: "10.9.0.34", TensorRTCUDAMajor: 12, Platform: "linux/amd64"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +327,7 @@ func TestResolveChoosesPerNode(t *testing.T) {
 	}
 
 	// The H100 with a patch-level TensorRT mismatch falls back to ONNX.
-	r, err = e.repo.Resolve(ctx, "digits", models.Node{GPU: h100(), TensorRT: "10.9.1"})
+	r, err = e.repo.Resolve(ctx, "digits", models.Node{GPU: h100(), TensorRT: "10.9.1.6", TensorRTCUDAMajor: 12, Platform: "linux/amd64"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +398,7 @@ func TestCorruptArtifactIsSkipped(t *testing.T) {
 	ctx := t.Context()
 	overwrite(t, e, "digits/1/h100.plan")
 
-	r, err := e.repo.Resolve(ctx, "digits", models.Node{GPU: h100(), TensorRT: "10.9.0"})
+	r, err := e.repo.Resolve(ctx, "digits", models.Node{GPU: h100(), TensorRT: "10.9.0.34", TensorRTCUDAMajor: 12, Platform: "linux/amd64"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +423,7 @@ func TestCorruptArtifactIsSkipped(t *testing.T) {
 	if err := os.RemoveAll(e.cache); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.repo.Resolve(ctx, "digits", models.Node{GPU: h100(), TensorRT: "10.9.0"})
+	_, err = e.repo.Resolve(ctx, "digits", models.Node{GPU: h100(), TensorRT: "10.9.0.34", TensorRTCUDAMajor: 12, Platform: "linux/amd64"})
 	if !errors.Is(err, models.ErrNoArtifact) || !strings.Contains(err.Error(), "model.onnx") || !strings.Contains(err.Error(), "h100.plan") {
 		t.Fatalf("resolve with everything corrupt: %v, want ErrNoArtifact naming both artifacts", err)
 	}

@@ -17,15 +17,9 @@ import (
 	"github.com/jetinfer/jetinfer/trt"
 )
 
-// Node is what the per-node choice needs to know about this node.
-type Node struct {
-	// GPU is the device plans would run on; Kind "" or "cpu" when the
-	// node has no GPU.
-	GPU trt.Device
-	// TensorRT is the linked TensorRT version ("major.minor.patch"),
-	// empty when none is linked.
-	TensorRT string
-}
+// Node is what the per-node choice needs to know about this node: the
+// identity trt.Manifest.Check compares a plan's manifest against.
+type Node = trt.Node
 
 // Skip says why an artifact was not chosen.
 type Skip struct {
@@ -91,7 +85,7 @@ func (r *Repository) ResolveVersion(ctx context.Context, model, version string, 
 				skip(a, "plan has no manifest in the repository", fmt.Errorf("plan %s has no manifest: %w", a.Name, trt.ErrIncompatible))
 				continue
 			}
-			if err := a.Manifest.CompatibleWith(node.GPU, node.TensorRT); err != nil {
+			if err := a.Manifest.CompatibleWith(node); err != nil {
 				skip(a, err.Error(), err)
 				continue
 			}
