@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jetinfer/jetinfer/worker/wire"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -14,9 +15,9 @@ import (
 // worker and the scheduler must agree.
 const (
 	// DefaultReportBucket is the KV bucket workers publish reports to.
-	DefaultReportBucket = "jetinfer_workers"
+	DefaultReportBucket = wire.DefaultReportBucket
 	// DefaultHintBucket is the KV bucket the scheduler publishes hints to.
-	DefaultHintBucket = "jetinfer_hints"
+	DefaultHintBucket = wire.DefaultHintBucket
 	// DefaultReportTTL is how long the report bucket keeps a key after its
 	// last update. It only reclaims space: staleness is judged by
 	// WorkerReport.At against Config.ReportMaxAge.

@@ -10,13 +10,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jetinfer/jetinfer/worker/wire"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 )
 
-// DefaultRequestStream is the request stream the lead's wire contract fixes.
-const DefaultRequestStream = "JETINFER_REQ"
+// DefaultRequestStream is the request stream whose consumers the
+// scheduler reads (the contract's default).
+const DefaultRequestStream = wire.DefaultRequestStream
 
 // Config configures a Scheduler. Start from DefaultConfig.
 type Config struct {

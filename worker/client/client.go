@@ -33,7 +33,7 @@ type Config struct {
 }
 
 // DefaultJobBucket is the KV bucket that holds job records.
-const DefaultJobBucket = "jetinfer_jobs"
+const DefaultJobBucket = wire.DefaultJobBucket
 
 func (c Config) withDefaults() Config {
 	def := func(s *string, v string) {

@@ -30,6 +30,9 @@ const (
 	// repository's artifacts: ONNX models, TensorRT plans and manifests,
 	// reference data.
 	DefaultArtifactBucket = "jetinfer_artifacts"
+	// DefaultJobBucket is the KV bucket of scoring job records
+	// (`jetinfer score`, `jetinfer jobs`).
+	DefaultJobBucket = "jetinfer_jobs"
 )
 
 // Header names. Request headers are set by producers, result headers by
