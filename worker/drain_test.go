@@ -32,9 +32,10 @@ func TestDrainHandsBackNothingLost(t *testing.T) {
 	d := loadDigits(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
-	// Small pull buffer: most requests stay in the stream when the first
-	// worker stops, so the second one must pick them up.
-	cfg := worker.Config{Model: "digits", MaxBatchRows: 8, MaxMsgSize: 16 << 10, MaxPullBytes: 32 << 10}
+	// A short drain timeout: the first worker, slowed down, cannot finish
+	// what it holds, hands the rest back on shutdown, and the second one
+	// must pick it up.
+	cfg := worker.Config{Model: "digits", MaxBatchRows: 8, DrainTimeout: 300 * time.Millisecond}
 	js := mustJS(t, nc)
 	if _, err := worker.EnsureStreams(context.Background(), js, cfg); err != nil {
 		t.Fatal(err)
@@ -51,7 +52,7 @@ func TestDrainHandsBackNothingLost(t *testing.T) {
 
 	// A stand-in wrapper slows the real engine so that the drain happens
 	// mid-job.
-	first, err := worker.New(nc, slowEngine{eng, 5 * time.Millisecond}, cfg)
+	first, err := worker.New(nc, slowEngine{eng, 20 * time.Millisecond}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
