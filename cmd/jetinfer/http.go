@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,9 +71,13 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.L
 // workerHandler serves the worker's HTTP endpoints: GET /metrics, GET
 // /healthz, GET /readyz (200 while ready() is true) and POST /drain, which
 // calls drain and answers once drained is closed. Other methods on these
-// paths get 405.
-func workerHandler(metrics http.Handler, ready func() bool, drain func(), drained <-chan struct{}) http.Handler {
+// paths get 405. With profiling, Go's profiler is served under
+// /debug/pprof/ as well.
+func workerHandler(metrics http.Handler, ready func() bool, drain func(), drained <-chan struct{}, profiling bool) http.Handler {
 	mux := http.NewServeMux()
+	if profiling {
+		addProfiler(mux)
+	}
 	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) { fmt.Fprintln(rw, "ok") })
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
@@ -91,4 +96,15 @@ func workerHandler(metrics http.Handler, ready func() bool, drain func(), draine
 		}
 	})
 	return mux
+}
+
+// addProfiler serves net/http/pprof's handlers on mux under /debug/pprof/
+// (the index lists the profiles: profile?seconds=N for CPU, heap, allocs,
+// goroutine, mutex, block, trace).
+func addProfiler(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }

@@ -103,7 +103,7 @@ func TestServiceNameFromEnvironmentWins(t *testing.T) {
 func TestWorkerHandlerDrainIsPostOnly(t *testing.T) {
 	var drains atomic.Int32
 	drained := make(chan struct{})
-	h := workerHandler(http.NotFoundHandler(), func() bool { return true }, func() { drains.Add(1); close(drained) }, drained)
+	h := workerHandler(http.NotFoundHandler(), func() bool { return true }, func() { drains.Add(1); close(drained) }, drained, false)
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
@@ -165,5 +165,31 @@ func TestTakenPortsAreNamed(t *testing.T) {
 	_, err = listen("127.0.0.1:"+strconv.Itoa(port), "JETINFER_HTTP_LISTEN")
 	if err == nil || !strings.Contains(err.Error(), "already in use") || !strings.Contains(err.Error(), "JETINFER_HTTP_LISTEN") {
 		t.Errorf("HTTP listener on a taken port: %v; want an error naming JETINFER_HTTP_LISTEN", err)
+	}
+}
+
+func TestWorkerHandlerProfilerOnlyWhenEnabled(t *testing.T) {
+	for _, profiling := range []bool{false, true} {
+		drained := make(chan struct{})
+		srv := httptest.NewServer(workerHandler(http.NotFoundHandler(), func() bool { return true }, func() {}, drained, profiling))
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/goroutine?debug=1"} {
+			resp, err := http.Get(srv.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			want := http.StatusNotFound
+			if profiling {
+				want = http.StatusOK
+			}
+			if resp.StatusCode != want {
+				t.Errorf("JETINFER_PPROF=%v: GET %s = %d, want %d", profiling, path, resp.StatusCode, want)
+			}
+			if profiling && len(body) == 0 {
+				t.Errorf("GET %s: empty profile", path)
+			}
+		}
+		srv.Close()
 	}
 }

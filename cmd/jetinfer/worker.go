@@ -27,6 +27,10 @@ type workerConfig struct {
 	// HTTPListen serves /metrics, /healthz, /readyz and /drain; empty
 	// disables the server.
 	HTTPListen string `env:"HTTP_LISTEN" envDefault:":9464"`
+	// Profiling serves Go's profiler (net/http/pprof) under /debug/pprof/
+	// on HTTPListen. Off by default: profiles reveal internals and a CPU
+	// profile costs CPU while it runs.
+	Profiling bool `env:"PPROF"`
 
 	Engine backendConfig
 	Worker worker.Config
@@ -159,7 +163,7 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 	defer stopHTTP()
 	if ln != nil {
 		ready := func() bool { return w.Ready() && nc.IsConnected() }
-		serveHTTP(httpCtx, ln, workerHandler(metricsHandler, ready, drain, drained), log)
+		serveHTTP(httpCtx, ln, workerHandler(metricsHandler, ready, drain, drained, cfg.Profiling), log)
 		log.Info("worker HTTP listening", "addr", ln.Addr().String())
 	}
 	err = w.Run(wctx)
