@@ -1,6 +1,7 @@
 package codec_test
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -95,4 +96,39 @@ func BenchmarkEncodeResult16MiB(b *testing.B) {
 		}
 		b.ReportMetric(float64(tEncode)/float64(tCopy), "ratio")
 	})
+}
+
+// BenchmarkSmallMessages measures the per-request cost of the codec on the
+// messages a worker handles most: a request of 4 or 64 digits rows
+// (float32 [8,8], int64 ids) decoded, and its result (float32 [10] per
+// row, the same ids) encoded. allocs/op is the figure to watch: at small
+// sizes the codec's cost is its bookkeeping, not its bytes.
+func BenchmarkSmallMessages(b *testing.B) {
+	for _, rows := range []int{4, 64} {
+		pixels := randTensor("pixels", trt.Float32, trt.Shape{int64(rows), 8, 8}, 7)
+		logits := randTensor("logits", trt.Float32, trt.Shape{int64(rows), 10}, 8)
+		body := encodeRequest(b, []trt.Tensor{pixels}, nil)
+		b.Run("decode/rows="+strconv.Itoa(rows), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				req, err := codec.DecodeRequest(body, codec.Limits{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				req.Release()
+			}
+		})
+		b.Run("encode/rows="+strconv.Itoa(rows), func(b *testing.B) {
+			var buf []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				var err error
+				if buf, err = codec.EncodeResultBytes(buf[:0], []trt.Tensor{logits}, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.SetBytes(int64(len(buf)))
+		})
+	}
 }
