@@ -17,11 +17,18 @@
 // producer publishes the same requests while a worker at default settings
 // (the real digits model on ONNX Runtime) serves them and a reader collects
 // the results: jetinfer's requests/s, from the first publish to the last
-// result read. The last line is
+// result read.
 //
-//	ceiling: r4=<x> r64=<y> r1m=<z>
+// Then the compute-bound case: an MLP (256-1536-1536-1536-10, random
+// weights, generated in mlp.go; ~5 ms per 64-row batch on one core) served
+// by a worker at default settings against the same engine alone at the
+// worker's concurrency (two executors), alternating in rounds. The last
+// line is
 //
-// each jetinfer ÷ ceiling. Run it from the repository root (`make
+//	ceiling: r4=<x> r64=<y> r1m=<z> compute=<c>
+//
+// r* each jetinfer ÷ ceiling, compute the worker ÷ the engine alone
+// (-compute-only runs just that). Run it from the repository root (`make
 // bench-ceiling`); it needs the ONNX Runtime library (`make ort`).
 package main
 
@@ -60,6 +67,7 @@ type size struct {
 
 func main() {
 	scale := flag.Float64("scale", 1, "multiply every request count")
+	computeOnly := flag.Bool("compute-only", false, "measure only the compute-bound model (worker ÷ engine alone)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server, producer and worker share the process) to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -75,13 +83,13 @@ func main() {
 		defer f.Close()
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*scale); err != nil {
+	if err := run(*scale, *computeOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "ceiling:", err)
 		os.Exit(1)
 	}
 }
 
-func run(scale float64) error {
+func run(scale float64, computeOnly bool) error {
 	codec.RegisterTensorExtension()
 	lib, err := onnxrt.FindLibrary(os.Getenv("JETINFER_ORT_LIBRARY"))
 	if err != nil {
@@ -103,6 +111,9 @@ func run(scale float64) error {
 	}
 	sizes := []size{{"r4", 4, 20000}, {"r64", 64, 8000}, {"r1m", 4096, 300}}
 	var summary []string
+	if computeOnly {
+		sizes = nil
+	}
 	for _, s := range sizes {
 		s.n = max(10, int(float64(s.n)*scale))
 		ratio, err := measure(s, eng, pixels)
@@ -111,6 +122,11 @@ func run(scale float64) error {
 		}
 		summary = append(summary, fmt.Sprintf("%s=%.2f", s.name, ratio))
 	}
+	computeRatio, err := measureCompute(rt, max(20, int(400*scale)))
+	if err != nil {
+		return fmt.Errorf("compute-bound model: %w", err)
+	}
+	summary = append(summary, fmt.Sprintf("compute=%.2f", computeRatio))
 	fmt.Println("ceiling: " + strings.Join(summary, " "))
 	return nil
 }
