@@ -3,6 +3,8 @@
 
 Usage:
     python3 scripts/gen_models.py --out DIR
+    python3 scripts/gen_models.py --out DIR --skip-ort --refs-json   # no pyarrow/onnxruntime
+    go run ./scripts/refarrow DIR                                     # then: the Arrow files
 
 Writes, under DIR:
     models/digits.onnx        MLP trained on scikit-learn's bundled 8x8 digits
@@ -479,8 +481,35 @@ def pad_batch(seqs):
 # ---------------------------------------------------------------- arrow
 
 
+# --refs-json: on a machine without pyarrow, each Arrow file is written as
+# <file>.json instead (every column's values as base64 little-endian bytes,
+# with its kind, dtype, shape or offsets), and `go run ./scripts/refarrow
+# DIR` turns those into the Arrow streams with arrow-go.
+REFS_JSON = False
+
+
+def json_column(kind, values, **extra):
+    import base64
+    values = np.ascontiguousarray(values)
+    return dict(kind=kind, dtype=str(values.dtype), data=base64.b64encode(values.tobytes()).decode(), **extra)
+
+
+def int_column(values):
+    """int64 values -> an int64 column."""
+    values = np.asarray(values, dtype=np.int64)
+    if REFS_JSON:
+        return json_column("int64", values)
+    import pyarrow as pa
+    return pa.array(values, type=pa.int64())
+
+
 def write_arrow(path, columns):
     """Writes columns (name -> pyarrow array) as one Arrow IPC stream."""
+    if REFS_JSON:
+        with open(path + ".json", "w") as f:
+            json.dump({"columns": [dict(name=name, **col) for name, col in columns.items()]}, f)
+        log(f"wrote {path}.json ({os.path.getsize(path + '.json')} bytes): {', '.join(columns)}")
+        return
     import pyarrow as pa
     table = pa.table(columns)
     with pa.OSFile(path, "wb") as sink:
@@ -494,6 +523,8 @@ def write_arrow(path, columns):
 
 def tensor_column(values, shape):
     """values [rows, *shape] -> arrow.fixed_shape_tensor column."""
+    if REFS_JSON:
+        return json_column("tensor", values, shape=[int(d) for d in shape])
     import pyarrow as pa
     value_type = {np.dtype(np.float32): pa.float32(), np.dtype(np.float16): pa.float16()}[values.dtype]
     size = int(np.prod(shape))
@@ -505,9 +536,11 @@ def tensor_column(values, shape):
 def ragged_column(seqs, width=SEQ_FEATURES):
     """list of [n_i, width] arrays -> List<FixedSizeList<T>[width]> column;
     list of [n_i] arrays (width None) -> List<T>."""
-    import pyarrow as pa
     offsets = np.zeros(len(seqs) + 1, dtype=np.int32)
     offsets[1:] = np.cumsum([len(s) for s in seqs])
+    if REFS_JSON:
+        return json_column("ragged", np.concatenate(seqs).reshape(-1), width=width, offsets=offsets.tolist())
+    import pyarrow as pa
     value_type = pa.from_numpy_dtype(seqs[0].dtype)
     flat = pa.array(np.concatenate(seqs).reshape(-1), type=value_type)
     inner = flat if width is None else pa.FixedSizeListArray.from_arrays(flat, width)
@@ -522,11 +555,14 @@ def main():
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--skip-arrow", action="store_true", help="do not write Arrow files (no pyarrow)")
     ap.add_argument("--skip-ort", action="store_true", help="do not verify with onnxruntime")
+    ap.add_argument("--refs-json", action="store_true",
+                    help="no pyarrow: write each Arrow file as <file>.json for `go run ./scripts/refarrow DIR`")
     ap.add_argument("--hand-built", action="store_true",
                     help="skip torch.onnx.export and build the graphs by hand (the fallback path)")
     args = ap.parse_args()
-    global HAND_BUILT
+    global HAND_BUILT, REFS_JSON
     HAND_BUILT = args.hand_built
+    REFS_JSON = args.refs_json
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -707,22 +743,23 @@ def main():
 
     # --- Arrow files
     if not args.skip_arrow:
-        import pyarrow as pa
-        versions["pyarrow"] = pa.__version__
-        ids = pa.array(np.arange(len(x_test), dtype=np.int64))
+        if not REFS_JSON:
+            import pyarrow as pa
+            versions["pyarrow"] = pa.__version__
+        ids = int_column(np.arange(len(x_test)))
         write_arrow(os.path.join(args.out, "digits_test.arrow"), {
-            "id": ids, "pixels": tensor_column(x_test, [8, 8]), "label": pa.array(y_test, type=pa.int64())})
+            "id": ids, "pixels": tensor_column(x_test, [8, 8]), "label": int_column(y_test)})
         write_arrow(os.path.join(args.out, "digits_ref.arrow"), {
             "id": ids, "logits": tensor_column(ref_logits.astype(np.float32), [10])})
         write_arrow(os.path.join(args.out, "digits_fp16_ref.arrow"), {
             "id": ids, "pixels": tensor_column(x_test16, [8, 8]),
             "logits": tensor_column(ref_logits16.astype(np.float16), [10])})
         write_arrow(os.path.join(args.out, "seq_ref.arrow"), {
-            "id": pa.array(np.arange(len(seqs), dtype=np.int64)), "x": ragged_column(seqs),
+            "id": int_column(np.arange(len(seqs))), "x": ragged_column(seqs),
             "y": tensor_column(ref_y.astype(np.float32), [SEQ_OUT])})
         summary["seq_lengths"] = [len(s) for s in seqs]
         for fname, (_, _, rows, refs, _, _, in_names, out_names, frames) in taggers.items():
-            cols = {"id": pa.array(np.arange(len(rows), dtype=np.int64))}
+            cols = {"id": int_column(np.arange(len(rows)))}
             cols[in_names[0]] = ragged_column(rows, TF_FEATURES if frames else None)
             cols[out_names[0]] = ragged_column([ref[0] for ref in refs], TF_LABELS)
             if not frames:
