@@ -102,13 +102,15 @@ func withValue(g *rand.Rand, body []byte, rows int, v float32) ([]byte, int) {
 	return b, i / RowValues
 }
 
-// pixelRow is one valid row of input values.
-func pixelRow() []float32 {
-	x := make([]float32, RowValues)
-	for i := range x {
-		x[i] = float32(i%16) / 16
+// firstRow returns the input values of ds's row 0.
+func firstRow(ds Dataset) []float32 {
+	req, err := codec.DecodeRequest(ds.Body(0, 1), codec.DefaultLimits())
+	if err != nil {
+		panic(err) // the body came from a Dataset
 	}
-	return x
+	defer req.Release()
+	px, _ := req.Column(Input)
+	return floats(px.Data)
 }
 
 // Malformed lists the malformed request kinds, for a model whose one input
@@ -204,36 +206,38 @@ var Malformed = []MalformedKind{
 		n := 1 + g.IntN(8)
 		return bad(Encode([]trt.Tensor{tensor(g, Input, trt.Float32, n, 8, 8), tensor(g, "extra", trt.Float32, n, 3)}, nil), invalid, "extra", Input)
 	}},
-	{"null-row", func(*rand.Rand, Dataset) *Request {
+	{"null-row", func(_ *rand.Rand, ds Dataset) *Request {
 		vb := array.NewFixedSizeListBuilder(memory.DefaultAllocator, 64, arrow.PrimitiveTypes.Float32)
 		fb := vb.ValueBuilder().(*array.Float32Builder)
 		vb.Append(true)
-		fb.AppendValues(pixelRow(), nil)
+		fb.AppendValues(firstRow(ds), nil)
 		vb.AppendNull() // appends 64 null values to the child too
 		arr := vb.NewArray()
 		schema := arrow.NewSchema([]arrow.Field{tensorField(Input, arr.DataType(), `{"shape":[8,8]}`)}, nil)
 		return bad(stream(schema, array.NewRecordBatch(schema, []arrow.Array{arr}, 2)), invalid, Input, "null")
 	}},
-	{"float-id-column", func(*rand.Rand, Dataset) *Request {
+	{"float-id-column", func(_ *rand.Rand, ds Dataset) *Request {
 		fb := array.NewFloat64Builder(memory.DefaultAllocator)
 		fb.Append(1.5)
 		ids := fb.NewArray()
 		px := array.NewFixedSizeListBuilder(memory.DefaultAllocator, 64, arrow.PrimitiveTypes.Float32)
 		px.Append(true)
-		px.ValueBuilder().(*array.Float32Builder).AppendValues(pixelRow(), nil)
+		px.ValueBuilder().(*array.Float32Builder).AppendValues(firstRow(ds), nil)
 		pxa := px.NewArray()
 		schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Float64}, tensorField(Input, pxa.DataType(), `{"shape":[8,8]}`)}, nil)
 		return bad(stream(schema, array.NewRecordBatch(schema, []arrow.Array{ids, pxa}, 1)), invalid, "id", "float64")
 	}},
 	{"nan", func(g *rand.Rand, ds Dataset) *Request {
+		lo := g.IntN(ds.Rows())
 		n := 1 + g.IntN(8)
-		b, row := withValue(g, ds.Body(g.IntN(ds.Rows()), n), n, float32(math.NaN()))
+		b, row := withValue(g, ds.Body(lo, n), n, float32(math.NaN()))
 		return bad(b, invalid, Input, "NaN", fmt.Sprintf("row %d", row))
 	}},
 	{"inf", func(g *rand.Rand, ds Dataset) *Request {
 		sign := []int{1, -1}[g.IntN(2)]
+		lo := g.IntN(ds.Rows())
 		n := 1 + g.IntN(8)
-		b, row := withValue(g, ds.Body(g.IntN(ds.Rows()), n), n, float32(math.Inf(sign)))
+		b, row := withValue(g, ds.Body(lo, n), n, float32(math.Inf(sign)))
 		return bad(b, invalid, Input, "Inf", fmt.Sprintf("row %d", row))
 	}},
 	{"oversized-msg-id", func(g *rand.Rand, ds Dataset) *Request {
