@@ -22,9 +22,9 @@ fault or load, and then checks the delivery contract of docs/protocol.md:
   ` + "`JETINFER_REQ`" + ` at the end (a poison message stuck in the work queue
   shows here).
 - **redelivered**: deliveries of the model's consumer beyond one per stored
-  request (kills, engine-failure retries, drain hand-backs); evidence that
+  request (kills, drain hand-backs); evidence that
   the fault hit requests in flight. A busy worker never hands work back,
-  so backlogs, floods and result-side outages must show 0. Not comparable
+  so backlogs and floods must show 0. Not comparable
   where the consumer was recreated.
 - **max RSS**: the largest peak resident set (` + "`VmHWM`" + `, sampled from /proc
   every 100 ms) of the scenario's worker processes, against the documented
