@@ -101,7 +101,8 @@ func collect(t testing.TB, c *client.Client, job string, n int) map[string]clien
 // publish requests of random sizes at once: every request must come back
 // once, with its own rows in order (the test engine's output is checked
 // row by row, so rows coalesced into shared batches and split back out
-// must land in the right request).
+// must land in the right request). TestQueuedRowsAreCoalesced checks
+// that they are coalesced.
 func TestManyProducersEveryRequestOneCorrectResult(t *testing.T) {
 	eng := newTestEngine(t)
 	ns := startServer(t)
@@ -153,11 +154,8 @@ func TestManyProducersEveryRequestOneCorrectResult(t *testing.T) {
 		checkRows(t, r.Body, sp.lo, sp.hi)
 		rows += sp.hi - sp.lo
 	}
-	// Rows of many requests shared batches: the engine ran fewer batches
-	// than there were requests, and at least one batch held rows of
-	// several requests (no request has more than 12 rows).
-	if st := eng.Stats(); st.MaxBatchRows <= 12 || st.Calls >= producers*perProducer || st.Rows < int64(rows) {
-		t.Errorf("engine stats %+v for %d requests of %d rows: requests were not coalesced", st, producers*perProducer, rows)
+	if st := eng.Stats(); st.Rows < int64(rows) {
+		t.Errorf("engine stats %+v: fewer rows run than the %d requested", st, rows)
 	}
 }
 

@@ -235,11 +235,6 @@ func LoadDigits(root string) (*Digits, error) {
 // Rows is the number of rows of the test split.
 func (d *Digits) Rows() int { return len(d.ids) }
 
-// Pixels returns the input values of row r.
-func (d *Digits) Pixels(r int) []float32 {
-	return floats(d.pixels[r*RowValues*4 : (r+1)*RowValues*4])
-}
-
 // Body encodes n rows from row lo (wrapping) with their ids.
 func (d *Digits) Body(lo, n int) []byte {
 	ids := make([]int64, n)
