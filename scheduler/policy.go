@@ -137,6 +137,10 @@ type Observation struct {
 	// Delivered is the consumer's delivered sequence (it counts
 	// redeliveries too, which are load as well).
 	Delivered uint64
+	// WaitingPulls is the consumer's count of pull requests waiting for
+	// messages (ConsumerInfo.NumWaiting): when positive, at least one
+	// worker is pulling, whether or not it has reported yet.
+	WaitingPulls int
 	// Reports are the model's fresh worker reports (stale ones are filtered
 	// out by the caller), one per worker.
 	Reports []WorkerReport
@@ -202,6 +206,7 @@ type Policy struct {
 	rateAt       time.Time
 	coldStart    time.Duration // last cold start learned from reports
 	history      []recommendation
+	seeded       bool // prev was set from the workers running at the first OK observation
 }
 
 type recommendation struct {
@@ -210,7 +215,8 @@ type recommendation struct {
 }
 
 // NewPolicy returns a Policy in its initial state: no history, previous
-// desired = MinReplicas.
+// desired = MinReplicas until the first observation of a readable
+// consumer, which sets it to the workers running then (see Decide).
 func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("validating policy config: %w", err)
@@ -226,7 +232,9 @@ func (p *Policy) Config() PolicyConfig { return p.cfg }
 func (p *Policy) Desired() int { return p.prev }
 
 // Decide folds one observation into the policy's state and returns the
-// decision. See docs/scaling.md for the formulas.
+// decision. See docs/scaling.md for the formulas. The first observation
+// of a readable consumer takes the workers running then (fresh reports;
+// at least one while pull requests wait) as the current replica count.
 func (p *Policy) Decide(o Observation) Decision {
 	d := Decision{ServiceRateSource: "none"}
 	switch o.Consumer {
@@ -247,6 +255,10 @@ func (p *Policy) Decide(o Observation) Decision {
 		d.Reason = ReasonConsumerUnreadable
 		d.ArrivalRate = p.arrival
 		return d
+	}
+
+	if !p.seeded {
+		p.seed(o)
 	}
 
 	// Arrival rate: arrivals between two observations are the growth of
@@ -347,6 +359,28 @@ func (p *Policy) Decide(o Observation) Decision {
 		return p.finish(&d, desired, ReasonScaleDown, o.At, false)
 	}
 	return p.finish(&d, desired, ReasonSteady, o.At, false)
+}
+
+// seed takes the workers running at the first observation of a readable
+// consumer as the current replica count, so that a freshly started (or
+// restarted) scheduler does not start from MinReplicas and advise
+// removing workers it simply has not counted: a running worker is one
+// with a fresh report, and a worker that pulls but has not reported yet
+// (its first report comes one report interval after it starts) shows as
+// waiting pull requests, which prove at least one. From there the count
+// moves as always: up at once, down through hysteresis and the
+// stabilization window, to MinReplicas after IdleAfter of idleness.
+func (p *Policy) seed(o Observation) {
+	p.seeded = true
+	running := len(o.Reports)
+	if running == 0 && o.WaitingPulls > 0 {
+		running = 1
+	}
+	if running == 0 {
+		return
+	}
+	p.prev = p.clamp(running)
+	p.record(o.At, p.prev)
 }
 
 // need computes the unrounded replica need (docs/scaling.md, "Sizing").

@@ -110,15 +110,18 @@ func TestPolicyDecide(t *testing.T) {
 		{
 			name: "in-flight messages are not backlog",
 			steps: []step{
-				// 2 workers hold 16 messages each: ack-pending 32 is all in flight.
-				{Observation{At: at(0), NumPending: 0, NumAckPending: 32, Reports: workers(2, 10, 16)}, 1, ReasonScaleUp},
+				// 2 workers hold 16 messages each: ack-pending 32 is all in flight,
+				// so one would do, but the two running are kept through the window.
+				{Observation{At: at(0), NumPending: 0, NumAckPending: 32, Reports: workers(2, 10, 16)}, 2, ReasonStabilizing},
+				{Observation{At: at(61), NumPending: 0, NumAckPending: 32, Reports: workers(2, 10, 16)}, 1, ReasonScaleDown},
 			},
 		},
 		{
 			name: "ack-pending beyond in-flight counts as backlog",
 			steps: []step{
-				// 632 ack-pending, 32 held: 600 backlog → 600/(10·60) = 1 with 2 ready.
-				{Observation{At: at(0), NumAckPending: 632, Reports: workers(2, 10, 16)}, 1, ReasonScaleUp},
+				// 632 ack-pending, 32 held: 600 backlog → 600/(10·60) = 1 with 2
+				// ready, who are kept (the first observation counts them).
+				{Observation{At: at(0), NumAckPending: 632, Reports: workers(2, 10, 16)}, 2, ReasonStabilizing},
 				// 1800 backlog: 2 ready drain 1200, new ones 300 each → 4.
 				{Observation{At: at(5), NumAckPending: 1832, Reports: workers(2, 10, 16)}, 4, ReasonScaleUp},
 			},
@@ -137,7 +140,7 @@ func TestPolicyDecide(t *testing.T) {
 			name: "hysteresis keeps the count when the need is just below it",
 			cfg:  func(c *PolicyConfig) { c.ScaleDownWindow = 0 },
 			steps: []step{
-				{Observation{At: at(0), NumPending: 2400, Reports: workers(4, 10, 0)}, 4, ReasonScaleUp},
+				{Observation{At: at(0), NumPending: 2400, Reports: workers(4, 10, 0)}, 4, ReasonSteady},
 				// need 3.8 replicas: ceil(3.8·1.1)=5 → stays 4
 				{Observation{At: at(1), NumPending: 2280, Reports: workers(4, 10, 0)}, 4, ReasonSteady},
 				// need 3.5: ceil(3.85)=4 → stays 4
@@ -151,7 +154,7 @@ func TestPolicyDecide(t *testing.T) {
 		{
 			name: "idle scales to zero only after the idle period",
 			steps: []step{
-				{Observation{At: at(0), NumPending: 600, Reports: workers(1, 10, 0)}, 1, ReasonScaleUp},
+				{Observation{At: at(0), NumPending: 600, Reports: workers(1, 10, 0)}, 1, ReasonSteady},
 				{Observation{At: at(60), Delivered: 600, Reports: workers(1, 10, 0)}, 1, ReasonSteady},
 				{Observation{At: at(90), Delivered: 600, Reports: workers(1, 10, 0)}, 1, ReasonSteady},
 				{Observation{At: at(119), Delivered: 600, Reports: workers(1, 10, 0)}, 1, ReasonSteady},
@@ -159,6 +162,33 @@ func TestPolicyDecide(t *testing.T) {
 				{Observation{At: at(125), Delivered: 600}, 0, ReasonIdle},
 				// activation from zero with the remembered rate
 				{Observation{At: at(130), NumPending: 5, Delivered: 600}, 1, ReasonScaleUp},
+			},
+		},
+		{
+			name: "the first observation counts the workers running",
+			steps: []step{
+				// A scheduler (re)started beside three workers that each hold
+				// one message and have nothing queued: they are the current
+				// count, held through the window, not advised away at once.
+				{Observation{At: at(0), NumAckPending: 3, Reports: workers(3, 10, 1)}, 3, ReasonStabilizing},
+				{Observation{At: at(30), NumAckPending: 3, Reports: workers(3, 10, 1)}, 3, ReasonStabilizing},
+				{Observation{At: at(61), NumAckPending: 3, Reports: workers(3, 10, 1)}, 1, ReasonScaleDown},
+			},
+		},
+		{
+			name: "a worker pulling before its first report counts as one",
+			steps: []step{
+				{Observation{At: at(0), WaitingPulls: 2}, 1, ReasonSteady},
+				// later waiting pulls change nothing: only the first observation is seeded
+				{Observation{At: at(30), WaitingPulls: 2}, 1, ReasonSteady},
+				{Observation{At: at(60), WaitingPulls: 2}, 0, ReasonIdle},
+			},
+		},
+		{
+			name: "running workers beyond max are counted as max",
+			cfg:  func(c *PolicyConfig) { c.MaxReplicas = 2 },
+			steps: []step{
+				{Observation{At: at(0), Reports: workers(5, 10, 0)}, 2, ReasonStabilizing},
 			},
 		},
 		{
@@ -174,7 +204,7 @@ func TestPolicyDecide(t *testing.T) {
 			name: "remembered rate expires",
 			cfg:  func(c *PolicyConfig) { c.ServiceRateMemory = time.Minute },
 			steps: []step{
-				{Observation{At: at(0), NumPending: 600, Reports: workers(1, 10, 0)}, 1, ReasonScaleUp},
+				{Observation{At: at(0), NumPending: 600, Reports: workers(1, 10, 0)}, 1, ReasonSteady},
 				{Observation{At: at(50), NumPending: 30000, Delivered: 600}, 10, ReasonScaleUp},
 				{Observation{At: at(200), NumPending: 30000, Delivered: 600}, 10, ReasonNoServiceRate},
 			},

@@ -377,6 +377,7 @@ func (s *Scheduler) observe(ctx context.Context, model string, now time.Time) Ob
 		obs.NumPending = info.NumPending
 		obs.NumAckPending = info.NumAckPending
 		obs.Delivered = info.Delivered.Consumer
+		obs.WaitingPulls = info.NumWaiting
 		s.transition(model, ConsumerOK, "consumer readable")
 	}
 	return obs

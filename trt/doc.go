@@ -4,7 +4,8 @@
 //
 // Backends live in subpackages: trt/onnxrt runs ONNX models on ONNX Runtime
 // (CPU nodes, laptops, CI); trt/tensorrt runs serialized TensorRT plans
-// through a cgo shim behind the "tensorrt" build tag. This package itself
+// through a cgo shim behind the "tensorrt" build tag; trt/testengine is a
+// pure-Go stand-in for tests of the pipeline, not a backend. This package itself
 // imports nothing of jetinfer's and does no I/O, so codec and batcher may
 // depend on its types.
 //

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
 	"github.com/jetinfer/jetinfer/worker/client"
@@ -32,8 +33,13 @@ func benchOverhead(b *testing.B, rowsPerReq, batchRows int) {
 	d := loadDigits(b)
 
 	// Engine alone, batches of batchRows rows.
-	in := trt.Tensor{Name: "pixels", DType: trt.Float32, Shape: trt.Shape{int64(batchRows), 8, 8},
-		Data: d.pixels[:batchRows*d.pixelRow]}
+	req, err := codec.DecodeRequest(d.Body(0, batchRows), codec.DefaultLimits())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer req.Release()
+	px, _ := req.Column("pixels")
+	in := trt.Tensor{Name: "pixels", DType: trt.Float32, Shape: trt.Shape{int64(batchRows), 8, 8}, Data: px.Data}
 	out := trt.Tensor{Name: "logits", DType: trt.Float32, Shape: trt.Shape{int64(batchRows), 10}, Data: make([]byte, batchRows*40)}
 	engineStart := time.Now()
 	engineRuns := 0
@@ -60,12 +66,11 @@ func benchOverhead(b *testing.B, rowsPerReq, batchRows int) {
 	b.Cleanup(func() { _ = sub.Unsubscribe() })
 	bodies := make([][]byte, 64)
 	for i := range bodies {
-		lo := (i * rowsPerReq) % (d.rows - rowsPerReq)
-		bodies[i] = d.request(b, lo, lo+rowsPerReq)
+		bodies[i] = d.Body(i*rowsPerReq, rowsPerReq)
 	}
 	const perRound = 512
 	round := 0
-	b.SetBytes(int64(perRound * rowsPerReq * d.pixelRow))
+	b.SetBytes(int64(perRound * rowsPerReq * px.RowBytes()))
 	b.ResetTimer()
 	for b.Loop() {
 		for i := range perRound {

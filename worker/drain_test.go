@@ -10,9 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetinfer/jetinfer/codec"
-	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
-	"github.com/jetinfer/jetinfer/worker/client"
+	"github.com/jetinfer/jetinfer/worker/traffic"
 	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
@@ -28,8 +27,6 @@ func mustJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
 // TestDrainHandsBackNothingLost stops a worker in the middle of a job and
 // lets a second one finish it: every request ends with exactly one result.
 func TestDrainHandsBackNothingLost(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	// A short drain timeout: the first worker, slowed down, cannot finish
@@ -40,19 +37,18 @@ func TestDrainHandsBackNothingLost(t *testing.T) {
 	if _, err := worker.EnsureStreams(context.Background(), js, cfg); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := client.New(nc, client.Config{Model: "digits"})
 	const n = 400
-	for i := range n {
-		lo := (i * 3) % (d.rows - 4)
-		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprintf("d%d", i), Job: "drain", Body: d.request(t, lo, lo+4)}); err != nil {
-			t.Fatal(err)
-		}
+	reqs := make([]*traffic.Request, n)
+	for i := range reqs {
+		reqs[i] = traffic.NewRequest(synth, fmt.Sprintf("d%d", i), "drain", i*3, 4)
 	}
-	<-c.PublishComplete()
+	publishAll(t, js, reqs)
 
-	// A stand-in wrapper slows the real engine so that the drain happens
-	// mid-job.
-	first, err := worker.New(nc, slowEngine{eng, 20 * time.Millisecond}, cfg)
+	// The first worker's engine takes 20 ms per batch, so that the drain
+	// happens mid-job.
+	slow := newTestEngine(t)
+	slow.SetLatency(20 * time.Millisecond)
+	first, err := worker.New(nc, slow, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,27 +76,8 @@ func TestDrainHandsBackNothingLost(t *testing.T) {
 		t.Fatalf("first worker answered all %d requests; the test needs it stopped mid-job", n)
 	}
 
-	startWorker(t, nc, eng, cfg)
-	got := collect(t, c, "drain", n)
-	for id, r := range got {
-		if r.Status != codec.CodeOK {
-			t.Errorf("request %s: %s: %s", id, r.Status, r.Error)
-		}
+	startWorker(t, nc, newTestEngine(t), cfg)
+	if a := assertExactlyOnce(t, js, reqs); a.ByCode[codec.CodeOK] != n {
+		t.Errorf("statuses %v: every request should be answered OK", a.ByCode)
 	}
-	// No duplicates were stored either: the results stream holds n messages.
-	waitFor(t, func() bool {
-		info, err := res.Info(context.Background())
-		return err == nil && info.State.Msgs == n
-	}, fmt.Sprintf("results stream to hold exactly %d results", n))
-}
-
-// slowEngine is a stand-in that delays each call to the real engine.
-type slowEngine struct {
-	worker.Engine
-	delay time.Duration
-}
-
-func (s slowEngine) Run(ctx context.Context, b *trt.Batch) error {
-	time.Sleep(s.delay)
-	return s.Engine.Run(ctx, b)
 }

@@ -11,86 +11,59 @@ import (
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/trt/testengine"
 	"github.com/jetinfer/jetinfer/worker"
 	"github.com/jetinfer/jetinfer/worker/client"
+	"github.com/jetinfer/jetinfer/worker/traffic"
 )
-
-// flakyEngine is a stand-in that wraps the real ONNX Runtime engine and
-// injects failures: the next failNext calls fail (armed by the test once
-// the worker's warm-up measurements are done), and so does every call
-// whose batch holds a row whose first pixel equals poison.
-type flakyEngine struct {
-	worker.Engine
-	failNext atomic.Int64
-	calls    atomic.Int64
-	poison   float32
-}
 
 var errInjected = errors.New("injected engine failure")
 
-func (f *flakyEngine) Run(ctx context.Context, b *trt.Batch) error {
-	f.calls.Add(1)
-	if f.failNext.Add(-1) >= 0 {
-		return errInjected
-	}
-	if f.poison != 0 {
-		px := floats(b.Inputs[0].Data)
-		for r := 0; r < len(px); r += 64 {
-			if px[r] == f.poison {
-				return fmt.Errorf("row %d: %w", r/64, errInjected)
-			}
-		}
-	}
-	return f.Engine.Run(ctx, b)
-}
-
 func TestTransientEngineFailuresAreRetried(t *testing.T) {
-	eng := &flakyEngine{Engine: loadEngine(t, "digits.onnx")}
-	eng.failNext.Store(-1 << 40)
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "digits", RetryBackoff: 20 * time.Millisecond, MaxAttempts: 5})
-	eng.calls.Store(0)
-	eng.failNext.Store(2)
+	// Armed once the worker's warm-up measurements are done.
+	eng.ResetStats()
+	eng.SetFault(testengine.FailFirst(2, errInjected))
 	c, _ := client.New(nc, client.Config{Model: "digits"})
-	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "r1", Job: "flaky", Body: d.request(t, 10, 15)}); err != nil {
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "r1", Job: "flaky", Body: body(10, 15)}); err != nil {
 		t.Fatal(err)
 	}
 	r := collect(t, c, "flaky", 1)["r1"]
 	if r.Status != codec.CodeOK {
 		t.Fatalf("status %s: %s; want OK after retries", r.Status, r.Error)
 	}
-	d.checkLogits(t, r.Body, 5)
-	if n := eng.calls.Load(); n != 3 {
-		t.Errorf("engine called %d times, want 3 (two failures, one success)", n)
+	checkRows(t, r.Body, 10, 15)
+	if st := eng.Stats(); st.Calls != 3 || st.Failed != 2 {
+		t.Errorf("engine stats %+v, want 3 calls (two failures, one success)", st)
 	}
 }
 
 func TestPoisonRequestGetsInternalErrorOthersUnaffected(t *testing.T) {
-	eng := &flakyEngine{Engine: loadEngine(t, "digits.onnx"), poison: 42}
-	d := loadDigits(t)
+	eng := newTestEngine(t)
+	eng.SetFault(testengine.FailRows(testengine.FirstValue(42), errInjected))
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "digits", RetryBackoff: 10 * time.Millisecond, MaxAttempts: 3,
 		MaxDelay: 50 * time.Millisecond})
 	c, _ := client.New(nc, client.Config{Model: "digits"})
-	poison := d.request(t, 0, 2)
-	r, _ := codec.DecodeRequest(poison, codec.DefaultLimits())
-	px, _ := r.Column("pixels")
-	copy(px.Data, []byte{0, 0, 0x28, 0x42}) // float32 42, little-endian
+	poison, err := traffic.SetValue(body(0, 2), 0, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range 6 {
-		body := d.request(t, 20+i, 22+i)
+		b := body(20+i, 22+i)
 		id := fmt.Sprintf("ok-%d", i)
 		if i == 3 {
-			body, id = poison, "poison"
+			b, id = poison, "poison"
 		}
-		if _, err := c.PublishAsync(context.Background(), client.Request{ID: id, Job: "poison", Body: body}); err != nil {
+		if _, err := c.PublishAsync(context.Background(), client.Request{ID: id, Job: "poison", Body: b}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	got := collect(t, c, "poison", 6)
-	r.Release()
 	for id, res := range got {
 		switch {
 		case id == "poison" && res.Status != codec.CodeInternal:
@@ -101,13 +74,16 @@ func TestPoisonRequestGetsInternalErrorOthersUnaffected(t *testing.T) {
 			}
 		case res.Status != codec.CodeOK:
 			t.Errorf("request %s: %s: %s", id, res.Status, res.Error)
+		default:
+			var i int
+			fmt.Sscanf(id, "ok-%d", &i)
+			checkRows(t, res.Body, 20+i, 22+i)
 		}
 	}
 }
 
 func TestDeadlineExpiresWhileQueued(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	c, _ := client.New(nc, client.Config{Model: "digits"})
@@ -117,11 +93,11 @@ func TestDeadlineExpiresWhileQueued(t *testing.T) {
 	if _, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "late", Job: "dl", Body: d.request(t, 0, 1),
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "late", Job: "dl", Body: body(0, 1),
 		Deadline: time.Now().Add(50 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "timely", Job: "dl", Body: d.request(t, 0, 1),
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "timely", Job: "dl", Body: body(0, 1),
 		Deadline: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -138,17 +114,69 @@ func TestDeadlineExpiresWhileQueued(t *testing.T) {
 }
 
 func TestWarmUpSurvivesATransientEngineFailure(t *testing.T) {
-	eng := &flakyEngine{Engine: loadEngine(t, "digits.onnx")}
-	eng.failNext.Store(1) // the very first warm-up measurement fails
-	d := loadDigits(t)
+	eng := newTestEngine(t)
+	eng.SetFault(testengine.FailFirst(1, errInjected)) // the very first warm-up measurement fails
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "digits"})
+	if st := eng.Stats(); st.Failed != 1 {
+		t.Fatalf("engine stats %+v: the warm-up did not meet the injected failure", st)
+	}
 	c, _ := client.New(nc, client.Config{Model: "digits"})
-	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "w", Job: "warm", Body: d.request(t, 0, 2)}); err != nil {
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "w", Job: "warm", Body: body(0, 2)}); err != nil {
 		t.Fatal(err)
 	}
 	if r := collect(t, c, "warm", 1)["w"]; r.Status != codec.CodeOK {
 		t.Fatalf("status %s: %s", r.Status, r.Error)
+	}
+}
+
+// TestDeviceLostStopsTheWorkerAndHandsWorkBack makes the engine's device
+// fail (trt.ErrDeviceLost) on the first batch: the worker's Run must
+// return that error, hand every request it held back uncharged (no
+// INTERNAL result, no attempt counted), and a second worker must answer
+// them all, exactly once.
+func TestDeviceLostStopsTheWorkerAndHandsWorkBack(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js := mustJS(t, nc)
+	cfg := worker.Config{Model: "digits", MaxAttempts: 1}
+	if _, err := worker.EnsureStreams(context.Background(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	reqs := okRequests("lost", "lost", 50)
+	publishAll(t, js, reqs)
+
+	sick := newTestEngine(t)
+	w, err := worker.New(nc, sick, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Warm-up runs first; the device is lost at the first batch of
+	// requests, and stays lost, as a device in a sticky error state does.
+	var lost atomic.Bool
+	sick.SetFault(func(context.Context, testengine.Call) error {
+		if lost.Load() || w.Ready() {
+			lost.Store(true)
+			return trt.ErrDeviceLost
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- w.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, trt.ErrDeviceLost) {
+			t.Fatalf("Run = %v, want an error wrapping trt.ErrDeviceLost", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the worker kept running on a lost device")
+	}
+	if n, _ := model.CountResults(context.Background(), js); n != 0 {
+		t.Fatalf("%d results stored by the worker whose device was lost; want none (MaxAttempts 1 would make a charged failure INTERNAL)", n)
+	}
+	startWorker(t, nc, newTestEngine(t), cfg)
+	if a := assertExactlyOnce(t, js, reqs); a.ByCode[codec.CodeOK] != len(reqs) {
+		t.Errorf("statuses %v: a lost device is nobody's fault, every request should be answered OK", a.ByCode)
 	}
 }

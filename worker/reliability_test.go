@@ -2,14 +2,10 @@ package worker_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,264 +15,42 @@ import (
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/worker"
-	"github.com/jetinfer/jetinfer/worker/client"
+	"github.com/jetinfer/jetinfer/worker/traffic"
 	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
 // The tests in this file check jetinfer's delivery invariant under faults
 // against real in-process JetStream servers: every request ends in exactly
-// one visible result in the result stream (none lost, none duplicated) and
-// nothing is left in the work queue. cmd/reliability runs the same faults,
-// and the ones that need separate processes (SIGKILL, SIGTERM, memory), at
-// a larger scale.
-
-// relRequest is one request a test sends and the statuses it accepts.
-type relRequest struct {
-	id   string
-	job  string
-	body []byte
-	rows int
-	want []codec.Code
-}
-
-func (q relRequest) msg() *nats.Msg {
-	h := nats.Header{}
-	h.Set(wire.HeaderJob, q.job)
-	return &nats.Msg{Subject: wire.RequestSubject("jetinfer", "digits"), Header: h, Data: q.body}
-}
-
-// relRequests returns n valid requests of 1 to 8 rows.
-func relRequests(t testing.TB, d *digits, prefix, job string, n int) []relRequest {
-	reqs := make([]relRequest, n)
-	for i := range reqs {
-		lo, rows := (i*7)%(d.rows-8), 1+i%8
-		reqs[i] = relRequest{id: fmt.Sprintf("%s-%d", prefix, i), job: job, body: d.request(t, lo, lo+rows),
-			rows: rows, want: []codec.Code{codec.CodeOK}}
-	}
-	return reqs
-}
-
-// publishStored publishes q until the server acknowledges it, always with
-// the same Nats-Msg-Id, as a producer that must store each request once
-// does. It reports whether the acknowledgement said duplicate.
-func publishStored(t testing.TB, js jetstream.JetStream, q relRequest) bool {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		ack, err := js.PublishMsg(ctx, q.msg(), jetstream.WithMsgID(q.id))
-		cancel()
-		if err == nil {
-			return ack.Duplicate
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("publishing %s: %v", q.id, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// publishAll publishes reqs from 4 goroutines with publishStored.
-func publishAll(t testing.TB, js jetstream.JetStream, reqs []relRequest) (duplicates int) {
-	t.Helper()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	next := make(chan relRequest)
-	for range 4 {
-		wg.Go(func() {
-			for q := range next {
-				if publishStored(t, js, q) {
-					mu.Lock()
-					duplicates++
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for _, q := range reqs {
-		next <- q
-	}
-	close(next)
-	wg.Wait()
-	return duplicates
-}
-
-// queueEmpty reports whether the request stream holds nothing and the
-// model's consumer has nothing pending or unacknowledged.
-func queueEmpty(js jetstream.JetStream) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, wire.DefaultRequestStream)
-	if err != nil || s.CachedInfo().State.Msgs != 0 {
-		return false
-	}
-	c, err := s.Consumer(ctx, "digits")
-	if err != nil {
-		return false
-	}
-	ci := c.CachedInfo()
-	return ci.NumPending == 0 && ci.NumAckPending == 0
-}
-
-// resultCounts reads every message of the result stream and returns the
-// results per request id, and per id the first result. A read that fails
-// (a cluster electing a leader) starts over.
-func resultCounts(t testing.TB, js jetstream.JetStream) (map[string]int, map[string]client.Result) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		counts, first, err := readResults(js)
-		if err == nil {
-			return counts, first
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reading the result stream: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func readResults(js jetstream.JetStream) (map[string]int, map[string]client.Result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	counts, first := map[string]int{}, map[string]client.Result{}
-	s, err := js.Stream(ctx, wire.DefaultResultStream)
-	if err != nil {
-		return nil, nil, err
-	}
-	last := s.CachedInfo().State.LastSeq
-	if last == 0 {
-		return counts, first, nil
-	}
-	add := func(h nats.Header, body []byte) {
-		id := h.Get(wire.HeaderRequestID)
-		if counts[id]++; counts[id] == 1 {
-			first[id] = client.Result{RequestID: id, Status: codec.Code(h.Get(wire.HeaderStatus)), Error: h.Get(wire.HeaderError), Body: body}
-		}
-	}
-	cons, err := js.OrderedConsumer(ctx, wire.DefaultResultStream, jetstream.OrderedConsumerConfig{})
-	for err == nil {
-		var m jetstream.Msg
-		if m, err = cons.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil {
-			break
-		}
-		add(m.Headers(), m.Data())
-		if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= last {
-			return counts, first, nil
-		}
-	}
-	if !errors.Is(err, nats.ErrNoResponders) {
-		return nil, nil, fmt.Errorf("reading before sequence %d: %w", last, err)
-	}
-	// After a node loss the server may place the ordered consumer on the
-	// lost node (no responders): read message by message from the
-	// stream's leader instead.
-	clear(counts)
-	clear(first)
-	for seq := uint64(1); seq <= last; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading sequence %d: %w", seq, err)
-		}
-		add(m.Header, m.Data)
-	}
-	return counts, first, nil
-}
-
-// assertExactlyOnce waits until the work queue is empty and the result
-// stream holds a result for every request, then checks the invariant:
-// exactly one result per request, with an accepted status (and the
-// reference logits when OK), and no result for anything else.
-func assertExactlyOnce(t *testing.T, js jetstream.JetStream, d *digits, reqs []relRequest) map[codec.Code]int {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		counts, _ := resultCounts(t, js)
-		if queueEmpty(js) && len(counts) >= len(reqs) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("work did not settle within 60s: queue empty %v, %d of %d requests answered", queueEmpty(js), len(counts), len(reqs))
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	counts, first := resultCounts(t, js)
-	codes := map[codec.Code]int{}
-	lost, dup := 0, 0
-	for _, q := range reqs {
-		n := counts[q.id]
-		switch {
-		case n == 0:
-			lost++
-			continue
-		case n > 1:
-			dup += n - 1
-		}
-		r := first[q.id]
-		codes[r.Status]++
-		ok := false
-		for _, c := range q.want {
-			ok = ok || c == r.Status
-		}
-		if !ok {
-			t.Errorf("request %s: status %s (%s), want one of %v", q.id, r.Status, r.Error, q.want)
-		} else if r.Status == codec.CodeOK {
-			d.checkLogits(t, r.Body, q.rows)
-		}
-		delete(counts, q.id)
-	}
-	if lost > 0 || dup > 0 || len(counts) > 0 {
-		t.Errorf("%d requests: %d lost, %d duplicate results, %d results for unknown ids", len(reqs), lost, dup, len(counts))
-	}
-	if !queueEmpty(js) {
-		t.Error("requests left in the work queue")
-	}
-	return codes
-}
-
-// redeliveries is the consumer's deliveries minus the requests stored.
-func redeliveries(t testing.TB, js jetstream.JetStream) int64 {
-	t.Helper()
-	ctx := context.Background()
-	c, err := js.Consumer(ctx, wire.DefaultRequestStream, "digits")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := js.Stream(ctx, wire.DefaultRequestStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int64(c.CachedInfo().Delivered.Consumer) - int64(s.CachedInfo().State.LastSeq)
-}
+// one visible result in the result stream (none lost, none duplicated,
+// each with its own rows) and nothing is left in the work queue. They run
+// the pure-Go test engine and share their traffic and audit code
+// (worker/traffic) with cmd/reliability, which runs the faults that need
+// separate processes (SIGKILL, SIGTERM, memory bounds, configuration from
+// the environment) against `jetinfer worker` processes.
 
 func TestReliabilityProducerRetriesYieldOneResult(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	js := mustJS(t, nc)
 	startWorker(t, nc, eng, worker.Config{Model: "digits"})
-	reqs := relRequests(t, d, "retry", "retry", 200)
+	reqs := okRequests("retry", "retry", 200)
 	// Each request three times at once (a producer retrying after a lost
 	// PubAck races its first attempt) ...
-	var all []relRequest
+	var all []*traffic.Request
 	for range 3 {
 		all = append(all, reqs...)
 	}
 	if dups := publishAll(t, js, all); dups != 2*len(reqs) {
 		t.Errorf("%d publishes acknowledged as duplicates, want %d", dups, 2*len(reqs))
 	}
-	assertExactlyOnce(t, js, d, reqs)
+	assertExactlyOnce(t, js, reqs)
 	// ... and once more after its result exists and the work queue has
 	// removed it, inside the duplicate window.
 	if dups := publishAll(t, js, reqs); dups != len(reqs) {
 		t.Errorf("%d of %d late retries were stored again", len(reqs)-dups, len(reqs))
 	}
-	assertExactlyOnce(t, js, d, reqs)
+	assertExactlyOnce(t, js, reqs)
 	if n := redeliveries(t, js); n != 0 {
 		t.Errorf("%d redeliveries; every request should have run once", n)
 	}
@@ -305,8 +79,7 @@ func updateResultStream(t *testing.T, js jetstream.JetStream, f func(*jetstream.
 // requests' fault, so it costs them no attempt, and the worker keeps them
 // in progress instead of letting them be redelivered.
 func TestReliabilityResultSideOutage(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	js := mustJS(t, nc)
@@ -314,7 +87,7 @@ func TestReliabilityResultSideOutage(t *testing.T) {
 	// it; PublishTimeout 500ms so that the second outage's PubAck
 	// timeouts come quickly.
 	w := startWorker(t, nc, eng, worker.Config{Model: "digits", AckWait: time.Second, PublishTimeout: 500 * time.Millisecond})
-	reqs := relRequests(t, d, "pf", "pubfail", 300)
+	reqs := okRequests("pf", "pubfail", 300)
 	publishAll(t, js, reqs[:100])
 	notReady := func() bool { return !w.Ready() }
 
@@ -336,9 +109,8 @@ func TestReliabilityResultSideOutage(t *testing.T) {
 	updateResultStream(t, js, func(c *jetstream.StreamConfig) { c.Subjects = []string{"jetinfer.res.>"} })
 	_ = sub.Unsubscribe()
 
-	codes := assertExactlyOnce(t, js, d, reqs)
-	if codes[codec.CodeOK] != len(reqs) {
-		t.Errorf("statuses %v: every request should be answered OK", codes)
+	if a := assertExactlyOnce(t, js, reqs); a.ByCode[codec.CodeOK] != len(reqs) {
+		t.Errorf("statuses %v: every request should be answered OK", a.ByCode)
 	}
 	if n := redeliveries(t, js); n != 0 {
 		t.Errorf("%d redeliveries: requests held through an outage must stay in progress", n)
@@ -402,14 +174,13 @@ func reconnecting(t *testing.T, urls string) *nats.Conn {
 }
 
 func TestReliabilityServerRestart(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	srv := startRestartable(t)
 	url := srv.ns.ClientURL()
 	wnc := reconnecting(t, url)
 	startWorker(t, wnc, eng, worker.Config{Model: "digits", AckWait: 2 * time.Second})
 	js := mustJS(t, reconnecting(t, url))
-	reqs := relRequests(t, d, "rs", "restart", 600)
+	reqs := okRequests("rs", "restart", 600)
 	publishAll(t, js, reqs[:200])
 	srv.stop()
 	time.Sleep(300 * time.Millisecond)
@@ -418,7 +189,7 @@ func TestReliabilityServerRestart(t *testing.T) {
 	srv.stop()
 	srv.start(t)
 	publishAll(t, js, reqs[400:])
-	assertExactlyOnce(t, js, d, reqs)
+	assertExactlyOnce(t, js, reqs)
 }
 
 // startJSCluster starts an n-node JetStream cluster and returns its nodes
@@ -468,8 +239,7 @@ func TestReliabilityClusterNodeLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 3-node cluster takes about 5 s to elect its first leader")
 	}
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	nodes, urls := startJSCluster(t, 3)
 	cfg := worker.Config{Model: "digits", Replicas: 3, AckWait: 2 * time.Second}
 	js := mustJS(t, reconnecting(t, urls))
@@ -479,10 +249,9 @@ func TestReliabilityClusterNodeLoss(t *testing.T) {
 		_, err := worker.EnsureStreams(ctx, js, cfg)
 		return err == nil
 	}, "the cluster to create the R3 streams")
-	for range 2 {
-		startWorker(t, reconnecting(t, urls), eng, cfg)
-	}
-	reqs := relRequests(t, d, "cl", "cluster", 400)
+	startWorker(t, reconnecting(t, urls), eng, cfg)
+	startWorker(t, reconnecting(t, urls), newTestEngine(t), cfg)
+	reqs := okRequests("cl", "cluster", 400)
 	publishAll(t, js, reqs[:200])
 	s, err := js.Stream(context.Background(), wire.DefaultRequestStream)
 	if err != nil {
@@ -497,40 +266,31 @@ func TestReliabilityClusterNodeLoss(t *testing.T) {
 	}
 	t.Logf("stopped %s, the request stream's leader", leader)
 	publishAll(t, js, reqs[200:])
-	assertExactlyOnce(t, js, d, reqs)
+	assertExactlyOnce(t, js, reqs)
 }
 
 // TestReliabilityLongIDsSharingAPrefix sends requests whose ids exceed
 // the 1024-byte limit and differ only after it: each must still get its
 // own (error) result.
 func TestReliabilityLongIDsSharingAPrefix(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	js := mustJS(t, nc)
 	startWorker(t, nc, eng, worker.Config{Model: "digits"})
 	prefix := strings.Repeat("x", 1024)
+	var reqs []*traffic.Request
 	for _, suffix := range []string{"a", "b", "c"} {
-		h := nats.Header{}
-		h.Set(wire.HeaderJob, "long")
-		msg := &nats.Msg{Subject: wire.RequestSubject("jetinfer", "digits"), Header: h, Data: d.request(t, 0, 1)}
-		if _, err := js.PublishMsg(context.Background(), msg, jetstream.WithMsgID(prefix+suffix)); err != nil {
-			t.Fatal(err)
-		}
+		q := traffic.NewRequest(synth, prefix+suffix, "long", 0, 1)
+		q.Want, q.Mention = []codec.Code{codec.CodeInvalidArgument}, []string{wire.HeaderMsgID}
+		reqs = append(reqs, q)
 	}
-	waitFor(t, func() bool { return queueEmpty(js) }, "the work queue to empty")
-	counts, first := resultCounts(t, js)
-	if len(counts) != 3 {
-		t.Fatalf("3 requests with distinct ids got results under %d distinct ids: the results stream dropped the others as duplicates", len(counts))
-	}
-	for _, suffix := range []string{"a", "b", "c"} {
-		// An over-long id is answered under sha256-<hex of the id>.
-		sum := sha256.Sum256([]byte(prefix + suffix))
-		id := "sha256-" + hex.EncodeToString(sum[:])
-		if n := counts[id]; n != 1 || first[id].Status != codec.CodeInvalidArgument || !strings.Contains(first[id].Error, wire.HeaderMsgID) {
-			t.Errorf("id …%s (result id %s): %d results, first %s (%s)", suffix, id, n, first[id].Status, first[id].Error)
-		}
+	publishAll(t, js, reqs)
+	// Each is answered under its own sha256-<hex> id (traffic.ResultIDFor):
+	// had the result stream dropped two as duplicates, two would be lost.
+	a := assertExactlyOnce(t, js, reqs)
+	if a.ByCode[codec.CodeInvalidArgument] != 3 {
+		t.Errorf("statuses %v, want 3 INVALID_ARGUMENT", a.ByCode)
 	}
 }
 
@@ -539,8 +299,7 @@ func TestReliabilityLongIDsSharingAPrefix(t *testing.T) {
 // Run returns an error, so that its process restarts), and a new worker
 // recreates the consumer and serves everything.
 func TestReliabilityConsumerDeleted(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	js := mustJS(t, nc)
@@ -554,7 +313,7 @@ func TestReliabilityConsumerDeleted(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	waitFor(t, w.Ready, "the worker to pull")
-	reqs := relRequests(t, d, "cd", "deleted", 200)
+	reqs := okRequests("cd", "deleted", 200)
 	publishAll(t, js, reqs[:100])
 	if err := js.DeleteConsumer(context.Background(), wire.DefaultRequestStream, "digits"); err != nil {
 		t.Fatal(err)
@@ -572,7 +331,7 @@ func TestReliabilityConsumerDeleted(t *testing.T) {
 	}
 	startWorker(t, connect(t, ns), eng, cfg)
 	publishAll(t, js, reqs[100:])
-	assertExactlyOnce(t, js, d, reqs)
+	assertExactlyOnce(t, js, reqs)
 }
 
 // TestReliabilityStoredBacklogAtDefaults stores more rows than a worker
@@ -581,8 +340,7 @@ func TestReliabilityConsumerDeleted(t *testing.T) {
 // default settings: every request runs once, none is handed back or
 // redelivered, none is answered INTERNAL.
 func TestReliabilityStoredBacklogAtDefaults(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	js := mustJS(t, nc)
@@ -591,19 +349,161 @@ func TestReliabilityStoredBacklogAtDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n, rows = 1500, 64 // 96,000 rows
-	reqs := make([]relRequest, n)
+	reqs := make([]*traffic.Request, n)
 	for i := range reqs {
-		lo := (i * 13) % (d.rows - rows)
-		reqs[i] = relRequest{id: fmt.Sprintf("bl-%d", i), job: "backlog", body: d.request(t, lo, lo+rows),
-			rows: rows, want: []codec.Code{codec.CodeOK}}
+		reqs[i] = traffic.NewRequest(synth, fmt.Sprintf("bl-%d", i), "backlog", i*13, rows)
 	}
 	publishAll(t, js, reqs)
 	startWorker(t, nc, eng, cfg)
-	codes := assertExactlyOnce(t, js, d, reqs)
-	if codes[codec.CodeOK] != n {
-		t.Errorf("statuses %v: every request of the backlog should be answered OK", codes)
+	if a := assertExactlyOnce(t, js, reqs); a.ByCode[codec.CodeOK] != n {
+		t.Errorf("statuses %v: every request of the backlog should be answered OK", a.ByCode)
 	}
 	if r := redeliveries(t, js); r != 0 {
 		t.Errorf("%d redeliveries: a busy worker must stop pulling, not hand requests back", r)
+	}
+}
+
+// TestReliabilityResultLeaderChange moves the result stream's leader
+// (stepdowns) three times in a 3-node cluster while requests flow.
+func TestReliabilityResultLeaderChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 3-node cluster takes about 5 s to elect its first leader")
+	}
+	_, urls := startJSCluster(t, 3)
+	cfg := worker.Config{Model: "digits", Replicas: 3}
+	nc := reconnecting(t, urls)
+	js := mustJS(t, nc)
+	waitFor(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := worker.EnsureStreams(ctx, js, cfg)
+		return err == nil
+	}, "the cluster to create the R3 streams")
+	startWorker(t, reconnecting(t, urls), newTestEngine(t), cfg)
+	startWorker(t, reconnecting(t, urls), newTestEngine(t), cfg)
+	reqs := okRequests("ld", "leader", 900)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	wait := model.SendAsync(ctx, js, reqs, traffic.SendOptions{Concurrency: 4, Rate: 150}, nil)
+	leader := func() string {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second) // no answer while no leader
+		defer cancel()
+		s, err := js.Stream(ctx, wire.DefaultResultStream)
+		if err != nil || s.CachedInfo().Cluster == nil {
+			return ""
+		}
+		return s.CachedInfo().Cluster.Leader
+	}
+	for i := range 3 {
+		var old string
+		waitFor(t, func() bool { old = leader(); return old != "" }, "a result stream leader")
+		// A stepdown may elect the same node again (its peers were behind):
+		// step down again, at most once a second, until the leader moved.
+		var stepped time.Time
+		waitFor(t, func() bool {
+			if l := leader(); l != "" && l != old {
+				return true
+			}
+			if time.Since(stepped) > time.Second {
+				stepped = time.Now()
+				_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+wire.DefaultResultStream, nil, 2*time.Second)
+			}
+			return false
+		}, "the result stream's leader to move")
+		t.Logf("stepdown %d: leader was %s", i+1, old)
+	}
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if a := assertExactlyOnce(t, js, reqs); a.Internal > 0 {
+		t.Errorf("%d requests answered INTERNAL: a leader change must not fail requests", a.Internal)
+	}
+}
+
+// TestReliabilityMalformedTrafficMixedIntoValid mixes every kind of
+// malformed request traffic.Malformed generates (random bytes, truncated
+// IPC, wrong dtypes and shapes, huge declared shapes, too many rows,
+// missing and extra columns, NaN and Inf, oversized headers) and
+// unusable Reply-To subjects into valid traffic, some of it with a valid
+// custom Reply-To: each malformed request gets one error result that
+// names what was wrong, each valid one its own rows.
+func TestReliabilityMalformedTrafficMixedIntoValid(t *testing.T) {
+	eng := newTestEngine(t)
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js := mustJS(t, nc)
+	startWorker(t, nc, eng, worker.Config{Model: "digits", RejectNonFinite: true, MaxRequestRows: traffic.MalformedMaxRows})
+	reqs := traffic.MixMalformed(synth, 4*len(traffic.Malformed), 31)
+	badReplyTo := []struct{ subject, mention string }{
+		{"jetinfer.res.digits..x", "empty token"},
+		{"jetinfer.res.digits.x.", "empty token"},
+		{".jetinfer.res.digits.x", "empty token"},
+		{"jetinfer.res.digits.*", "wildcard"},
+		{"jetinfer.res.digits.>", "wildcard"},
+		{"jetinfer.res.digits.a b", "whitespace"},
+		{"jetinfer.res.other.x", "not under"},
+		{"elsewhere.x", "not under"},
+	}
+	for i, c := range badReplyTo {
+		q := traffic.NewRequest(synth, fmt.Sprintf("reply-to-%d", i), "replyto", i, 2)
+		q.Header.Set(wire.HeaderReplyTo, c.subject)
+		q.Want, q.Mention, q.Kind = []codec.Code{codec.CodeInvalidArgument}, []string{wire.HeaderReplyTo, c.mention}, "reply-to "+c.mention
+		custom := traffic.NewRequest(synth, fmt.Sprintf("custom-%d", i), "replyto", 100+i, 3)
+		custom.Header.Set(wire.HeaderReplyTo, "jetinfer.res.digits.replyto.custom")
+		reqs = append(reqs, q, custom)
+	}
+	publishAll(t, js, reqs)
+	a := assertExactlyOnce(t, js, reqs)
+	kinds := traffic.Kinds(reqs)
+	for _, k := range traffic.Malformed {
+		if kinds[k.Name] == 0 {
+			t.Errorf("kind %s was not sent", k.Name)
+		}
+	}
+	if a.Internal > 0 {
+		t.Errorf("%d requests answered INTERNAL: malformed input is the request's fault", a.Internal)
+	}
+	if st := eng.Stats(); st.Failed > 0 {
+		t.Errorf("the engine failed %d calls: malformed requests must be rejected before the engine", st.Failed)
+	}
+}
+
+// TestReliabilityDeadlines publishes a backlog in which a third of the
+// requests have deadlines that pass before any worker runs (each must be
+// answered DEADLINE_EXCEEDED), then requests with a 5 ms deadline behind
+// that backlog (either outcome is allowed, but exactly one).
+func TestReliabilityDeadlines(t *testing.T) {
+	eng := newTestEngine(t)
+	ns := startServer(t)
+	nc := connect(t, ns)
+	js := mustJS(t, nc)
+	cfg := worker.Config{Model: "digits"}
+	if _, err := worker.EnsureStreams(context.Background(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	reqs := okRequests("q", "deadline", 300)
+	expired := time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)
+	for i, q := range reqs {
+		switch i % 3 {
+		case 0: // passed while queued
+			q.Header.Set(wire.HeaderDeadline, expired)
+			q.Want, q.Mention = []codec.Code{codec.CodeDeadlineExceeded}, []string{"deadline"}
+		case 1:
+			q.Header.Set(wire.HeaderDeadline, time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano))
+		}
+	}
+	publishAll(t, js, reqs)
+	startWorker(t, nc, eng, cfg)
+	tight := okRequests("t", "deadline", 150)
+	for _, q := range tight {
+		q.Want, q.Mention = []codec.Code{codec.CodeOK, codec.CodeDeadlineExceeded}, []string{"deadline"}
+		q.Header.Set(wire.HeaderDeadline, time.Now().Add(5*time.Millisecond).UTC().Format(time.RFC3339Nano))
+		if err := traffic.Publish(context.Background(), js, q.Msg(model.RequestSubject()), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := assertExactlyOnce(t, js, append(reqs, tight...))
+	if a.ByCode[codec.CodeDeadlineExceeded] < 100 {
+		t.Errorf("statuses %v: the 100 expired requests must be answered DEADLINE_EXCEEDED", a.ByCode)
 	}
 }

@@ -20,8 +20,7 @@ import (
 // TestWorkerReportsMeasurementsForTheScheduler runs real traffic and reads
 // the worker's report from the KV bucket the scheduler watches.
 func TestWorkerReportsMeasurementsForTheScheduler(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	cfg := worker.Config{Model: "digits", WorkerID: "w1", ReportInterval: 50 * time.Millisecond}
@@ -40,7 +39,7 @@ func TestWorkerReportsMeasurementsForTheScheduler(t *testing.T) {
 	c, _ := client.New(nc, client.Config{Model: "digits"})
 	const n = 50
 	for i := range n {
-		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprint(i), Job: "rep", Body: d.request(t, i, i+4)}); err != nil {
+		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprint(i), Job: "rep", Body: body(i, i+4)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -86,8 +85,7 @@ func TestWorkerReportsMeasurementsForTheScheduler(t *testing.T) {
 // TestUseExistingStreams checks that a worker told not to manage streams
 // refuses to start without its consumer, and serves once it exists.
 func TestUseExistingStreams(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	cfg := worker.Config{Model: "digits", UseExistingStreams: true}
@@ -103,7 +101,7 @@ func TestUseExistingStreams(t *testing.T) {
 	}
 	startWorker(t, nc, eng, cfg)
 	c, _ := client.New(nc, client.Config{Model: "digits"})
-	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "x", Job: "existing", Body: d.request(t, 0, 1)}); err != nil {
+	if _, err := c.PublishAsync(context.Background(), client.Request{ID: "x", Job: "existing", Body: body(0, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	if r := collect(t, c, "existing", 1)["x"]; r.Status != codec.CodeOK {

@@ -137,10 +137,10 @@ func noViolations(t *testing.T, byUser map[string]*asyncErrs) {
 }
 
 // produce publishes n requests of job, ids <prefix>-<i>, through c.
-func produce(t *testing.T, c *client.Client, d *digits, job, prefix string, n int) {
+func produce(t *testing.T, c *client.Client, job, prefix string, n int) {
 	t.Helper()
 	for i := range n {
-		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprintf("%s-%d", prefix, i), Job: job, Body: d.request(t, i, i+3)}); err != nil {
+		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprintf("%s-%d", prefix, i), Job: job, Body: body(i, i+3)}); err != nil {
 			t.Fatalf("publishing %s: %v", job, err)
 		}
 	}
@@ -153,7 +153,7 @@ func produce(t *testing.T, c *client.Client, d *digits, job, prefix string, n in
 
 // checkJob collects the results of job through c, until the n requests
 // with ids <prefix>-<i> are answered, and checks each.
-func checkJob(t *testing.T, c *client.Client, d *digits, job, prefix string, n int) {
+func checkJob(t *testing.T, c *client.Client, job, prefix string, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -175,7 +175,7 @@ func checkJob(t *testing.T, c *client.Client, d *digits, job, prefix string, n i
 		if !ok || r.Status != codec.CodeOK {
 			t.Fatalf("%s-%d: result %v %s (%s)", prefix, i, ok, r.Status, r.Error)
 		}
-		d.checkLogits(t, r.Body, 3)
+		checkRows(t, r.Body, i, i+3)
 	}
 }
 
@@ -183,13 +183,12 @@ func checkJob(t *testing.T, c *client.Client, d *digits, job, prefix string, n i
 func startSecuredWorker(t *testing.T, ns *server.Server) *asyncErrs {
 	t.Helper()
 	nc, errs := connectAs(t, ns, "worker")
-	startWorker(t, nc, loadEngine(t, "digits.onnx"),
+	startWorker(t, nc, newTestEngine(t),
 		worker.Config{Model: "digits", WorkerID: "w1", ReportInterval: 50 * time.Millisecond})
 	return errs
 }
 
 func TestSecurityLeastPrivilegeEndToEnd(t *testing.T) {
-	d := loadDigits(t)
 	ns := startSecuredServer(t)
 	errs := map[string]*asyncErrs{"worker": startSecuredWorker(t, ns)}
 
@@ -213,8 +212,8 @@ func TestSecurityLeastPrivilegeEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		produce(t, c, d, p.job, p.job, 20)
-		checkJob(t, c, d, p.job, p.job, 20)
+		produce(t, c, p.job, p.job, 20)
+		checkJob(t, c, p.job, p.job, 20)
 	}
 
 	// The worker's report and the scheduler's hint were stored.
@@ -240,13 +239,12 @@ func TestSecurityLeastPrivilegeEndToEnd(t *testing.T) {
 }
 
 func TestSecurityProducerCannotReadOtherJobsResults(t *testing.T) {
-	d := loadDigits(t)
 	ns := startSecuredServer(t)
 	startSecuredWorker(t, ns)
 	bnc, _ := connectAs(t, ns, "producer_b")
 	cb, _ := client.New(bnc, client.Config{Model: "digits"})
-	produce(t, cb, d, "jobB", "b1", 5)
-	checkJob(t, cb, d, "jobB", "b1", 5)
+	produce(t, cb, "jobB", "b1", 5)
+	checkJob(t, cb, "jobB", "b1", 5)
 
 	anc, aerrs := connectAs(t, ns, "producer_a")
 	ca, _ := client.New(anc, client.Config{Model: "digits"})
@@ -292,8 +290,8 @@ func TestSecurityProducerCannotReadOtherJobsResults(t *testing.T) {
 		// jobB keeps receiving results; producer_a's refused
 		// subscriptions see none of them.
 		sub, _ := anc.SubscribeSync("jetinfer.res.digits.jobB")
-		produce(t, cb, d, "jobB", "b2", 3)
-		checkJob(t, cb, d, "jobB", "b2", 3)
+		produce(t, cb, "jobB", "b2", 3)
+		checkJob(t, cb, "jobB", "b2", 3)
 		if m, err := sub.NextMsg(200 * time.Millisecond); err == nil {
 			t.Fatalf("producer_a received %s", m.Subject)
 		}
@@ -310,8 +308,8 @@ func TestSecurityProducerCannotReadOtherJobsResults(t *testing.T) {
 	})
 
 	t.Run("own results still readable", func(t *testing.T) {
-		produce(t, ca, d, "jobA", "a1", 4)
-		checkJob(t, ca, d, "jobA", "a1", 4)
+		produce(t, ca, "jobA", "a1", 4)
+		checkJob(t, ca, "jobA", "a1", 4)
 	})
 }
 
@@ -367,7 +365,6 @@ func writeCerts(t *testing.T, dir string) (ca, serverCert, serverKey, clientCert
 // client certificates required, connecting with the options that
 // JETINFER_NATS_TLS_CA/_CERT/_KEY map to (nats.RootCAs, nats.ClientCert).
 func TestSecurityTLSWithClientCertificates(t *testing.T) {
-	d := loadDigits(t)
 	dir := t.TempDir()
 	ca, scert, skey, ccert, ckey := writeCerts(t, dir)
 	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: scert, KeyFile: skey, CaFile: ca, Verify: true})
@@ -409,13 +406,13 @@ func TestSecurityTLSWithClientCertificates(t *testing.T) {
 	if !wnc.TLSRequired() {
 		t.Fatal("connection is not TLS")
 	}
-	startWorker(t, wnc, loadEngine(t, "digits.onnx"), worker.Config{Model: "digits"})
+	startWorker(t, wnc, newTestEngine(t), worker.Config{Model: "digits"})
 	pnc, err := dial(nats.RootCAs(ca), nats.ClientCert(ccert, ckey))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pnc.Close)
 	c, _ := client.New(pnc, client.Config{Model: "digits"})
-	produce(t, c, d, "tls", "tls", 10)
-	checkJob(t, c, d, "tls", "tls", 10)
+	produce(t, c, "tls", "tls", 10)
+	checkJob(t, c, "tls", "tls", 10)
 }

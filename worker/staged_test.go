@@ -14,8 +14,8 @@ import (
 
 // stagingEngine is a stand-in for an engine with staging memory of its
 // own (as TensorRT's pinned buffers are): it implements trt.StagedRunner
-// over the real ONNX Runtime engine, so the worker must gather each batch
-// into the buffers it hands out.
+// over the test engine, so the worker must gather each batch into the
+// buffers it hands out.
 type stagingEngine struct {
 	worker.Engine
 	staged atomic.Int64
@@ -46,23 +46,24 @@ func (s *stagingEngine) RunStaged(ctx context.Context, profile int, shapes []trt
 }
 
 func TestWorkerGathersStraightIntoEngineStagingMemory(t *testing.T) {
-	eng := &stagingEngine{Engine: loadEngine(t, "digits.onnx")}
-	d := loadDigits(t)
+	eng := &stagingEngine{Engine: newTestEngine(t)}
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "digits"})
 	before := eng.staged.Load() // warm-up measurements run through Run, not RunStaged
 	c, _ := client.New(nc, client.Config{Model: "digits"})
 	for i := range 20 {
-		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprint(i), Job: "staged", Body: d.request(t, 3*i, 3*i+3)}); err != nil {
+		if _, err := c.PublishAsync(context.Background(), client.Request{ID: fmt.Sprint(i), Job: "staged", Body: body(3*i, 3*i+3)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for id, r := range collect(t, c, "staged", 20) {
+	got := collect(t, c, "staged", 20)
+	for i := range 20 {
+		r := got[fmt.Sprint(i)]
 		if r.Status != codec.CodeOK {
-			t.Fatalf("request %s: %s: %s", id, r.Status, r.Error)
+			t.Fatalf("request %d: %s: %s", i, r.Status, r.Error)
 		}
-		d.checkLogits(t, r.Body, 3)
+		checkRows(t, r.Body, 3*i, 3*i+3)
 	}
 	if eng.staged.Load() == before {
 		t.Fatal("the worker never used the engine's staging memory")

@@ -17,8 +17,7 @@ import (
 // trace reaches the worker through lowercase NATS headers, that the batch
 // span links the request spans, and that the result carries the context.
 func TestTraceContextFlowsFromProducerToResult(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	rec := tracetest.NewSpanRecorder()
@@ -28,7 +27,7 @@ func TestTraceContextFlowsFromProducerToResult(t *testing.T) {
 
 	c, _ := client.New(nc, client.Config{Model: "digits"})
 	ctx, producer := tp.Tracer("producer").Start(context.Background(), "produce")
-	if _, err := c.PublishAsync(ctx, client.Request{ID: "traced", Job: "trace", Body: d.request(t, 0, 2)}); err != nil {
+	if _, err := c.PublishAsync(ctx, client.Request{ID: "traced", Job: "trace", Body: body(0, 2)}); err != nil {
 		t.Fatal(err)
 	}
 	producer.End()

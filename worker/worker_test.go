@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -22,39 +19,17 @@ import (
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/worker"
 	"github.com/jetinfer/jetinfer/worker/client"
+	"github.com/jetinfer/jetinfer/worker/traffic"
 	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
-// digits holds the test split and the PyTorch reference logits.
-type digits struct {
-	rows     int
-	ids      []int64
-	pixels   []byte // rows × 64 float32
-	refByID  map[int64][]float32
-	pixelRow int
-}
-
-func loadDigits(t testing.TB) *digits {
+// loadDigits loads the digits test split and its PyTorch references, for
+// tests of real model results.
+func loadDigits(t testing.TB) *traffic.Digits {
 	t.Helper()
-	read := func(name string) *codec.Request {
-		b, err := os.ReadFile(repoFile("testdata", name))
-		if err != nil {
-			t.Fatalf("reading testdata: %v", err)
-		}
-		r, err := codec.DecodeRequest(b, codec.Limits{MaxBodyBytes: len(b) + 1})
-		if err != nil {
-			t.Fatalf("decoding %s: %v", name, err)
-		}
-		t.Cleanup(r.Release)
-		return r
-	}
-	test, ref := read("digits_test.arrow"), read("digits_ref.arrow")
-	px, _ := test.Column("pixels")
-	d := &digits{rows: test.Rows, pixels: px.Data, pixelRow: px.RowBytes(), refByID: map[int64][]float32{}}
-	d.ids = test.IDs.(*array.Int64).Int64Values()
-	logits, _ := ref.Column("logits")
-	for i, id := range ref.IDs.(*array.Int64).Int64Values() {
-		d.refByID[id] = floats(logits.Data[i*40 : (i+1)*40])
+	d, err := traffic.LoadDigits(repoFile())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return d
 }
@@ -65,44 +40,6 @@ func floats(b []byte) []float32 {
 		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
 	return out
-}
-
-// request encodes rows [lo, hi) of the test split as a request body.
-func (d *digits) request(t testing.TB, lo, hi int) []byte {
-	t.Helper()
-	b := array.NewInt64Builder(memory.DefaultAllocator)
-	b.AppendValues(d.ids[lo:hi], nil)
-	ids := b.NewArray()
-	defer ids.Release()
-	var buf bytes.Buffer
-	err := codec.EncodeRequest(&buf, []trt.Tensor{{Name: "pixels", DType: trt.Float32,
-		Shape: trt.Shape{int64(hi - lo), 8, 8}, Data: d.pixels[lo*d.pixelRow : hi*d.pixelRow]}}, ids)
-	if err != nil {
-		t.Fatalf("encoding request: %v", err)
-	}
-	return buf.Bytes()
-}
-
-// checkLogits compares a result body with the PyTorch references by id.
-func (d *digits) checkLogits(t testing.TB, body []byte, wantRows int) {
-	t.Helper()
-	res, err := codec.DecodeResult(body, codec.DefaultLimits())
-	if err != nil {
-		t.Fatalf("decoding result: %v", err)
-	}
-	defer res.Release()
-	logits, ok := res.Column("logits")
-	if !ok || res.Rows != wantRows || res.IDs == nil {
-		t.Fatalf("result has %d rows, logits=%v, ids=%v; want %d rows with ids", res.Rows, ok, res.IDs != nil, wantRows)
-	}
-	for i, id := range res.IDs.(*array.Int64).Int64Values() {
-		got, want := floats(logits.Data[i*40:(i+1)*40]), d.refByID[id]
-		for j := range want {
-			if diff := math.Abs(float64(got[j] - want[j])); diff > 1e-4*math.Max(1, math.Abs(float64(want[j]))) {
-				t.Fatalf("id %d logit %d = %v, PyTorch reference %v", id, j, got[j], want[j])
-			}
-		}
-	}
 }
 
 // startWorker runs a worker until the test ends.
@@ -160,14 +97,21 @@ func collect(t testing.TB, c *client.Client, job string, n int) map[string]clien
 	return got
 }
 
+// TestManyProducersEveryRequestOneCorrectResult has four producers
+// publish requests of random sizes at once: every request must come back
+// once, with its own rows in order (the test engine's output is checked
+// row by row, so rows coalesced into shared batches and split back out
+// must land in the right request). TestQueuedRowsAreCoalesced checks
+// that they are coalesced.
 func TestManyProducersEveryRequestOneCorrectResult(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	startWorker(t, connect(t, ns), eng, worker.Config{Model: "digits", MaxDelay: 5 * time.Millisecond, Executors: 2})
+	eng.ResetStats()
 
 	const producers, perProducer = 4, 40
-	want := map[string]int{} // request id → rows
+	type span struct{ lo, hi int }
+	want := map[string]span{} // request id → rows
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for p := range producers {
@@ -179,13 +123,13 @@ func TestManyProducersEveryRequestOneCorrectResult(t *testing.T) {
 			}
 			rng := rand.New(rand.NewPCG(uint64(p), 7))
 			for i := range perProducer {
-				lo := rng.IntN(d.rows - 12)
+				lo := rng.IntN(synth.Rows() - 12)
 				hi := lo + 1 + rng.IntN(12)
 				id := fmt.Sprintf("p%d-r%d", p, i)
 				mu.Lock()
-				want[id] = hi - lo
+				want[id] = span{lo, hi}
 				mu.Unlock()
-				if _, err := c.PublishAsync(context.Background(), client.Request{ID: id, Job: "many", Body: d.request(t, lo, hi)}); err != nil {
+				if _, err := c.PublishAsync(context.Background(), client.Request{ID: id, Job: "many", Body: body(lo, hi)}); err != nil {
 					t.Errorf("publish: %v", err)
 				}
 			}
@@ -198,7 +142,8 @@ func TestManyProducersEveryRequestOneCorrectResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := collect(t, c, "many", producers*perProducer)
-	for id, rows := range want {
+	rows := 0
+	for id, sp := range want {
 		r, ok := got[id]
 		if !ok {
 			t.Fatalf("request %s has no result", id)
@@ -206,13 +151,36 @@ func TestManyProducersEveryRequestOneCorrectResult(t *testing.T) {
 		if r.Status != codec.CodeOK {
 			t.Fatalf("request %s: %s: %s", id, r.Status, r.Error)
 		}
-		d.checkLogits(t, r.Body, rows)
+		checkRows(t, r.Body, sp.lo, sp.hi)
+		rows += sp.hi - sp.lo
+	}
+	if st := eng.Stats(); st.Rows < int64(rows) {
+		t.Errorf("engine stats %+v: fewer rows run than the %d requested", st, rows)
+	}
+}
+
+// TestDigitsResultsMatchPyTorchReferences serves the real digits model on
+// ONNX Runtime: every request's logits, coalesced with others' rows,
+// match the PyTorch references of its ids.
+func TestDigitsResultsMatchPyTorchReferences(t *testing.T) {
+	eng := loadEngine(t, "digits.onnx")
+	d := loadDigits(t)
+	ns := startServer(t)
+	nc := connect(t, ns)
+	startWorker(t, nc, eng, worker.Config{Model: "digits", MaxDelay: 5 * time.Millisecond})
+	var reqs []*traffic.Request
+	for i := range 60 {
+		reqs = append(reqs, traffic.NewRequest(d, fmt.Sprintf("d-%d", i), "digits", (i*37)%d.Rows(), 1+i%12))
+	}
+	publishAll(t, mustJS(t, nc), reqs)
+	a := assertExactlyOnce(t, mustJS(t, nc), reqs)
+	if a.ByCode[codec.CodeOK] != len(reqs) {
+		t.Errorf("statuses %v: every request should be answered OK", a.ByCode)
 	}
 }
 
 func TestMalformedRequestsGetErrorResultsAndOthersSucceed(t *testing.T) {
-	eng := loadEngine(t, "digits.onnx")
-	d := loadDigits(t)
+	eng := newTestEngine(t)
 	ns := startServer(t)
 	nc := connect(t, ns)
 	startWorker(t, nc, eng, worker.Config{Model: "digits", MaxRequestRows: 100})
@@ -228,8 +196,11 @@ func TestMalformedRequestsGetErrorResultsAndOthersSucceed(t *testing.T) {
 		}
 		return buf.Bytes()
 	}
-	valid := d.request(t, 0, 3)
-	nan := d.request(t, 3, 4)
+	valid := body(0, 3)
+	nan, err := traffic.SetValue(body(3, 4), 0, float32(math.NaN()))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name     string
 		body     []byte
@@ -263,8 +234,16 @@ func TestMalformedRequestsGetErrorResultsAndOthersSucceed(t *testing.T) {
 			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo, "empty token"}},
 		{name: "reply-to-wildcard", body: valid, header: map[string]string{wire.HeaderReplyTo: "jetinfer.res.digits.*"},
 			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo, "wildcard"}},
+		{name: "reply-to-leading-dot", body: valid, header: map[string]string{wire.HeaderReplyTo: ".jetinfer.res.digits.x"},
+			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo, "empty token"}},
+		{name: "reply-to-full-wildcard", body: valid, header: map[string]string{wire.HeaderReplyTo: "jetinfer.res.digits.>"},
+			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo, "wildcard"}},
+		{name: "reply-to-whitespace", body: valid, header: map[string]string{wire.HeaderReplyTo: "jetinfer.res.digits.a b"},
+			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo, "whitespace"}},
+		{name: "reply-to-other-model", body: valid, header: map[string]string{wire.HeaderReplyTo: "jetinfer.res.other.x"},
+			wantCode: codec.CodeInvalidArgument, wantText: []string{wire.HeaderReplyTo, "not under"}},
 		{name: "ok-2", body: valid, wantCode: codec.CodeOK},
-		{name: "ok-nan-allowed", body: withNaN(t, nan), wantCode: codec.CodeOK},
+		{name: "ok-nan-allowed", body: nan, wantCode: codec.CodeOK},
 	}
 	js, _ := jetstream.New(nc)
 	for _, tc := range cases {
@@ -301,24 +280,6 @@ func TestMalformedRequestsGetErrorResultsAndOthersSucceed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return refresh(stream) == 0 }, "request stream to empty")
-}
-
-// withNaN returns a copy of a one-row request body whose first pixel is NaN.
-func withNaN(t testing.TB, body []byte) []byte {
-	t.Helper()
-	r, err := codec.DecodeRequest(body, codec.DefaultLimits())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Release()
-	px, _ := r.Column("pixels")
-	data := bytes.Clone(px.Data)
-	binary.LittleEndian.PutUint32(data, math.Float32bits(float32(math.NaN())))
-	var buf bytes.Buffer
-	if err := codec.EncodeRequest(&buf, []trt.Tensor{{Name: "pixels", DType: trt.Float32, Shape: trt.Shape{1, 8, 8}, Data: data}}, r.IDs); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 func refresh(s jetstream.Stream) uint64 {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/traffic"
 )
 
 // env returns a worker process environment for the broker at url: the
@@ -46,8 +47,8 @@ func boundOf(env map[string]string) int64 {
 
 // workerConfig is the worker.Config the processes of env use, for
 // creating streams from the runner before any worker runs.
-func workerConfig(replicas int) worker.Config {
-	return worker.Config{Model: model, Replicas: replicas}
+func workerConfig() worker.Config {
+	return worker.Config{Model: model}
 }
 
 // single starts a one-node broker and connects the runner's client.
@@ -78,38 +79,35 @@ func (r *runner) client(b *broker) (*nats.Conn, jetstream.JetStream, error) {
 }
 
 // ensureStreams creates the streams as the workers will, retrying while
-// a cluster elects its leaders.
-func ensureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
+// the server starts up.
+func ensureStreams(ctx context.Context, js jetstream.JetStream) error {
 	return retry(ctx, "creating streams", func(ctx context.Context) error {
-		_, err := worker.EnsureStreams(ctx, js, workerConfig(replicas))
+		_, err := worker.EnsureStreams(ctx, js, workerConfig())
 		return err
 	})
 }
 
 // finish waits for the work to settle, stops the workers (SIGTERM, which
 // must exit 0), and audits the result stream into rw.
-func (r *runner) finish(ctx context.Context, rw *row, js jetstream.JetStream, reqs []*request, timeout time.Duration) error {
-	q, err := settle(ctx, js, len(reqs), timeout)
+func (r *runner) finish(ctx context.Context, rw *row, js jetstream.JetStream, reqs []*traffic.Request, timeout time.Duration) error {
+	q, err := target.Settle(ctx, js, len(reqs), timeout)
 	if err != nil {
 		rw.note("not settled: %v", err)
 	}
 	rw.queue = q
-	if c, err := js.Consumer(ctx, reqStream, model); err == nil {
-		if s, err := js.Stream(ctx, reqStream); err == nil {
-			delivered, stored := c.CachedInfo().Delivered.Consumer, s.CachedInfo().State.LastSeq
-			if delivered >= stored {
-				rw.redelivered = int64(delivered - stored)
-				rw.note("%d deliveries of %d stored requests: %d redeliveries", delivered, stored, rw.redelivered)
-			} else {
-				rw.redelivered = -1
-				rw.note("%d stored requests; the consumer was recreated, so its delivery count (%d) covers only its own life", stored, delivered)
-			}
+	if d, err := target.Deliveries(ctx, js); err == nil {
+		if n, ok := d.Redelivered(); ok {
+			rw.redelivered = n
+			rw.note("%d deliveries of %d stored requests: %d redeliveries", d.Delivered, d.Stored, n)
+		} else {
+			rw.redelivered = -1
+			rw.note("%d stored requests; the consumer was recreated, so its delivery count (%d) covers only its own life", d.Stored, d.Delivered)
 		}
 	}
 	if err := r.stopWorkers(); err != nil {
 		rw.failures = append(rw.failures, err.Error())
 	}
-	a, err := auditResults(ctx, js, r.d, reqs)
+	a, err := target.Audit(ctx, js, reqs)
 	if err != nil {
 		return fmt.Errorf("auditing results: %w", err)
 	}
@@ -129,18 +127,22 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 
 // okRequests returns n valid requests of 1 to maxRows rows, ids
 // <prefix>-<i>, in job job.
-func (r *runner) okRequests(prefix, job string, n, maxRows int, seed uint64) []*request {
+func (r *runner) okRequests(prefix, job string, n, maxRows int, seed uint64) []*traffic.Request {
 	g := rng(seed)
-	reqs := make([]*request, n)
+	reqs := make([]*traffic.Request, n)
 	for i := range reqs {
-		reqs[i] = okRequest(fmt.Sprintf("%s-%d", prefix, i), job, r.d, g.IntN(r.d.rows), 1+g.IntN(maxRows))
+		reqs[i] = traffic.NewRequest(r.d, fmt.Sprintf("%s-%d", prefix, i), job, g.IntN(r.d.Rows()), 1+g.IntN(maxRows))
 	}
 	return reqs
 }
 
+// send publishes reqs from conc goroutines, at about rate per second
+// (0: as fast as the server acknowledges).
+func send(ctx context.Context, js jetstream.JetStream, reqs []*traffic.Request, conc int, rate float64, st *traffic.SendStats) error {
+	return target.Send(ctx, js, reqs, traffic.SendOptions{Concurrency: conc, Rate: rate}, st)
+}
+
 // sendAsync publishes reqs in the background; wait returns send's error.
-func sendAsync(ctx context.Context, js jetstream.JetStream, reqs []*request, conc int, rate float64, st *sendStats) (wait func() error) {
-	done := make(chan error, 1)
-	go func() { done <- send(ctx, js, reqs, conc, rate, st) }()
-	return func() error { return <-done }
+func sendAsync(ctx context.Context, js jetstream.JetStream, reqs []*traffic.Request, conc int, rate float64, st *traffic.SendStats) (wait func() error) {
+	return target.SendAsync(ctx, js, reqs, traffic.SendOptions{Concurrency: conc, Rate: rate}, st)
 }

@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jetinfer/jetinfer/worker/traffic"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // floodRequests returns n requests of 64 rows (16.6 KB bodies).
-func (r *runner) floodRequests(prefix string, n int) []*request {
-	reqs := make([]*request, n)
+func (r *runner) floodRequests(prefix string, n int) []*traffic.Request {
+	reqs := make([]*traffic.Request, n)
 	for i := range reqs {
-		reqs[i] = okRequest(fmt.Sprintf("%s-%d", prefix, i), "flood", r.d, i*7, 64)
+		reqs[i] = traffic.NewRequest(r.d, fmt.Sprintf("%s-%d", prefix, i), "flood", i*7, 64)
 	}
 	return reqs
 }
@@ -20,9 +21,9 @@ func (r *runner) floodRequests(prefix string, n int) []*request {
 // drainRate publishes reqs as a backlog, then measures how fast the
 // running workers answer them: results per second from the first result
 // to the last.
-func drainRate(ctx context.Context, js jetstream.JetStream, reqs []*request, total int) (float64, error) {
-	var st sendStats
-	before, err := countResults(ctx, js)
+func drainRate(ctx context.Context, js jetstream.JetStream, reqs []*traffic.Request, total int) (float64, error) {
+	var st traffic.SendStats
+	before, err := target.CountResults(ctx, js)
 	if err != nil {
 		return 0, err
 	}
@@ -30,10 +31,10 @@ func drainRate(ctx context.Context, js jetstream.JetStream, reqs []*request, tot
 		return 0, err
 	}
 	start := time.Now()
-	if _, err := settle(ctx, js, total, 2*time.Minute); err != nil {
+	if _, err := target.Settle(ctx, js, total, 2*time.Minute); err != nil {
 		return 0, err
 	}
-	after, _ := countResults(ctx, js)
+	after, _ := target.CountResults(ctx, js)
 	return float64(after-before) / time.Since(start).Seconds(), nil
 }
 
@@ -44,19 +45,19 @@ func flood(ctx context.Context, r *runner, rw *row) error {
 	}
 	defer b.shutdown()
 	defer nc.Close()
-	if err := ensureStreams(ctx, js, 1); err != nil {
+	if err := ensureStreams(ctx, js); err != nil {
 		return err
 	}
 	env := r.env(b.url())
 	rw.rssBound = boundOf(env)
-	var all []*request
+	var all []*traffic.Request
 
 	// Phase A: the real worker meets a backlog twelve times its in-flight
 	// budget (this machine's producer cannot outpace the real worker on
 	// the digits model, so the flood arrives before the worker starts).
 	backlog := r.floodRequests("fa", r.n(6000))
 	all = append(all, backlog...)
-	var st sendStats
+	var st traffic.SendStats
 	if err := send(ctx, js, backlog, 8, 0, &st); err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ func flood(ctx context.Context, r *runner, rw *row) error {
 	w1.sampleRSS()
 	idle := w1.peakRSS()
 	start := time.Now()
-	if _, err := settle(ctx, js, len(all), 2*time.Minute); err != nil {
+	if _, err := target.Settle(ctx, js, len(all), 2*time.Minute); err != nil {
 		return err
 	}
 	capReal := float64(len(backlog)) / time.Since(start).Seconds()
@@ -93,23 +94,23 @@ func flood(ctx context.Context, r *runner, rw *row) error {
 	const window = 5 * time.Second
 	fl := r.floodRequests("fb", int(10*capSlow*window.Seconds()))
 	all = append(all, fl...)
-	before, _ := countResults(ctx, js)
+	before, _ := target.CountResults(ctx, js)
 	start = time.Now()
 	if err := send(ctx, js, fl, 8, 10*capSlow, &st); err != nil {
 		return err
 	}
 	took := time.Since(start)
-	after, _ := countResults(ctx, js)
+	after, _ := target.CountResults(ctx, js)
 	thr := float64(after-before) / took.Seconds()
-	q, _ := readQueue(ctx, js)
+	q, _ := target.Queue(ctx, js)
 	slow.sampleRSS()
 	rw.note("slow stand-in worker: capacity %.0f requests/s; flood of %d requests (%.0f MiB) at %.0f/s = 10x for %.1f s; served %.0f/s = %.2fx capacity meanwhile; %d requests waiting in the stream, %d held by the worker (its byte budget); peak RSS %s MiB",
-		capSlow, len(fl), float64(len(fl))*16.6e3/(1<<20), float64(len(fl))/took.Seconds(), took.Seconds(), thr, thr/capSlow, q.pending, q.ackPending, mib(slow.peakRSS()))
+		capSlow, len(fl), float64(len(fl))*16.6e3/(1<<20), float64(len(fl))/took.Seconds(), took.Seconds(), thr, thr/capSlow, q.Pending, q.AckPending, mib(slow.peakRSS()))
 	rw.check(thr >= 0.7*capSlow, "slow worker served the flood at %.2fx its capacity", thr/capSlow)
 	// The worker holds up to its byte budget itself (ack pending); the
 	// rest waits in the stream.
-	rw.check(q.pending+q.ackPending > uint64(len(fl)/2), "only %d requests waited (%d in the stream, %d held by the worker): the flood did not exceed the worker's capacity",
-		q.pending+q.ackPending, q.pending, q.ackPending)
+	rw.check(q.Pending+q.AckPending > uint64(len(fl)/2), "only %d requests waited (%d in the stream, %d held by the worker): the flood did not exceed the worker's capacity",
+		q.Pending+q.AckPending, q.Pending, q.AckPending)
 	// Drain the backlog with real workers.
 	for i := range 2 {
 		if _, err := r.startWorker(realWorker, fmt.Sprintf("drain%d", i+1), env); err != nil {

@@ -1,10 +1,17 @@
-// Command reliability runs jetinfer's fault, load and bad-input scenarios
-// against real `jetinfer worker` processes and in-process JetStream
-// servers, checks after each that every request ended in exactly one
-// visible result (none lost, none duplicated in the result stream, status
-// and logits as expected, nothing left in the work queue) and that worker
-// memory stayed bounded, prints a table and writes it to
-// docs/reliability.md.
+// Command reliability runs jetinfer's process-level scenarios (SIGKILL,
+// SIGTERM, memory under floods and stored backlogs, configuration from
+// the environment, a deleted consumer under supervised processes) against
+// real `jetinfer worker` processes and in-process JetStream servers,
+// checks after each that every request ended in exactly one visible result
+// (none lost, none duplicated in the result stream, status and logits as
+// expected, nothing left in the work queue) and that worker memory stayed
+// bounded, prints a table and writes it to docs/reliability.md.
+//
+// Faults that need no separate process (engine failures, result-side
+// outages, server restarts, cluster node loss and leader changes,
+// deadlines, producer retries, malformed input) are tests of package
+// worker, on the pure-Go test engine; both use package worker/traffic to
+// generate traffic and audit the result stream.
 //
 // Run it from the repository root (`make reliability`):
 //
@@ -24,8 +31,8 @@
 //
 // With -stand-in-worker the binary is not the runner but a worker process
 // whose engine is the real ONNX Runtime engine behind a stand-in wrapper
-// that injects failures or delays (see standin.go); the engine-fault
-// scenario runs that.
+// that delays every call (see standin.go); the flood and sigterm
+// scenarios run that.
 package main
 
 import (
@@ -46,10 +53,11 @@ import (
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
+	"github.com/jetinfer/jetinfer/worker/traffic"
 )
 
 func main() {
-	standIn := flag.Bool("stand-in-worker", false, "run as a worker process with a fault-injecting stand-in engine (used by the runner)")
+	standIn := flag.Bool("stand-in-worker", false, "run as a worker process with a slow stand-in engine (used by the runner)")
 	scale := flag.Float64("scale", 1, "multiply every scenario's request count")
 	run := flag.String("run", "", "run only scenarios whose name matches this regexp")
 	out := flag.String("out", "docs/reliability.md", "write the report here (empty: do not write)")
@@ -87,7 +95,7 @@ type runner struct {
 	tmp      string
 	logs     string
 	scale    float64
-	d        *digits
+	d        *traffic.Digits
 	out      io.Writer
 
 	scenario string // the running scenario's name
@@ -120,7 +128,7 @@ func runAll(ctx context.Context, out io.Writer, scale float64, only, report, bin
 	}
 	if corpus {
 		codec.RegisterTensorExtension()
-		d, err := loadDigits(root)
+		d, err := traffic.LoadDigits(root)
 		if err != nil {
 			return err
 		}
@@ -150,7 +158,7 @@ func runAll(ctx context.Context, out io.Writer, scale float64, only, report, bin
 		}
 	}
 	codec.RegisterTensorExtension()
-	d, err := loadDigits(root)
+	d, err := traffic.LoadDigits(root)
 	if err != nil {
 		return err
 	}
@@ -189,11 +197,11 @@ func runAll(ctx context.Context, out io.Writer, scale float64, only, report, bin
 	var maxRSS, bound int64
 	var failed []string
 	for _, rw := range rows {
-		reqs += rw.a.requests
-		lost += rw.a.lost
-		dup += rw.a.duplicated
-		internal += rw.a.internal
-		left += rw.queue.stored + rw.queue.pending + rw.queue.ackPending
+		reqs += rw.a.Requests
+		lost += rw.a.Lost
+		dup += rw.a.Duplicated
+		internal += rw.a.Internal
+		left += rw.queue.Left()
 		maxRSS = max(maxRSS, rw.maxRSS)
 		if rw.rssBound > 0 && (bound == 0 || rw.rssBound < bound) {
 			bound = rw.rssBound
@@ -224,7 +232,7 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) *row {
 	r.scenario, r.procs, r.nproc, r.supervisors = sc.name, nil, 0, nil
 	r.mu.Unlock()
 	r.dir = filepath.Join(r.tmp, sc.name)
-	rw := &row{name: sc.name, what: sc.what, a: &audit{byCode: map[codec.Code]int{}}}
+	rw := &row{name: sc.name, what: sc.what, a: &traffic.Audit{ByCode: map[codec.Code]int{}}}
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		rw.err = err
 		return rw

@@ -345,3 +345,10 @@ func lastLogLine(p *proc) string {
 	lines := strings.Split(p.tail(1), "\n")
 	return truncate(lines[len(lines)-1], 200)
 }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

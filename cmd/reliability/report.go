@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/jetinfer/jetinfer/codec"
+	"github.com/jetinfer/jetinfer/worker/traffic"
 )
 
 // scenario is one fault, load or bad-input run.
@@ -23,10 +22,10 @@ type scenario struct {
 type row struct {
 	name     string
 	what     string
-	a        *audit
-	queue    queueState // what was left in the work queue at the end
-	maxRSS   int64      // largest peak RSS of the scenario's worker processes
-	rssBound int64      // the bound it must stay under (0: not checked)
+	a        *traffic.Audit
+	queue    traffic.QueueState // what was left in the work queue at the end
+	maxRSS   int64              // largest peak RSS of the scenario's worker processes
+	rssBound int64              // the bound it must stay under (0: not checked)
 	elapsed  time.Duration
 	// redelivered is the consumer's deliveries minus the requests stored;
 	// -1 where the consumer was recreated and the two do not compare.
@@ -49,8 +48,7 @@ func (rw *row) check(ok bool, format string, args ...any) {
 
 func (rw *row) pass() bool {
 	a := rw.a
-	return rw.err == nil && len(rw.failures) == 0 && a.requests > 0 && a.lost == 0 && a.duplicated == 0 &&
-		a.wrong == 0 && a.foreign == 0 && rw.queue.empty() && (rw.rssBound == 0 || rw.maxRSS <= rw.rssBound)
+	return rw.err == nil && len(rw.failures) == 0 && a.OK() && rw.queue.Empty() && (rw.rssBound == 0 || rw.maxRSS <= rw.rssBound)
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.0f", float64(b)/(1<<20)) }
@@ -60,29 +58,6 @@ func (rw *row) rss() string {
 		return mib(rw.maxRSS)
 	}
 	return mib(rw.maxRSS) + " / " + mib(rw.rssBound)
-}
-
-func (rw *row) codes() string {
-	var parts []string
-	for _, c := range slices.Sorted(mapsKeys(rw.a.byCode)) {
-		if c != codec.CodeOK {
-			parts = append(parts, fmt.Sprintf("%s %d", c, rw.a.byCode[c]))
-		}
-	}
-	if len(parts) == 0 {
-		return "0"
-	}
-	return fmt.Sprintf("%d (%s)", rw.a.errorCoded, strings.Join(parts, ", "))
-}
-
-func mapsKeys(m map[codec.Code]int) func(func(codec.Code) bool) {
-	return func(yield func(codec.Code) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func (rw *row) redeliveries() string {
@@ -103,15 +78,15 @@ func (rw *row) verdict() string {
 func (rw *row) summary() string {
 	a := rw.a
 	s := fmt.Sprintf("%s: requests=%d results=%d lost=%d duplicated=%d error-coded=%s wrong=%d left-in-queue=%d max-rss=%s MiB (%.1fs)",
-		rw.verdict(), a.requests, a.results, a.lost, a.duplicated, rw.codes(), a.wrong,
-		rw.queue.stored+rw.queue.pending+rw.queue.ackPending, rw.rss(), rw.elapsed.Seconds())
+		rw.verdict(), a.Requests, a.Results, a.Lost, a.Duplicated, a.Codes(), a.Wrong,
+		rw.queue.Left(), rw.rss(), rw.elapsed.Seconds())
 	for _, n := range rw.notes {
 		s += "\n    " + n
 	}
 	for _, f := range rw.failures {
 		s += "\n    FAILED: " + f
 	}
-	for _, e := range a.examples {
+	for _, e := range a.Examples {
 		s += "\n    e.g. " + e
 	}
 	if rw.err != nil {
@@ -128,8 +103,8 @@ func renderTable(rows []*row) string {
 	for _, rw := range rows {
 		a := rw.a
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %s | %d | %d | %s | %s | %.1f | %s |\n",
-			rw.name, a.requests, a.results, a.lost, a.duplicated, rw.codes(), a.wrong,
-			rw.queue.stored+rw.queue.pending+rw.queue.ackPending, rw.redeliveries(), rw.rss(), rw.elapsed.Seconds(), rw.verdict())
+			rw.name, a.Requests, a.Results, a.Lost, a.Duplicated, a.Codes(), a.Wrong,
+			rw.queue.Left(), rw.redeliveries(), rw.rss(), rw.elapsed.Seconds(), rw.verdict())
 	}
 	return b.String()
 }
@@ -150,7 +125,7 @@ func writeReport(path string, rows []*row, total time.Duration) error {
 		for _, f := range rw.failures {
 			fmt.Fprintf(&b, "- **failed:** %s\n", f)
 		}
-		for _, e := range rw.a.examples {
+		for _, e := range rw.a.Examples {
 			fmt.Fprintf(&b, "- e.g. %s\n", e)
 		}
 		if rw.err != nil {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jetinfer/jetinfer/worker/traffic"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -185,7 +186,7 @@ func secureConnection(ctx context.Context, r *runner, rw *row) error {
 		return err
 	}
 	reqs := r.okRequests("sec", "jobA", r.n(1000), 16, 50)
-	var st sendStats
+	var st traffic.SendStats
 	if err := send(ctx, pjs, reqs, 4, 0, &st); err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // maxPayload is the servers' max_payload: room for the largest request a
@@ -49,41 +47,6 @@ func startSingle(dir string) (*broker, error) {
 	}}}
 	b.nodes = make([]*server.Server, 1)
 	return b, b.start(0)
-}
-
-// startCluster starts an n-node JetStream cluster named "rel" on
-// pre-allocated client and route ports, every node listing every route.
-func startCluster(dir string, n int) (*broker, error) {
-	b := &broker{nodes: make([]*server.Server, n)}
-	var routes []string
-	ports := make([][2]int, n)
-	for i := range n {
-		for j := range 2 {
-			p, err := freePort()
-			if err != nil {
-				return nil, err
-			}
-			ports[i][j] = p
-		}
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i][1]))
-	}
-	for i := range n {
-		o := &server.Options{
-			ServerName: fmt.Sprintf("rel-n%d", i+1), Host: "127.0.0.1", Port: ports[i][0],
-			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			MaxPayload: maxPayload, NoSigs: true, NoLog: true,
-			Cluster: server.ClusterOpts{Name: "rel", Host: "127.0.0.1", Port: ports[i][1]},
-		}
-		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
-		b.opts = append(b.opts, o)
-	}
-	for i := range n {
-		if err := b.start(i); err != nil {
-			b.shutdown()
-			return nil, err
-		}
-	}
-	return b, nil
 }
 
 func (b *broker) start(i int) error {
@@ -127,16 +90,6 @@ func (b *broker) url() string {
 	return strings.Join(urls, ",")
 }
 
-// nodeIndex returns the index of the node named name, or -1.
-func (b *broker) nodeIndex(name string) int {
-	for i, o := range b.opts {
-		if o.ServerName == name {
-			return i
-		}
-	}
-	return -1
-}
-
 // connect opens a client connection that reconnects forever.
 func (b *broker) connect(name string) (*nats.Conn, error) {
 	nc, err := nats.Connect(b.url(), nats.Name(name), nats.MaxReconnects(-1),
@@ -167,20 +120,4 @@ func retry(ctx context.Context, what string, f func(context.Context) error) erro
 		case <-t.C:
 		}
 	}
-}
-
-// streamLeader returns the server name leading stream.
-func streamLeader(ctx context.Context, js jetstream.JetStream, stream string) (string, error) {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return "", err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return "", err
-	}
-	if info.Cluster == nil || info.Cluster.Leader == "" {
-		return "", errors.New("stream has no leader")
-	}
-	return info.Cluster.Leader, nil
 }
