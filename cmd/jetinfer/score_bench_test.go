@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,7 +85,12 @@ func TestBenchScore(t *testing.T) {
 	_ = rd.Close()
 	logf("baseline: %d requests of ≈%d rows (≤ %d bytes) published ahead in %s", reqs, rows/reqs, maxBytes, time.Since(start).Round(time.Millisecond))
 
-	startWorkerProcess(t, url)
+	wenv := []string{}
+	if prof := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prof != "" {
+		wenv = append(wenv, "JETINFER_TEST_CPUPROFILE="+prof+".worker")
+	}
+	wcmd := startWorkerProcess(t, url, wenv...)
+	cpu0 := benchCPU(t, wcmd.Process.Pid)
 	res, _ := js.Stream(context.Background(), wire.DefaultResultStream)
 	var info *jetstream.StreamInfo
 	for {
@@ -112,7 +118,10 @@ func TestBenchScore(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	cpu1 := benchCPU(t, wcmd.Process.Pid)
 	logf("worker alone: %.0f rows/s (%d results in %s, %d error results; first: %s)", workerRate, reqs, span.Round(time.Millisecond), failed, firstErr)
+	logf("worker alone: CPU seconds: worker %.2f, server+harness %.2f (whole drain, reading the results back included)",
+		cpu1.worker-cpu0.worker, cpu1.self-cpu0.self)
 	if failed > 0 {
 		logf("WARNING: the worker answered %d of %d backlog requests with errors (issue 9): its rows/s above is inflated by fast error results", failed, reqs)
 	}
@@ -124,6 +133,8 @@ func TestBenchScore(t *testing.T) {
 	var total time.Duration
 	var rssKiB int64
 	var last string
+	var scoreCPU float64
+	cpu2 := benchCPU(t, wcmd.Process.Pid)
 	for i, interrupt := range []bool{true, false} {
 		cmd := exec.Command(os.Args[0], args...)
 		hwm := filepath.Join(dir, fmt.Sprintf("hwm.%d", i+1))
@@ -160,6 +171,7 @@ func TestBenchScore(t *testing.T) {
 			t.Fatalf("reading the peak RSS of run %d: %q, %v", i+1, b, rerr)
 		}
 		rssKiB = max(rssKiB, kib)
+		scoreCPU += (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 		if interrupt != (err != nil) {
 			t.Fatalf("run %d (interrupt=%v): %v\n%s\n%s", i+1, interrupt, err, stdout.String(), stderr.String())
 		}
@@ -171,6 +183,13 @@ func TestBenchScore(t *testing.T) {
 			strings.TrimSpace(stdout.String()), lines[len(lines)-1])
 		last = stdout.String()
 	}
+	cpu3 := benchCPU(t, wcmd.Process.Pid)
+	logf("score runs: %s wall; CPU seconds: score %.2f, worker %.2f, server+harness %.2f", total.Round(time.Millisecond),
+		scoreCPU, cpu3.worker-cpu2.worker, cpu3.self-cpu2.self)
+	if os.Getenv("JETINFER_BENCH_SCORE_PROFILE") != "" {
+		_ = wcmd.Process.Signal(os.Interrupt) // the worker writes its profile on a clean exit
+		_ = wcmd.Wait()
+	}
 	var gotRows, ok, bad, resumed int
 	if _, err := fmtSscan(last, &gotRows, &ok, &bad, &resumed); err != nil {
 		t.Fatalf("summary %q: %v", last, err)
@@ -180,4 +199,27 @@ func TestBenchScore(t *testing.T) {
 	if gotRows != n {
 		t.Errorf("score wrote %d rows, want %d", gotRows, n)
 	}
+}
+
+// benchTimes are CPU seconds (user + system) of the worker process and of
+// this process (the embedded server and the harness).
+type benchTimes struct{ worker, self float64 }
+
+func benchCPU(t *testing.T, pid int) benchTimes {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	self := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("reading the worker's CPU time: %v", err)
+	}
+	// Fields after the command name (in parentheses): utime and stime
+	// are the 12th and 13th, in clock ticks (100 per second on Linux).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return benchTimes{worker: (ut + st) / 100, self: self}
 }

@@ -42,7 +42,7 @@ func readAll(t *testing.T, r *table.Reader) []table.Chunk {
 }
 
 // writeParquet writes rec to path in row groups of rowGroup rows.
-func writeParquet(t *testing.T, path string, rec arrow.RecordBatch, rowGroup int64) {
+func writeParquet(t testing.TB, path string, rec arrow.RecordBatch, rowGroup int64) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
