@@ -74,6 +74,7 @@ func BenchmarkReaderParquet(b *testing.B) {
 			}
 			rows += c.Rows
 			c.Keep.Release()
+			r.Recycle(c.Body)
 		}
 		if rows != benchRows {
 			b.Fatalf("read %d rows, want %d", rows, benchRows)

@@ -51,7 +51,7 @@ type Options struct {
 	// DefaultMaxBytes); rows are split to fit, whatever the input's own
 	// record batch sizes.
 	MaxBytes int
-	// Mem allocates Arrow buffers (default memory.DefaultAllocator).
+	// Mem allocates Arrow buffers (default: a pool of freed buffers).
 	Mem memory.Allocator
 }
 
@@ -80,6 +80,7 @@ type Reader struct {
 	rows    int64             // total input rows, -1 when unknown
 	rowSize int               // estimated body bytes per row (0: not yet known)
 	fileIdx int
+	free    chan []byte // bodies given back by Recycle
 }
 
 // colMap maps an input column onto a sent column.
@@ -108,9 +109,9 @@ func Open(paths []string, opts Options) (*Reader, error) {
 		opts.MaxBytes = DefaultMaxBytes
 	}
 	if opts.Mem == nil {
-		opts.Mem = memory.DefaultAllocator
+		opts.Mem = &poolAllocator{}
 	}
-	r := &Reader{opts: opts, paths: paths, rows: 0}
+	r := &Reader{opts: opts, paths: paths, rows: 0, free: make(chan []byte, recycledBodies)}
 	for _, p := range paths {
 		n, err := countRows(p)
 		if err != nil {
@@ -123,6 +124,20 @@ func Open(paths []string, opts Options) (*Reader, error) {
 		r.rows += n
 	}
 	return r, nil
+}
+
+// recycledBodies is how many bodies given back by Recycle a Reader keeps
+// for reuse.
+const recycledBodies = 8
+
+// Recycle gives back the Body of a chunk that its user no longer needs,
+// for a later chunk to reuse. It may be called from any goroutine, also
+// while Next runs. Nothing may read the body after.
+func (r *Reader) Recycle(body []byte) {
+	select {
+	case r.free <- body[:0]:
+	default:
+	}
 }
 
 // Rows returns the number of input rows, or -1 when some input does not
@@ -258,13 +273,19 @@ func concat(recs []arrow.RecordBatch, mem memory.Allocator) arrow.RecordBatch {
 
 // encode writes the sent columns of parts as one IPC stream.
 func (r *Reader) encode(parts []arrow.RecordBatch) ([]byte, error) {
-	var buf bytes.Buffer
+	var buf *bytes.Buffer
+	select {
+	case b := <-r.free:
+		buf = bytes.NewBuffer(b)
+	default:
+		buf = new(bytes.Buffer)
+	}
 	rows := 0
 	for _, p := range parts {
 		rows += int(p.NumRows())
 	}
 	buf.Grow(min(r.opts.MaxBytes, rows*max(r.rowSize, 1)+4096)) // no doubling garbage
-	w := ipc.NewWriter(&buf, ipc.WithSchema(r.schema), ipc.WithAllocator(r.opts.Mem))
+	w := ipc.NewWriter(buf, ipc.WithSchema(r.schema), ipc.WithAllocator(r.opts.Mem))
 	for _, p := range parts {
 		rec, err := r.sendOf(p)
 		if err != nil {
