@@ -294,8 +294,11 @@ func settingsFingerprint(input string, cfg scoreConfig, opts table.Options) stri
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// tableSource adapts a table.Reader to client.Source.
+// tableSource adapts a table.Reader to client.Source (and
+// client.Recycler: the reader reuses request bodies).
 type tableSource struct{ r *table.Reader }
+
+func (s tableSource) Recycle(body []byte) { s.r.Recycle(body) }
 
 func (s tableSource) Next(ctx context.Context) (client.Part, error) {
 	c, err := s.r.Next(ctx)

@@ -95,7 +95,11 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("validating client config: %w", err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending))
+	// The asynchronous publish timeout fails a PubAck that never comes
+	// (a server restarted before storing the message), so that Run
+	// publishes again instead of waiting forever, and frees its slot.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(cfg.Timeout))
 	if err != nil {
 		return nil, fmt.Errorf("creating JetStream context: %w", err)
 	}

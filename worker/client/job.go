@@ -33,6 +33,14 @@ type Source interface {
 	Next(ctx context.Context) (Part, error)
 }
 
+// Recycler may be implemented by a Source that reuses request bodies: Run
+// calls Recycle with a Part's Body once it no longer needs it (the
+// request is stored, or was not sent because its result was). Recycle is
+// called from another goroutine than Next.
+type Recycler interface {
+	Recycle(body []byte)
+}
+
 // Sink receives each request's result exactly once, in request order.
 // p.Body is nil by then. An error from the Sink stops the job.
 type Sink func(seq int, p Part, r Result) error
@@ -197,6 +205,7 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	r := &run{c: c, job: job, done: done, st: &st, sink: sink, kv: jobs, rec: &rec, saved: time.Now(),
 		slots:    make(chan struct{}, job.Window),
 		pending:  make(chan pending, job.Window),
+		acks:     make(chan inflight, job.Window),
 		arrived:  make(chan Result, job.Window),
 		ready:    map[int]Result{},
 		stream:   resStream,
@@ -204,7 +213,9 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 		startSeq: lastSeq + 1,
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	r.recycler, _ = src.(Recycler)
 	g.Go(func() error { return r.publish(gctx, src) })
+	g.Go(func() error { return r.confirm(gctx) })
 	g.Go(func() error { return r.notify(gctx) })
 	g.Go(func() error { return r.collect(gctx) })
 	err = g.Wait()
@@ -246,21 +257,32 @@ type pending struct {
 	seq     int
 	part    Part
 	resumed bool
+	stored  Result // the stored result of a resumed request
 }
 
-// run is the state of one Run. publish, notify and collect each run on
-// their own goroutine; collect owns ready and st.
+// inflight is a request published asynchronously whose PubAck confirm
+// has not seen yet.
+type inflight struct {
+	req Request
+	fut jetstream.PubAckFuture
+}
+
+// run is the state of one Run. publish, confirm, notify and collect each
+// run on their own goroutine; collect owns ready and st.
 type run struct {
-	c       *Client
-	job     Job
-	done    map[int]bool // results stored before the run (read-only once running)
-	st      *Stats
-	sink    Sink
-	slots   chan struct{}  // one per request between publish and the Sink
-	pending chan pending   // publish → collect, in request order
-	arrived chan Result    // notify → collect: results stored after the run started
-	ready   map[int]Result // collect: results arrived ahead of their turn
-	stream  jetstream.Stream
+	c    *Client
+	job  Job
+	done map[int]bool // results stored before the run (read-only once running)
+	st   *Stats
+	sink Sink
+	// recycler takes bodies back (nil: the Source does not reuse them).
+	recycler Recycler
+	slots    chan struct{}  // one per request between publish and the Sink
+	pending  chan pending   // publish → collect, in request order
+	acks     chan inflight  // publish → confirm, in request order
+	arrived  chan Result    // notify → collect: results stored after the run started
+	ready    map[int]Result // collect: results arrived ahead of their turn
+	stream   jetstream.Stream
 	// startSeq is the first result stream sequence not covered by done.
 	startSeq uint64
 	total    int // set by publish before closing pending
@@ -272,10 +294,13 @@ type run struct {
 // recordEvery is how often a run saves its progress in the job record.
 const recordEvery = 2 * time.Second
 
-// publish reads the source, publishes requests without a stored result,
-// and queues every request for collect in order.
+// publish reads the source, publishes requests without a stored result
+// without waiting for their PubAcks (confirm does), reads the stored
+// result of the others, and queues every request for collect in order.
+// Reading the next request thus overlaps the server storing the last.
 func (r *run) publish(ctx context.Context, src Source) error {
 	defer close(r.pending)
+	defer close(r.acks)
 	for seq := 0; ; seq++ {
 		select {
 		case r.slots <- struct{}{}:
@@ -290,22 +315,69 @@ func (r *run) publish(ctx context.Context, src Source) error {
 		if err != nil {
 			return fmt.Errorf("reading request %d: %w", seq, err)
 		}
-		resumed := r.done[seq]
-		if !resumed {
-			_, err := r.c.Publish(ctx, Request{
-				ID: RequestID(r.job.Name, seq), Job: r.job.Name, ReplyTo: r.c.resultSubject(r.job.Name, seq),
-				Body: p.Body, Deadline: r.job.Deadline, Priority: r.job.Priority, Version: r.job.Version,
-			})
-			if err != nil {
+		pd := pending{seq: seq, part: p, resumed: r.done[seq]}
+		if pd.resumed {
+			if pd.stored, err = r.c.storedResult(ctx, r.stream, r.job.Name, seq); err != nil {
 				return err
 			}
+			r.recycle(p.Body)
+		} else {
+			req := Request{
+				ID: RequestID(r.job.Name, seq), Job: r.job.Name, ReplyTo: r.c.resultSubject(r.job.Name, seq),
+				Body: p.Body, Deadline: r.job.Deadline, Priority: r.job.Priority, Version: r.job.Version,
+			}
+			fut, err := r.c.PublishAsync(ctx, req)
+			if err != nil {
+				// Not sent (e.g. disconnected with a full reconnect
+				// buffer): confirm publishes it again, with retries.
+				r.c.log.Debug("asynchronous publish failed", "request_id", req.ID, "err", err)
+			}
+			select {
+			case r.acks <- inflight{req: req, fut: fut}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
-		p.Body = nil
+		pd.part.Body = nil
 		select {
-		case r.pending <- pending{seq: seq, part: p, resumed: resumed}:
+		case r.pending <- pd:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// confirm waits for the PubAck of every asynchronous publish, in order,
+// and publishes again (Publish: same Nats-Msg-Id, retries with backoff)
+// a request whose publish failed or was not acknowledged in
+// Config.Timeout. It recycles each body once the request is stored.
+func (r *run) confirm(ctx context.Context) error {
+	for in := range r.acks {
+		var err error
+		if in.fut == nil {
+			err = errors.New("not sent")
+		} else {
+			select {
+			case <-in.fut.Ok():
+			case err = <-in.fut.Err():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if err != nil {
+			r.c.log.Debug("publish retry", "request_id", in.req.ID, "err", err)
+			if _, err := r.c.Publish(ctx, in.req); err != nil {
+				return err
+			}
+		}
+		r.recycle(in.req.Body)
+	}
+	return nil
+}
+
+func (r *run) recycle(body []byte) {
+	if r.recycler != nil && body != nil {
+		r.recycler.Recycle(body)
 	}
 }
 
@@ -372,11 +444,8 @@ func (r *run) collect(ctx context.Context) error {
 		}
 		res, ok := r.ready[head.seq]
 		if head.resumed {
-			var err error
-			if res, err = r.c.storedResult(ctx, r.stream, r.job.Name, head.seq); err != nil {
-				return err
-			}
-			ok = true
+			res, ok = head.stored, true
+			head.stored = Result{}
 		}
 		if ok {
 			delete(r.ready, head.seq)
