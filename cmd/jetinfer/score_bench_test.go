@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,11 +35,18 @@ import (
 // end-to-end rows/s over both runs ÷ the worker's rows/s, and the peak
 // RSS of the score processes. Server and worker run at default settings
 // (max_payload 1 MiB).
+//
+// All processes share the machine's cores unless
+// JETINFER_BENCH_SCORE_SPLIT_CPUS=1: then the server (this process) and
+// the worker run on CPU 0 in both phases and score on CPU 1 (taskset),
+// so that the worker has the same share with and without score beside
+// it, as where score runs on another machine than the workers.
 func TestBenchScore(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("JETINFER_BENCH_SCORE_ROWS"))
 	if n <= 0 {
 		t.Skip("set JETINFER_BENCH_SCORE_ROWS (make bench-score)")
 	}
+	split := os.Getenv("JETINFER_BENCH_SCORE_SPLIT_CPUS") == "1"
 	logf := func(format string, args ...any) { fmt.Printf("bench-score: "+format+"\n", args...) }
 	ns := startTestServer(t)
 	url := ns.ClientURL()
@@ -50,6 +58,16 @@ func TestBenchScore(t *testing.T) {
 	n = len(ids)
 	st, _ := os.Stat(in)
 	logf("input %s: %d rows, %.0f MiB, written in %s", in, n, float64(st.Size())/(1<<20), time.Since(start).Round(time.Millisecond))
+
+	if split {
+		// Every thread of this process; the worker inherits the mask.
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", "0", strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+			t.Fatalf("pinning the server to CPU 0: %v: %s", err, out)
+		}
+		logf("cores: server and worker on CPU 0, score on CPU 1 (JETINFER_BENCH_SCORE_SPLIT_CPUS=1)")
+	} else {
+		logf("cores: all processes share the machine's %d", runtime.NumCPU())
+	}
 
 	// The requests score sends: same reader, same options, same size cap.
 	nc := connectTest(t, url)
@@ -135,8 +153,44 @@ func TestBenchScore(t *testing.T) {
 	var last string
 	var scoreCPU float64
 	cpu2 := benchCPU(t, wcmd.Process.Pid)
+	// How often the worker had nothing to take during the score runs:
+	// samples of the model consumer with no request waiting to be
+	// delivered (the worker may still hold some, ack-pending).
+	var samples, empty, idle int
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		cons, err := js.Consumer(context.Background(), wire.DefaultRequestStream, "digits")
+		if err != nil {
+			return
+		}
+		tk := time.NewTicker(10 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-tk.C:
+			}
+			ci, err := cons.Info(context.Background())
+			if err != nil {
+				continue
+			}
+			samples++
+			if ci.NumPending == 0 {
+				empty++
+				if ci.NumAckPending == 0 {
+					idle++
+				}
+			}
+		}
+	}()
 	for i, interrupt := range []bool{true, false} {
 		cmd := exec.Command(os.Args[0], args...)
+		if split {
+			cmd = exec.Command("taskset", append([]string{"-c", "1", os.Args[0]}, args...)...)
+		}
 		hwm := filepath.Join(dir, fmt.Sprintf("hwm.%d", i+1))
 		cmd.Env = append(os.Environ(), "JETINFER_TEST_MAIN=1", "JETINFER_TEST_HWM_FILE="+hwm)
 		if prof := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prof != "" {
@@ -184,6 +238,10 @@ func TestBenchScore(t *testing.T) {
 		last = stdout.String()
 	}
 	cpu3 := benchCPU(t, wcmd.Process.Pid)
+	close(stopSampling)
+	<-sampled
+	logf("score runs: request consumer sampled every 10ms: %d samples, %d with no request waiting, %d with none held by the worker either",
+		samples, empty, idle)
 	logf("score runs: %s wall; CPU seconds: score %.2f, worker %.2f, server+harness %.2f", total.Round(time.Millisecond),
 		scoreCPU, cpu3.worker-cpu2.worker, cpu3.self-cpu2.self)
 	if os.Getenv("JETINFER_BENCH_SCORE_PROFILE") != "" {
