@@ -18,7 +18,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/jetinfer/jetinfer/codec"
 )
@@ -579,21 +578,7 @@ func openFile(path string, opts Options) (batchSource, *arrow.Schema, error) {
 		return nil, nil, err
 	}
 	if pq {
-		pf, err := file.OpenParquetFile(path, false)
-		if err != nil {
-			return nil, nil, fmt.Errorf("opening Parquet file %s: %w", path, err)
-		}
-		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: int64(opts.RowsPerRequest)}, opts.Mem)
-		if err != nil {
-			pf.Close()
-			return nil, nil, fmt.Errorf("reading Parquet schema of %s: %w", path, err)
-		}
-		rr, err := fr.GetRecordReader(context.Background(), nil, nil)
-		if err != nil {
-			pf.Close()
-			return nil, nil, fmt.Errorf("reading Parquet file %s: %w", path, err)
-		}
-		return &parquetSource{f: pf, rr: rr}, rr.Schema(), nil
+		return openParquet(path, opts)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -619,25 +604,6 @@ func openFile(path string, opts Options) (batchSource, *arrow.Schema, error) {
 	}
 	return &ipcStreamSource{f: f, sr: sr}, sr.Schema(), nil
 }
-
-type parquetSource struct {
-	f  *file.Reader
-	rr pqarrow.RecordReader
-}
-
-func (s *parquetSource) next(context.Context) (arrow.RecordBatch, error) {
-	rec, err := s.rr.Read()
-	if rec != nil {
-		rec.Retain()
-		return rec, nil
-	}
-	if err == nil {
-		err = io.EOF
-	}
-	return nil, err
-}
-
-func (s *parquetSource) close() error { s.rr.Release(); return s.f.Close() }
 
 type ipcFileSource struct {
 	f  *os.File
