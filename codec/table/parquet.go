@@ -1,10 +1,12 @@
 package table
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"strings"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -203,7 +205,12 @@ type directColumn struct {
 	cr      file.ColumnChunkReader
 	defs    []int16
 	reps    []int16
-	row     int64 // rows read so far, for errors
+	row     int64  // rows read so far, for errors
+	rowReps []byte // the repetition levels of a row, as bytes
+}
+
+func int16Bytes(s []int16) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), 2*len(s))
 }
 
 // newDirectColumn returns a directColumn for sf, or nil when sf is not a
@@ -298,15 +305,18 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 		}
 		got += int(lv)
 	}
-	// Every row holds exactly k values: a repetition level of 0 (a new
-	// row) at every k-th level and nowhere else.
-	for r := range int(n) {
-		row := reps[r*d.k : (r+1)*d.k]
-		bad := row[0] != 0
-		for _, l := range row[1:] {
-			bad = bad || l == 0
+	// Every row holds exactly k values: its repetition levels are 0 (a
+	// new row) and k-1 ones, compared as bytes.
+	if d.rowReps == nil {
+		pattern := make([]int16, d.k)
+		for i := 1; i < d.k; i++ {
+			pattern[i] = 1
 		}
-		if bad {
+		d.rowReps = int16Bytes(pattern)
+	}
+	levelBytes := int16Bytes(reps)
+	for r := range int(n) {
+		if !bytes.Equal(levelBytes[r*2*d.k:(r+1)*2*d.k], d.rowReps) {
 			return nil, d.rowError(reps)
 		}
 	}
