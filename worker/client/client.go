@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -280,6 +281,14 @@ func (c *Client) results(ctx context.Context, filter string, startSeq uint64, fn
 	if startSeq > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, startSeq
 	}
+	return c.consume(ctx, cfg, fn)
+}
+
+// consume reads the result stream through an ordered consumer of cfg,
+// handing each message to fn until fn returns false, ctx ends or an error
+// occurs.
+func (c *Client) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(Result) bool) error {
+	filter := strings.Join(cfg.FilterSubjects, ",")
 	cons, err := c.js.OrderedConsumer(ctx, c.cfg.ResultStream, cfg)
 	if err != nil {
 		return fmt.Errorf("reading results on %s: %w", filter, err)

@@ -197,20 +197,19 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	if err != nil {
 		return st, fmt.Errorf("opening result stream %s: %w", c.cfg.ResultStream, err)
 	}
-	done, lastSeq, err := c.storedResults(ctx, resStream, job.Name)
+	done, err := c.storedResults(ctx, resStream, job.Name)
 	if err != nil {
 		return st, err
 	}
 
 	r := &run{c: c, job: job, done: done, st: &st, sink: sink, kv: jobs, rec: &rec, saved: time.Now(),
-		slots:    make(chan struct{}, job.Window),
-		pending:  make(chan pending, job.Window),
-		acks:     make(chan inflight, job.Window),
-		arrived:  make(chan Result, job.Window),
-		ready:    map[int]Result{},
-		stream:   resStream,
-		total:    -1,
-		startSeq: lastSeq + 1,
+		slots:   make(chan struct{}, job.Window),
+		pending: make(chan pending, job.Window),
+		acks:    make(chan inflight, job.Window),
+		arrived: make(chan Result, job.Window),
+		ready:   map[int]Result{},
+		stream:  resStream,
+		total:   -1,
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	r.recycler, _ = src.(Recycler)
@@ -257,7 +256,6 @@ type pending struct {
 	seq     int
 	part    Part
 	resumed bool
-	stored  Result // the stored result of a resumed request
 }
 
 // inflight is a request published asynchronously whose PubAck confirm
@@ -280,11 +278,9 @@ type run struct {
 	slots    chan struct{}  // one per request between publish and the Sink
 	pending  chan pending   // publish → collect, in request order
 	acks     chan inflight  // publish → confirm, in request order
-	arrived  chan Result    // notify → collect: results stored after the run started
+	arrived  chan Result    // notify → collect: the job's results, in stream order
 	ready    map[int]Result // collect: results arrived ahead of their turn
 	stream   jetstream.Stream
-	// startSeq is the first result stream sequence not covered by done.
-	startSeq uint64
 	total    int // set by publish before closing pending
 	kv       jetstream.KeyValue
 	rec      *JobRecord // collect: the job record, saved every recordEvery
@@ -295,9 +291,9 @@ type run struct {
 const recordEvery = 2 * time.Second
 
 // publish reads the source, publishes requests without a stored result
-// without waiting for their PubAcks (confirm does), reads the stored
-// result of the others, and queues every request for collect in order.
-// Reading the next request thus overlaps the server storing the last.
+// without waiting for their PubAcks (confirm does), and queues every
+// request for collect in order. Reading the next request thus overlaps
+// the server storing the last.
 func (r *run) publish(ctx context.Context, src Source) error {
 	defer close(r.pending)
 	defer close(r.acks)
@@ -317,9 +313,6 @@ func (r *run) publish(ctx context.Context, src Source) error {
 		}
 		pd := pending{seq: seq, part: p, resumed: r.done[seq]}
 		if pd.resumed {
-			if pd.stored, err = r.c.storedResult(ctx, r.stream, r.job.Name, seq); err != nil {
-				return err
-			}
 			r.recycle(p.Body)
 		} else {
 			req := Request{
@@ -381,14 +374,14 @@ func (r *run) recycle(body []byte) {
 	}
 }
 
-// notify reads the results stored since the run started (done covers
-// the earlier ones) and passes them to collect.
+// notify reads the job's results, those stored before the run (the
+// last one per request) and those stored during it, in stream order, and
+// passes them to collect. It runs no further ahead of collect than the
+// arrived channel and one result parked by collect allow.
 func (r *run) notify(ctx context.Context) error {
-	err := r.c.results(ctx, r.c.jobFilter(r.job.Name), r.startSeq, func(res Result) bool {
-		seq, ok := seqOf(r.job.Name, res.RequestID)
-		if !ok || r.done[seq] {
-			return true
-		}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{r.c.jobFilter(r.job.Name)},
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy}
+	err := r.c.consume(ctx, cfg, func(res Result) bool {
 		select {
 		case r.arrived <- res:
 			return true
@@ -412,11 +405,45 @@ func seqOf(job, requestID string) (int, bool) {
 	return n, err == nil && n >= 0
 }
 
-// collect hands results to the sink in request order.
+// collect hands results to the sink in request order. It keeps the
+// results that arrive ahead of their turn, up to Job.Window requests
+// ahead (ready); a result further ahead can only be a stored one (publish
+// runs at most Window requests ahead): collect parks it and reads no
+// more until its turn is near. When the request whose turn it is was
+// stored and its result is not at hand while one is parked — results
+// stored out of order — it reads that result by subject; when it is a
+// request of this run, it drops the parked result (to be read by subject
+// at its turn), since this run's results come after it. A stored result
+// that has not arrived within Config.Timeout is read by subject too.
 func (r *run) collect(ctx context.Context) error {
 	next := 0
 	var head *pending
+	var parked *Result
+	passed := map[int]bool{} // stored results dropped, read by subject at their turn
 	pendingOpen := true
+	wait := time.NewTimer(r.c.cfg.Timeout) // for a stored result
+	defer wait.Stop()
+	waiting, late := false, false
+	// arrive keeps res until its turn, parks it if it is too far ahead,
+	// and drops results of requests already handed on (a request
+	// answered twice).
+	arrive := func(res Result) {
+		seq, ok := seqOf(r.job.Name, res.RequestID)
+		switch {
+		case !ok || seq < next:
+		case seq >= next+r.job.Window:
+			parked = &res
+		default:
+			r.ready[seq] = res
+		}
+	}
+	// arrived is the channel of arriving results, nil while one is parked.
+	arrived := func() <-chan Result {
+		if parked != nil {
+			return nil
+		}
+		return r.arrived
+	}
 	for {
 		if head == nil && pendingOpen {
 			select {
@@ -427,8 +454,8 @@ func (r *run) collect(ctx context.Context) error {
 					continue
 				}
 				head = &p
-			case res := <-r.arrived:
-				r.arrive(next, res)
+			case res := <-arrived():
+				arrive(res)
 				continue
 			case <-ctx.Done():
 				return ctx.Err()
@@ -443,34 +470,53 @@ func (r *run) collect(ctx context.Context) error {
 			return ctx.Err()
 		}
 		res, ok := r.ready[head.seq]
-		if head.resumed {
-			res, ok = head.stored, true
-			head.stored = Result{}
+		if !ok && head.resumed && (parked != nil || passed[head.seq] || late) {
+			var err error
+			if res, err = r.c.storedResult(ctx, r.stream, r.job.Name, head.seq); err != nil {
+				return err
+			}
+			ok = true
 		}
 		if ok {
 			delete(r.ready, head.seq)
+			delete(passed, head.seq)
 			if err := r.hand(ctx, *head, res); err != nil {
 				return err
 			}
 			<-r.slots
 			next++
 			head = nil
+			waiting, late = false, false
+			if parked != nil {
+				if seq, _ := seqOf(r.job.Name, parked.RequestID); seq < next+r.job.Window {
+					res := *parked
+					parked = nil
+					arrive(res)
+				}
+			}
 			continue
+		}
+		if parked != nil {
+			seq, _ := seqOf(r.job.Name, parked.RequestID)
+			passed[seq] = true
+			parked = nil
+		}
+		var timeout <-chan time.Time
+		if head.resumed {
+			if !waiting {
+				wait.Reset(r.c.cfg.Timeout)
+				waiting = true
+			}
+			timeout = wait.C
 		}
 		select {
 		case res := <-r.arrived:
-			r.arrive(next, res)
+			arrive(res)
+		case <-timeout:
+			late = true
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}
-}
-
-// arrive keeps a result until its turn; results of requests already
-// handed on (a redelivered request answered twice) are dropped.
-func (r *run) arrive(next int, res Result) {
-	if seq, ok := seqOf(r.job.Name, res.RequestID); ok && seq >= next {
-		r.ready[seq] = res
 	}
 }
 
@@ -513,12 +559,11 @@ func (r *run) hand(ctx context.Context, p pending, res Result) error {
 	return nil
 }
 
-// storedResults returns the requests of job whose results are stored,
-// and the result stream's last sequence when it looked.
-func (c *Client) storedResults(ctx context.Context, s jetstream.Stream, job string) (map[int]bool, uint64, error) {
+// storedResults returns the requests of job whose results are stored.
+func (c *Client) storedResults(ctx context.Context, s jetstream.Stream, job string) (map[int]bool, error) {
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(c.jobFilter(job)))
 	if err != nil {
-		return nil, 0, fmt.Errorf("listing stored results of job %s: %w", job, err)
+		return nil, fmt.Errorf("listing stored results of job %s: %w", job, err)
 	}
 	prefix := wire.ModelResultPrefix(c.cfg.Prefix, c.cfg.Model) + job + "."
 	done := make(map[int]bool, len(info.State.Subjects))
@@ -527,7 +572,7 @@ func (c *Client) storedResults(ctx context.Context, s jetstream.Stream, job stri
 			done[n] = true
 		}
 	}
-	return done, info.State.LastSeq, nil
+	return done, nil
 }
 
 // storedResult reads the last stored result of request seq, retrying
