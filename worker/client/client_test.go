@@ -386,3 +386,48 @@ func descending(n int) []int {
 	slices.Reverse(out)
 	return out
 }
+
+// TestRunWithinTinyByteBounds runs a job whose byte bounds hold less than
+// one body: requests are published one at a time, and every result that
+// arrives ahead of its turn is dropped and read by subject at its turn.
+// Results still reach the sink once, in order, equal to the references.
+func TestRunWithinTinyByteBounds(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	startWorker(t, nc)
+	bodies, ids, refs := digitsBodies(t, 7)
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, row := 0, 0
+	st, err := c.Run(context.Background(), client.Job{Name: "tiny", Fingerprint: "f", Window: 8, UnackedBytes: 1, ReadyBytes: 1, Rows: -1},
+		client.Bodies(bodies, nil), func(seq int, _ client.Part, r client.Result) error {
+			if seq != next {
+				return fmt.Errorf("result of request %d handed on in the turn of %d", seq, next)
+			}
+			next++
+			res, err := r.Decode(codec.DefaultLimits())
+			if err != nil {
+				return err
+			}
+			defer res.Release()
+			logits, _ := res.Column("logits")
+			for k, id := range res.IDs.(*array.Int64).Int64Values() {
+				if id != ids[row] {
+					return fmt.Errorf("row %d: id %d, want %d", row, id, ids[row])
+				}
+				if got, want := floats(logits.Row(k)), refs[id]; math.Abs(float64(got[0]-want[0])) > 1e-4*math.Max(1, math.Abs(float64(want[0]))) {
+					return fmt.Errorf("id %d logit 0 = %v, reference %v", id, got[0], want[0])
+				}
+				row++
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next != len(bodies) || row != len(ids) || st.Published != len(bodies) {
+		t.Fatalf("%d results, %d rows, stats %+v; want %d results, %d rows", next, row, st, len(bodies), len(ids))
+	}
+}

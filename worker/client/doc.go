@@ -19,14 +19,16 @@
 // window has passed. Requests are published without waiting for each
 // PubAck; the PubAcks are awaited in order on another goroutine, and a
 // request whose publish failed or was not acknowledged in Config.Timeout
-// is published again (Publish: same Nats-Msg-Id, backoff). Results, those
-// stored before the run (the last one per request) and those stored
-// during it, arrive through one ordered consumer on the job's subjects (at
-// most 16 MiB buffered ahead), which runs no further ahead than the window
-// (plus one result held back); a stored result that arrives too far ahead
-// of its turn is read again by subject at its turn (results stored out of
-// order). Each request's result is handed on once, also when a request
-// redelivered after the duplicate window is answered twice.
+// is published again (Publish: same Nats-Msg-Id, backoff); request bodies
+// awaiting their PubAck are bounded by Job.UnackedBytes. Results, those
+// stored before the run and those stored during it, arrive through one
+// ordered consumer on the job's subjects (at most 16 MiB buffered ahead),
+// which runs no further ahead than the window (plus one result held
+// back); results kept ahead of their turn are bounded by Job.ReadyBytes,
+// and one that arrives too far ahead (results stored out of order, or
+// past ReadyBytes) is read again by subject at its turn. Each request's
+// result is handed on once, also when a request redelivered after the
+// duplicate window is answered twice.
 //
 // # Concurrency
 //

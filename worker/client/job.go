@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/worker/wire"
@@ -59,9 +60,18 @@ type Job struct {
 	// Rows is the job's total rows, or -1 when unknown; for progress.
 	Rows int64
 	// Window bounds the requests published and not yet handed to the
-	// Sink (default 32): with the Source's request size it bounds the
-	// memory of a run.
+	// Sink (default DefaultWindow). What a run holds for them is bounded
+	// in bytes besides (UnackedBytes, ReadyBytes), but for what the
+	// Source keeps in Part.Keep.
 	Window int
+	// UnackedBytes bounds the request bodies published and awaiting
+	// their PubAck (default DefaultUnackedBytes; a larger body goes
+	// alone).
+	UnackedBytes int
+	// ReadyBytes bounds the result bodies kept ahead of their turn
+	// (default DefaultReadyBytes); a result past it is read again by
+	// subject at its turn.
+	ReadyBytes int
 	// Wait makes Run wait for a live worker instead of failing after
 	// LiveTimeout.
 	Wait bool
@@ -104,6 +114,15 @@ var ErrInterrupted = errors.New("job interrupted")
 
 // ErrNoWorker is returned when no worker serves the model.
 var ErrNoWorker = errors.New("no live worker")
+
+// DefaultWindow is Job.Window's default.
+const DefaultWindow = 32
+
+// Defaults of Job.UnackedBytes and Job.ReadyBytes.
+const (
+	DefaultUnackedBytes = 16 << 20
+	DefaultReadyBytes   = 32 << 20
+)
 
 // ErrJobMismatch is returned when a stored job of the same name has
 // another fingerprint.
@@ -176,7 +195,13 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 		return Stats{}, fmt.Errorf("job name %q: want a subject token (letters, digits, '-', '_')", job.Name)
 	}
 	if job.Window <= 0 {
-		job.Window = 32
+		job.Window = DefaultWindow
+	}
+	if job.UnackedBytes <= 0 {
+		job.UnackedBytes = DefaultUnackedBytes
+	}
+	if job.ReadyBytes <= 0 {
+		job.ReadyBytes = DefaultReadyBytes
 	}
 	if job.LiveTimeout <= 0 {
 		job.LiveTimeout = 5 * time.Second
@@ -206,7 +231,8 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 		slots:   make(chan struct{}, job.Window),
 		pending: make(chan pending, job.Window),
 		acks:    make(chan inflight, job.Window),
-		arrived: make(chan Result, job.Window),
+		arrived: make(chan Result, min(job.Window, 16)),
+		unacked: semaphore.NewWeighted(int64(job.UnackedBytes)),
 		ready:   map[int]Result{},
 		stream:  resStream,
 		total:   -1,
@@ -270,16 +296,17 @@ type inflight struct {
 type run struct {
 	c    *Client
 	job  Job
-	done map[int]bool // results stored before the run (read-only once running)
+	done map[int]uint64 // results stored before the run, per request (read-only once running)
 	st   *Stats
 	sink Sink
 	// recycler takes bodies back (nil: the Source does not reuse them).
 	recycler Recycler
-	slots    chan struct{}  // one per request between publish and the Sink
-	pending  chan pending   // publish → collect, in request order
-	acks     chan inflight  // publish → confirm, in request order
-	arrived  chan Result    // notify → collect: the job's results, in stream order
-	ready    map[int]Result // collect: results arrived ahead of their turn
+	slots    chan struct{}       // one per request between publish and the Sink
+	pending  chan pending        // publish → collect, in request order
+	acks     chan inflight       // publish → confirm, in request order
+	unacked  *semaphore.Weighted // body bytes published, PubAck awaited (Job.UnackedBytes)
+	arrived  chan Result         // notify → collect: the job's results, in stream order
+	ready    map[int]Result      // collect: results arrived ahead of their turn
 	stream   jetstream.Stream
 	total    int // set by publish before closing pending
 	kv       jetstream.KeyValue
@@ -311,13 +338,16 @@ func (r *run) publish(ctx context.Context, src Source) error {
 		if err != nil {
 			return fmt.Errorf("reading request %d: %w", seq, err)
 		}
-		pd := pending{seq: seq, part: p, resumed: r.done[seq]}
+		pd := pending{seq: seq, part: p, resumed: r.done[seq] > 0}
 		if pd.resumed {
 			r.recycle(p.Body)
 		} else {
 			req := Request{
 				ID: RequestID(r.job.Name, seq), Job: r.job.Name, ReplyTo: r.c.resultSubject(r.job.Name, seq),
 				Body: p.Body, Deadline: r.job.Deadline, Priority: r.job.Priority, Version: r.job.Version,
+			}
+			if err := r.unacked.Acquire(ctx, r.unackedWeight(req.Body)); err != nil {
+				return err
 			}
 			fut, err := r.c.PublishAsync(ctx, req)
 			if err != nil {
@@ -363,9 +393,15 @@ func (r *run) confirm(ctx context.Context) error {
 				return err
 			}
 		}
+		r.unacked.Release(r.unackedWeight(in.req.Body))
 		r.recycle(in.req.Body)
 	}
 	return nil
+}
+
+// unackedWeight is what a body takes of Job.UnackedBytes.
+func (r *run) unackedWeight(body []byte) int64 {
+	return int64(min(max(len(body), 1), r.job.UnackedBytes))
 }
 
 func (r *run) recycle(body []byte) {
@@ -374,13 +410,15 @@ func (r *run) recycle(body []byte) {
 	}
 }
 
-// notify reads the job's results, those stored before the run (the
-// last one per request) and those stored during it, in stream order, and
-// passes them to collect. It runs no further ahead of collect than the
-// arrived channel and one result parked by collect allow.
+// notify reads the job's results, those stored before the run and those
+// stored during it, in stream order, and passes them to collect. It runs
+// no further ahead of collect than the arrived channel and one result
+// parked by collect allow. (It reads them all rather than the last per
+// request: a DeliverLastPerSubject consumer was seen to skip a stored
+// result while results of the interrupted run were still being stored,
+// with nats-server 2.15.2.)
 func (r *run) notify(ctx context.Context) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{r.c.jobFilter(r.job.Name)},
-		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{r.c.jobFilter(r.job.Name)}}
 	err := r.c.consume(ctx, cfg, func(res Result) bool {
 		select {
 		case r.arrived <- res:
@@ -406,35 +444,49 @@ func seqOf(job, requestID string) (int, bool) {
 }
 
 // collect hands results to the sink in request order. It keeps the
-// results that arrive ahead of their turn, up to Job.Window requests
-// ahead (ready); a result further ahead can only be a stored one (publish
-// runs at most Window requests ahead): collect parks it and reads no
-// more until its turn is near. When the request whose turn it is was
-// stored and its result is not at hand while one is parked — results
-// stored out of order — it reads that result by subject; when it is a
-// request of this run, it drops the parked result (to be read by subject
-// at its turn), since this run's results come after it. A stored result
-// that has not arrived within Config.Timeout is read by subject too.
+// results that arrive ahead of their turn, up to Job.Window requests and
+// Job.ReadyBytes ahead (ready; a result past that is dropped and read by
+// subject at its turn). A result further than the window ahead can
+// only be a stored one (publish runs at most Window requests ahead):
+// collect parks it and reads no more until its turn is near. When the
+// request whose turn it is was stored and its result is not at hand
+// while one is parked — results stored out of order — it reads that
+// result by subject; when it is a request of this run, it drops the
+// parked result (to be read by subject at its turn), since this run's
+// results come after it. A stored result that has not arrived within
+// Config.Timeout is read by subject too, and so is the result of a
+// request answered twice before the run (the last one counts).
 func (r *run) collect(ctx context.Context) error {
 	next := 0
 	var head *pending
 	var parked *Result
-	passed := map[int]bool{} // stored results dropped, read by subject at their turn
+	passed := map[int]bool{} // results dropped, read by subject at their turn
+	readyBytes := 0          // of the bodies in r.ready
 	pendingOpen := true
 	wait := time.NewTimer(r.c.cfg.Timeout) // for a stored result
 	defer wait.Stop()
 	waiting, late := false, false
 	// arrive keeps res until its turn, parks it if it is too far ahead,
-	// and drops results of requests already handed on (a request
-	// answered twice).
+	// drops it (to be read by subject at its turn) when keeping it would
+	// pass Job.ReadyBytes, and drops results of requests already handed on
+	// (a request answered twice).
 	arrive := func(res Result) {
 		seq, ok := seqOf(r.job.Name, res.RequestID)
 		switch {
 		case !ok || seq < next:
+		case r.done[seq] > 1:
+			// Answered twice before the run: read the last by subject.
 		case seq >= next+r.job.Window:
 			parked = &res
+		case seq != next && readyBytes+len(res.Body) > r.job.ReadyBytes:
+			passed[seq] = true
 		default:
+			if old, ok := r.ready[seq]; ok {
+				readyBytes -= len(old.Body)
+			}
 			r.ready[seq] = res
+			readyBytes += len(res.Body)
+			delete(passed, seq)
 		}
 	}
 	// arrived is the channel of arriving results, nil while one is parked.
@@ -470,7 +522,7 @@ func (r *run) collect(ctx context.Context) error {
 			return ctx.Err()
 		}
 		res, ok := r.ready[head.seq]
-		if !ok && head.resumed && (parked != nil || passed[head.seq] || late) {
+		if !ok && (passed[head.seq] || head.resumed && (parked != nil || late || r.done[head.seq] > 1)) {
 			var err error
 			if res, err = r.c.storedResult(ctx, r.stream, r.job.Name, head.seq); err != nil {
 				return err
@@ -478,7 +530,10 @@ func (r *run) collect(ctx context.Context) error {
 			ok = true
 		}
 		if ok {
-			delete(r.ready, head.seq)
+			if kept, ok := r.ready[head.seq]; ok {
+				readyBytes -= len(kept.Body)
+				delete(r.ready, head.seq)
+			}
 			delete(passed, head.seq)
 			if err := r.hand(ctx, *head, res); err != nil {
 				return err
@@ -559,17 +614,18 @@ func (r *run) hand(ctx context.Context, p pending, res Result) error {
 	return nil
 }
 
-// storedResults returns the requests of job whose results are stored.
-func (c *Client) storedResults(ctx context.Context, s jetstream.Stream, job string) (map[int]bool, error) {
+// storedResults returns the number of stored results of each request of
+// job that has one.
+func (c *Client) storedResults(ctx context.Context, s jetstream.Stream, job string) (map[int]uint64, error) {
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(c.jobFilter(job)))
 	if err != nil {
 		return nil, fmt.Errorf("listing stored results of job %s: %w", job, err)
 	}
 	prefix := wire.ModelResultPrefix(c.cfg.Prefix, c.cfg.Model) + job + "."
-	done := make(map[int]bool, len(info.State.Subjects))
-	for subj := range info.State.Subjects {
+	done := make(map[int]uint64, len(info.State.Subjects))
+	for subj, count := range info.State.Subjects {
 		if n, err := strconv.Atoi(strings.TrimPrefix(subj, prefix)); err == nil {
-			done[n] = true
+			done[n] = count
 		}
 	}
 	return done, nil
