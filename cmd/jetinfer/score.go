@@ -223,7 +223,9 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 			defer keep.Release()
 		}
 		if !r.OK() {
-			return nil
+			// Null results, the error beside them: rows stay aligned
+			// with the input and its kept columns.
+			return w.WriteFailed(keep, p.Rows, string(r.Status), r.Error)
 		}
 		_, err := w.Write(keep, r.Body)
 		return err
