@@ -234,7 +234,6 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 		arrived: make(chan Result, min(job.Window, 16)),
 		unacked: semaphore.NewWeighted(int64(job.UnackedBytes)),
 		ready:   map[int]Result{},
-		stream:  resStream,
 		total:   -1,
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -307,8 +306,7 @@ type run struct {
 	unacked  *semaphore.Weighted // body bytes published, PubAck awaited (Job.UnackedBytes)
 	arrived  chan Result         // notify → collect: the job's results, in stream order
 	ready    map[int]Result      // collect: results arrived ahead of their turn
-	stream   jetstream.Stream
-	total    int // set by publish before closing pending
+	total    int                 // set by publish before closing pending
 	kv       jetstream.KeyValue
 	rec      *JobRecord // collect: the job record, saved every recordEvery
 	saved    time.Time
@@ -524,7 +522,7 @@ func (r *run) collect(ctx context.Context) error {
 		res, ok := r.ready[head.seq]
 		if !ok && (passed[head.seq] || head.resumed && (parked != nil || late || r.done[head.seq] > 1)) {
 			var err error
-			if res, err = r.c.storedResult(ctx, r.stream, r.job.Name, head.seq); err != nil {
+			if res, err = r.c.storedResult(ctx, r.job.Name, head.seq); err != nil {
 				return err
 			}
 			ok = true
@@ -632,13 +630,16 @@ func (c *Client) storedResults(ctx context.Context, s jetstream.Stream, job stri
 }
 
 // storedResult reads the last stored result of request seq, retrying
-// while the server is unreachable.
-func (c *Client) storedResult(ctx context.Context, s jetstream.Stream, job string, seq int) (Result, error) {
+// while the server is unreachable. It reads through a consumer filtered
+// on the request's result subject rather than STREAM.MSG.GET, so that a
+// producer needs no right to read stored messages by sequence (see
+// docs/security.md).
+func (c *Client) storedResult(ctx context.Context, job string, seq int) (Result, error) {
 	delay := c.cfg.Backoff
 	for attempt := 0; ; attempt++ {
-		m, err := s.GetLastMsgForSubject(ctx, c.resultSubject(job, seq))
+		res, err := c.lastResult(ctx, c.resultSubject(job, seq))
 		if err == nil {
-			return resultOf(m.Header, m.Data), nil
+			return res, nil
 		}
 		if ctx.Err() != nil {
 			return Result{}, ctx.Err()
@@ -656,6 +657,31 @@ func (c *Client) storedResult(ctx context.Context, s jetstream.Stream, job strin
 		}
 		delay = min(2*delay, c.cfg.MaxBackoff)
 	}
+}
+
+// errNoResult is returned by lastResult when no result is stored.
+var errNoResult = errors.New("no stored result")
+
+// lastResult reads the last message stored on subject.
+func (c *Client) lastResult(ctx context.Context, subject string) (Result, error) {
+	cons, err := c.js.OrderedConsumer(ctx, c.cfg.ResultStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverLastPolicy,
+		InactiveThreshold: 5 * time.Second, // the server drops it soon after
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(c.cfg.Timeout))
+	if err != nil {
+		return Result{}, err
+	}
+	for m := range batch.Messages() {
+		return resultOf(m.Headers(), m.Data()), nil
+	}
+	if err := batch.Error(); err != nil {
+		return Result{}, err
+	}
+	return Result{}, fmt.Errorf("%w on %s", errNoResult, subject)
 }
 
 // Bodies returns a Source over request bodies held in memory; rows gives
