@@ -88,7 +88,9 @@ bench-ceiling: ort ## jetinfer's requests/s against JetStream's ceiling for its 
 	$(GO) run ./cmd/ceiling
 
 SCORE_ROWS ?= 2000000
+# 1: server and worker on CPU 0, score on CPU 1 (see TestBenchScore)
+SCORE_SPLIT_CPUS ?=
 .PHONY: bench-score
 bench-score: ort ## offline scoring: a SCORE_ROWS-row Parquet file through `score` (interrupted once, resumed) vs the worker alone
 	@set -o pipefail; $(GO) test -c -o bin/jetinfer.test ./cmd/jetinfer && \
-	cd cmd/jetinfer && JETINFER_BENCH_SCORE_ROWS=$(SCORE_ROWS) ../../bin/jetinfer.test -test.run '^TestBenchScore$$' -test.count=1 -test.timeout=30m | grep -v '^PASS$$'
+	cd cmd/jetinfer && JETINFER_BENCH_SCORE_ROWS=$(SCORE_ROWS) JETINFER_BENCH_SCORE_SPLIT_CPUS=$(SCORE_SPLIT_CPUS) ../../bin/jetinfer.test -test.run '^TestBenchScore$$' -test.count=1 -test.timeout=30m | grep -v '^PASS$$'

@@ -69,7 +69,7 @@ func (c *scoreConfig) flags(name string, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.shapes, "shape", "", "row shapes of FixedSizeList columns sent as tensors, e.g. pixels=8x8 (comma-separated, engine input names)")
 	fs.StringVar(&c.keep, "keep", "", "input columns copied to the output beside the results, comma-separated")
 	fs.IntVar(&c.rowsPerRequest, "rows-per-request", table.DefaultRowsPerRequest, "most rows per request (fewer when a request would pass the server's max_payload)")
-	fs.IntVar(&c.window, "window", 32, "requests in flight (published, result not yet written): bounds memory")
+	fs.IntVar(&c.window, "window", client.DefaultWindow, "requests in flight (published, result not yet written); request bodies awaiting their PubAck and results ahead of their turn are bounded in bytes besides (16 and 32 MiB)")
 	fs.StringVar(&c.job, "job", "", "job name (default: derived from the input and settings, so that re-running resumes)")
 	fs.StringVar(&c.resume, "resume", "", "resume job JOB with the arguments it was started with")
 	fs.BoolVar(&c.wait, "wait", false, "wait for a worker of the model instead of failing after 5s (scale from zero)")
@@ -223,7 +223,9 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 			defer keep.Release()
 		}
 		if !r.OK() {
-			return nil
+			// Null results, the error beside them: rows stay aligned
+			// with the input and its kept columns.
+			return w.WriteFailed(keep, p.Rows, string(r.Status), r.Error)
 		}
 		_, err := w.Write(keep, r.Body)
 		return err
@@ -294,8 +296,11 @@ func settingsFingerprint(input string, cfg scoreConfig, opts table.Options) stri
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// tableSource adapts a table.Reader to client.Source.
+// tableSource adapts a table.Reader to client.Source (and
+// client.Recycler: the reader reuses request bodies).
 type tableSource struct{ r *table.Reader }
+
+func (s tableSource) Recycle(body []byte) { s.r.Recycle(body) }
 
 func (s tableSource) Next(ctx context.Context) (client.Part, error) {
 	c, err := s.r.Next(ctx)

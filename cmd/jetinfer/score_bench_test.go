@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,11 +35,18 @@ import (
 // end-to-end rows/s over both runs ÷ the worker's rows/s, and the peak
 // RSS of the score processes. Server and worker run at default settings
 // (max_payload 1 MiB).
+//
+// All processes share the machine's cores unless
+// JETINFER_BENCH_SCORE_SPLIT_CPUS=1: then the server (this process) and
+// the worker run on CPU 0 in both phases and score on CPU 1 (taskset),
+// so that the worker has the same share with and without score beside
+// it, as where score runs on another machine than the workers.
 func TestBenchScore(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("JETINFER_BENCH_SCORE_ROWS"))
 	if n <= 0 {
 		t.Skip("set JETINFER_BENCH_SCORE_ROWS (make bench-score)")
 	}
+	split := os.Getenv("JETINFER_BENCH_SCORE_SPLIT_CPUS") == "1"
 	logf := func(format string, args ...any) { fmt.Printf("bench-score: "+format+"\n", args...) }
 	ns := startTestServer(t)
 	url := ns.ClientURL()
@@ -49,6 +58,16 @@ func TestBenchScore(t *testing.T) {
 	n = len(ids)
 	st, _ := os.Stat(in)
 	logf("input %s: %d rows, %.0f MiB, written in %s", in, n, float64(st.Size())/(1<<20), time.Since(start).Round(time.Millisecond))
+
+	if split {
+		// Every thread of this process; the worker inherits the mask.
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", "0", strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+			t.Fatalf("pinning the server to CPU 0: %v: %s", err, out)
+		}
+		logf("cores: server and worker on CPU 0, score on CPU 1 (JETINFER_BENCH_SCORE_SPLIT_CPUS=1)")
+	} else {
+		logf("cores: all processes share the machine's %d", runtime.NumCPU())
+	}
 
 	// The requests score sends: same reader, same options, same size cap.
 	nc := connectTest(t, url)
@@ -84,7 +103,12 @@ func TestBenchScore(t *testing.T) {
 	_ = rd.Close()
 	logf("baseline: %d requests of ≈%d rows (≤ %d bytes) published ahead in %s", reqs, rows/reqs, maxBytes, time.Since(start).Round(time.Millisecond))
 
-	startWorkerProcess(t, url)
+	wenv := []string{}
+	if prof := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prof != "" {
+		wenv = append(wenv, "JETINFER_TEST_CPUPROFILE="+prof+".worker")
+	}
+	wcmd := startWorkerProcess(t, url, wenv...)
+	cpu0 := benchCPU(t, wcmd.Process.Pid)
 	res, _ := js.Stream(context.Background(), wire.DefaultResultStream)
 	var info *jetstream.StreamInfo
 	for {
@@ -112,7 +136,10 @@ func TestBenchScore(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	cpu1 := benchCPU(t, wcmd.Process.Pid)
 	logf("worker alone: %.0f rows/s (%d results in %s, %d error results; first: %s)", workerRate, reqs, span.Round(time.Millisecond), failed, firstErr)
+	logf("worker alone: CPU seconds: worker %.2f, server+harness %.2f (whole drain, reading the results back included)",
+		cpu1.worker-cpu0.worker, cpu1.self-cpu0.self)
 	if failed > 0 {
 		logf("WARNING: the worker answered %d of %d backlog requests with errors (issue 9): its rows/s above is inflated by fast error results", failed, reqs)
 	}
@@ -124,8 +151,46 @@ func TestBenchScore(t *testing.T) {
 	var total time.Duration
 	var rssKiB int64
 	var last string
+	var scoreCPU float64
+	cpu2 := benchCPU(t, wcmd.Process.Pid)
+	// How often the worker had nothing to take during the score runs:
+	// samples of the model consumer with no request waiting to be
+	// delivered (the worker may still hold some, ack-pending).
+	var samples, empty, idle int
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		cons, err := js.Consumer(context.Background(), wire.DefaultRequestStream, "digits")
+		if err != nil {
+			return
+		}
+		tk := time.NewTicker(10 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-tk.C:
+			}
+			ci, err := cons.Info(context.Background())
+			if err != nil {
+				continue
+			}
+			samples++
+			if ci.NumPending == 0 {
+				empty++
+				if ci.NumAckPending == 0 {
+					idle++
+				}
+			}
+		}
+	}()
 	for i, interrupt := range []bool{true, false} {
 		cmd := exec.Command(os.Args[0], args...)
+		if split {
+			cmd = exec.Command("taskset", append([]string{"-c", "1", os.Args[0]}, args...)...)
+		}
 		hwm := filepath.Join(dir, fmt.Sprintf("hwm.%d", i+1))
 		cmd.Env = append(os.Environ(), "JETINFER_TEST_MAIN=1", "JETINFER_TEST_HWM_FILE="+hwm)
 		if prof := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prof != "" {
@@ -160,6 +225,7 @@ func TestBenchScore(t *testing.T) {
 			t.Fatalf("reading the peak RSS of run %d: %q, %v", i+1, b, rerr)
 		}
 		rssKiB = max(rssKiB, kib)
+		scoreCPU += (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 		if interrupt != (err != nil) {
 			t.Fatalf("run %d (interrupt=%v): %v\n%s\n%s", i+1, interrupt, err, stdout.String(), stderr.String())
 		}
@@ -171,6 +237,17 @@ func TestBenchScore(t *testing.T) {
 			strings.TrimSpace(stdout.String()), lines[len(lines)-1])
 		last = stdout.String()
 	}
+	cpu3 := benchCPU(t, wcmd.Process.Pid)
+	close(stopSampling)
+	<-sampled
+	logf("score runs: request consumer sampled every 10ms: %d samples, %d with no request waiting, %d with none held by the worker either",
+		samples, empty, idle)
+	logf("score runs: %s wall; CPU seconds: score %.2f, worker %.2f, server+harness %.2f", total.Round(time.Millisecond),
+		scoreCPU, cpu3.worker-cpu2.worker, cpu3.self-cpu2.self)
+	if os.Getenv("JETINFER_BENCH_SCORE_PROFILE") != "" {
+		_ = wcmd.Process.Signal(os.Interrupt) // the worker writes its profile on a clean exit
+		_ = wcmd.Wait()
+	}
 	var gotRows, ok, bad, resumed int
 	if _, err := fmtSscan(last, &gotRows, &ok, &bad, &resumed); err != nil {
 		t.Fatalf("summary %q: %v", last, err)
@@ -180,4 +257,27 @@ func TestBenchScore(t *testing.T) {
 	if gotRows != n {
 		t.Errorf("score wrote %d rows, want %d", gotRows, n)
 	}
+}
+
+// benchTimes are CPU seconds (user + system) of the worker process and of
+// this process (the embedded server and the harness).
+type benchTimes struct{ worker, self float64 }
+
+func benchCPU(t *testing.T, pid int) benchTimes {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	self := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("reading the worker's CPU time: %v", err)
+	}
+	// Fields after the command name (in parentheses): utime and stime
+	// are the 12th and 13th, in clock ticks (100 per second on Linux).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return benchTimes{worker: (ut + st) / 100, self: self}
 }

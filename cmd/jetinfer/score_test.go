@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -119,7 +120,9 @@ func floats32(b []byte) []float32 {
 // writeParquet writes the test split repeated times as Parquet (id,
 // pixels as a list of 64 floats — Parquet has no fixed-size list —, label)
 // in row groups of rowGroup rows. Ids are made unique per repetition.
-func (d *digitsTable) writeParquet(t testing.TB, path string, repeat, rowGroup int) []int64 {
+// The rows numbered in nullAt get a null pixel (the worker rejects their
+// requests).
+func (d *digitsTable) writeParquet(t testing.TB, path string, repeat, rowGroup int, nullAt ...int) []int64 {
 	t.Helper()
 	mem := memory.DefaultAllocator
 	schema := arrow.NewSchema([]arrow.Field{
@@ -146,7 +149,14 @@ func (d *digitsTable) writeParquet(t testing.TB, path string, repeat, rowGroup i
 			b.Field(0).(*array.Int64Builder).Append(gid)
 			lb := b.Field(1).(*array.ListBuilder)
 			lb.Append(true)
-			lb.ValueBuilder().(*array.Float32Builder).AppendValues(d.pixels[i], nil)
+			valid := []bool(nil)
+			if slices.Contains(nullAt, len(ids)-1) {
+				valid = make([]bool, 64)
+				for j := range valid {
+					valid[j] = j != 5
+				}
+			}
+			lb.ValueBuilder().(*array.Float32Builder).AppendValues(d.pixels[i], valid)
 			b.Field(2).(*array.Int64Builder).Append(d.labels[i])
 		}
 		rec := b.NewRecordBatch()
@@ -335,6 +345,87 @@ func TestScoreParquetToParquet(t *testing.T) {
 		t.Errorf("summary %q lacks %q", stdout.String(), want)
 	}
 	d.checkOutput(t, out, ids)
+}
+
+// TestScoreWritesFailedRows scores a Parquet file where two rows hold a
+// null pixel: the worker answers their requests (the first and the
+// fourth) INVALID_ARGUMENT. The output still holds every row in input
+// order, the failed ones with null logits and the error beside them;
+// the errors file names both requests; the exit status is non-zero.
+func TestScoreWritesFailedRows(t *testing.T) {
+	ns := startTestServer(t)
+	startWorkerProcess(t, ns.ClientURL())
+	d := loadDigitsTable(t)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.parquet"), filepath.Join(dir, "out.parquet")
+	ids := d.writeParquet(t, in, 3, 100, 3, 175)
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), scoreArgs(ns.ClientURL(), in, out, "-rows-per-request", "50"), &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "100 of 1080 rows failed") {
+		t.Fatalf("score = %v, want 100 of 1080 rows failed\n%s", err, stderr.String())
+	}
+	if want := "rows=1080 ok=980 failed=100"; !strings.Contains(stdout.String(), want) {
+		t.Errorf("summary %q lacks %q", stdout.String(), want)
+	}
+	if !strings.Contains(stderr.String(), "2 requests failed with INVALID_ARGUMENT") {
+		t.Errorf("no summary by code in:\n%s", stderr.String())
+	}
+	errs, rerr := os.ReadFile(out + ".errors.jsonl")
+	lines := strings.Split(strings.TrimSpace(string(errs)), "\n")
+	if rerr != nil || len(lines) != 2 || !strings.Contains(lines[0], `"seq":0`) || !strings.Contains(lines[1], `"seq":3`) ||
+		!strings.Contains(lines[0], "INVALID_ARGUMENT") || !strings.Contains(lines[0], "null") {
+		t.Fatalf("errors file (%v):\n%s", rerr, errs)
+	}
+
+	pf, err := file.OpenParquetFile(out, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	fr, _ := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	tbl, err := fr.ReadTable(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Release()
+	want := []string{"id", "label", "logits", "error_code", "error_message"}
+	for i, name := range want {
+		if i >= int(tbl.NumCols()) || tbl.Schema().Field(i).Name != name {
+			t.Fatalf("output schema %s, want columns %v", tbl.Schema(), want)
+		}
+	}
+	if tbl.NumRows() != int64(len(ids)) {
+		t.Fatalf("output has %d rows, want %d", tbl.NumRows(), len(ids))
+	}
+	one := func(i int) arrow.Array {
+		a, err := array.Concatenate(tbl.Column(i).Data().Chunks(), memory.DefaultAllocator)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(a.Release)
+		return a
+	}
+	idCol, logits, codes, msgs := one(0).(*array.Int64), one(2).(*array.List), one(3).(*array.String), one(4).(*array.String)
+	vals := logits.ListValues().(*array.Float32).Float32Values()
+	for row, id := range ids {
+		if idCol.Value(row) != id {
+			t.Fatalf("row %d has id %d, want %d (input order)", row, idCol.Value(row), id)
+		}
+		if failed := row < 50 || row >= 150 && row < 200; failed {
+			if !logits.IsNull(row) || codes.Value(row) != "INVALID_ARGUMENT" || !strings.Contains(msgs.Value(row), "null") {
+				t.Fatalf("row %d of a failed request: logits null %v, error %q %q", row, logits.IsNull(row), codes.Value(row), msgs.Value(row))
+			}
+			continue
+		}
+		if logits.IsNull(row) || !codes.IsNull(row) || !msgs.IsNull(row) {
+			t.Fatalf("row %d: logits null %v, error %q; want logits and no error", row, logits.IsNull(row), codes.Value(row))
+		}
+		lo, hi := logits.ValueOffsets(row)
+		ref := d.ref[id%1_000_000]
+		if got := vals[lo:hi]; len(got) != len(ref) || math.Abs(float64(got[0]-ref[0])) > 1e-4*math.Max(1, math.Abs(float64(ref[0]))) {
+			t.Fatalf("id %d: logits %v, reference %v", id, got, ref)
+		}
+	}
 }
 
 func TestScoreResumesAfterInterrupt(t *testing.T) {

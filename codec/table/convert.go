@@ -53,24 +53,16 @@ func listToTensor(col arrow.Array, t *codec.FixedShapeTensorType) (arrow.Array, 
 // List column over the same values, for the Parquet writer, and returns
 // the field to write it under (its row shape in ShapeMetadataKey).
 func tensorToList(f arrow.Field, col arrow.Array, mem memory.Allocator) (arrow.Field, arrow.Array, bool) {
-	shape := []int64(nil)
-	storage := col
-	if ext, ok := col.(array.ExtensionArray); ok {
-		t, ok := ext.ExtensionType().(*codec.FixedShapeTensorType)
-		if !ok {
-			return f, col, false
-		}
-		shape, storage = t.Shape(), ext.Storage()
-	}
-	fa, ok := storage.(*array.FixedSizeList)
+	nf, ok := listField(f)
 	if !ok {
 		return f, col, false
 	}
-	fsl := fa.DataType().(*arrow.FixedSizeListType)
-	k := int32(fsl.Len())
-	if shape == nil {
-		shape = []int64{int64(k)}
+	storage := col
+	if ext, ok := col.(array.ExtensionArray); ok {
+		storage = ext.Storage()
 	}
+	fa := storage.(*array.FixedSizeList)
+	k := int32(fa.DataType().(*arrow.FixedSizeListType).Len())
 	n := fa.Len()
 	offs := memory.NewResizableBuffer(mem)
 	offs.Resize((n + 1) * arrow.Int32SizeBytes)
@@ -79,12 +71,36 @@ func tensorToList(f arrow.Field, col arrow.Array, mem memory.Allocator) (arrow.F
 	for i := range o {
 		o[i] = base + int32(i)*k
 	}
-	lt := arrow.ListOfField(arrow.Field{Name: "element", Type: fsl.Elem(), Nullable: true})
-	data := array.NewData(lt, n, []*memory.Buffer{nil, offs}, []arrow.ArrayData{fa.ListValues().Data()}, 0, 0)
+	var validity *memory.Buffer
+	if fa.NullN() > 0 {
+		validity = fa.Data().Buffers()[0]
+	}
+	data := array.NewData(nf.Type, n, []*memory.Buffer{validity, offs}, []arrow.ArrayData{fa.ListValues().Data()}, fa.NullN(), fa.Offset())
 	offs.Release()
 	defer data.Release()
-	meta, _ := json.Marshal(shape)
-	nf := arrow.Field{Name: f.Name, Type: lt, Nullable: f.Nullable,
-		Metadata: arrow.NewMetadata([]string{ShapeMetadataKey}, []string{string(meta)})}
 	return nf, array.MakeFromData(data), true
+}
+
+// listField returns the field a fixed_shape_tensor or FixedSizeList
+// field f is written under in Parquet: a list of its elements, its row
+// shape in ShapeMetadataKey.
+func listField(f arrow.Field) (arrow.Field, bool) {
+	typ := f.Type
+	var shape []int64
+	if t, ok := typ.(*codec.FixedShapeTensorType); ok {
+		shape, typ = t.Shape(), t.StorageType()
+	} else if _, ok := typ.(arrow.ExtensionType); ok {
+		return f, false
+	}
+	fsl, ok := typ.(*arrow.FixedSizeListType)
+	if !ok {
+		return f, false
+	}
+	if shape == nil {
+		shape = []int64{int64(fsl.Len())}
+	}
+	lt := arrow.ListOfField(arrow.Field{Name: "element", Type: fsl.Elem(), Nullable: true})
+	meta, _ := json.Marshal(shape)
+	return arrow.Field{Name: f.Name, Type: lt, Nullable: f.Nullable,
+		Metadata: arrow.NewMetadata([]string{ShapeMetadataKey}, []string{string(meta)})}, true
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/jetinfer/jetinfer/codec"
 )
@@ -51,7 +50,7 @@ type Options struct {
 	// DefaultMaxBytes); rows are split to fit, whatever the input's own
 	// record batch sizes.
 	MaxBytes int
-	// Mem allocates Arrow buffers (default memory.DefaultAllocator).
+	// Mem allocates Arrow buffers (default: a pool of freed buffers).
 	Mem memory.Allocator
 }
 
@@ -80,6 +79,7 @@ type Reader struct {
 	rows    int64             // total input rows, -1 when unknown
 	rowSize int               // estimated body bytes per row (0: not yet known)
 	fileIdx int
+	free    chan []byte // bodies given back by Recycle
 }
 
 // colMap maps an input column onto a sent column.
@@ -108,9 +108,9 @@ func Open(paths []string, opts Options) (*Reader, error) {
 		opts.MaxBytes = DefaultMaxBytes
 	}
 	if opts.Mem == nil {
-		opts.Mem = memory.DefaultAllocator
+		opts.Mem = &poolAllocator{}
 	}
-	r := &Reader{opts: opts, paths: paths, rows: 0}
+	r := &Reader{opts: opts, paths: paths, rows: 0, free: make(chan []byte, recycledBodies)}
 	for _, p := range paths {
 		n, err := countRows(p)
 		if err != nil {
@@ -123,6 +123,20 @@ func Open(paths []string, opts Options) (*Reader, error) {
 		r.rows += n
 	}
 	return r, nil
+}
+
+// recycledBodies is how many bodies given back by Recycle a Reader keeps
+// for reuse.
+const recycledBodies = 8
+
+// Recycle gives back the Body of a chunk that its user no longer needs,
+// for a later chunk to reuse. It may be called from any goroutine, also
+// while Next runs. Nothing may read the body after.
+func (r *Reader) Recycle(body []byte) {
+	select {
+	case r.free <- body[:0]:
+	default:
+	}
 }
 
 // Rows returns the number of input rows, or -1 when some input does not
@@ -258,13 +272,19 @@ func concat(recs []arrow.RecordBatch, mem memory.Allocator) arrow.RecordBatch {
 
 // encode writes the sent columns of parts as one IPC stream.
 func (r *Reader) encode(parts []arrow.RecordBatch) ([]byte, error) {
-	var buf bytes.Buffer
+	var buf *bytes.Buffer
+	select {
+	case b := <-r.free:
+		buf = bytes.NewBuffer(b)
+	default:
+		buf = new(bytes.Buffer)
+	}
 	rows := 0
 	for _, p := range parts {
 		rows += int(p.NumRows())
 	}
 	buf.Grow(min(r.opts.MaxBytes, rows*max(r.rowSize, 1)+4096)) // no doubling garbage
-	w := ipc.NewWriter(&buf, ipc.WithSchema(r.schema), ipc.WithAllocator(r.opts.Mem))
+	w := ipc.NewWriter(buf, ipc.WithSchema(r.schema), ipc.WithAllocator(r.opts.Mem))
 	for _, p := range parts {
 		rec, err := r.sendOf(p)
 		if err != nil {
@@ -558,21 +578,7 @@ func openFile(path string, opts Options) (batchSource, *arrow.Schema, error) {
 		return nil, nil, err
 	}
 	if pq {
-		pf, err := file.OpenParquetFile(path, false)
-		if err != nil {
-			return nil, nil, fmt.Errorf("opening Parquet file %s: %w", path, err)
-		}
-		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: int64(opts.RowsPerRequest)}, opts.Mem)
-		if err != nil {
-			pf.Close()
-			return nil, nil, fmt.Errorf("reading Parquet schema of %s: %w", path, err)
-		}
-		rr, err := fr.GetRecordReader(context.Background(), nil, nil)
-		if err != nil {
-			pf.Close()
-			return nil, nil, fmt.Errorf("reading Parquet file %s: %w", path, err)
-		}
-		return &parquetSource{f: pf, rr: rr}, rr.Schema(), nil
+		return openParquet(path, opts)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -598,25 +604,6 @@ func openFile(path string, opts Options) (batchSource, *arrow.Schema, error) {
 	}
 	return &ipcStreamSource{f: f, sr: sr}, sr.Schema(), nil
 }
-
-type parquetSource struct {
-	f  *file.Reader
-	rr pqarrow.RecordReader
-}
-
-func (s *parquetSource) next(context.Context) (arrow.RecordBatch, error) {
-	rec, err := s.rr.Read()
-	if rec != nil {
-		rec.Retain()
-		return rec, nil
-	}
-	if err == nil {
-		err = io.EOF
-	}
-	return nil, err
-}
-
-func (s *parquetSource) close() error { s.rr.Release(); return s.f.Close() }
 
 type ipcFileSource struct {
 	f  *os.File

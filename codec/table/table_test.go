@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -42,7 +44,7 @@ func readAll(t *testing.T, r *table.Reader) []table.Chunk {
 }
 
 // writeParquet writes rec to path in row groups of rowGroup rows.
-func writeParquet(t *testing.T, path string, rec arrow.RecordBatch, rowGroup int64) {
+func writeParquet(t testing.TB, path string, rec arrow.RecordBatch, rowGroup int64) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -236,18 +238,25 @@ func TestBodiesFitMaxBytes(t *testing.T) {
 	}
 }
 
-// TestWriterParquetAndArrow writes result bodies with kept columns and
-// reads both formats back.
+// TestWriterParquetAndArrow writes result bodies and error results, the
+// first of them failed (held until the schema is known), with kept
+// columns, and reads both formats back: one row per input row, in order,
+// nulls in the result columns and the error in the error columns of
+// failed rows; a file where every request failed has no result columns.
 func TestWriterParquetAndArrow(t *testing.T) {
-	mem := memory.DefaultAllocator
-	for _, name := range []string{"out.parquet", "out.arrow"} {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	failed := func(part int) bool { return part%2 == 0 }
+	for _, name := range []string{"out.parquet", "out.arrow", "allfailed.parquet", "allfailed.arrow"} {
 		t.Run(name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), name)
+			allFailed := strings.HasPrefix(name, "allfailed")
+			dir := t.TempDir()
+			path := filepath.Join(dir, name)
 			w, err := table.Create(path, "", mem)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for part := range 3 {
+			for part := range 4 {
 				n := 4 + part
 				data := make([]byte, 0, n*2*4)
 				ids := array.NewInt64Builder(mem)
@@ -261,31 +270,78 @@ func TestWriterParquetAndArrow(t *testing.T) {
 					}
 				}
 				idArr := ids.NewArray()
-				body, err := codec.EncodeResultBytes(nil, []trt.Tensor{{Name: "y", DType: trt.Float32, Shape: trt.Shape{int64(n), 2}, Data: data}}, idArr)
-				idArr.Release()
-				if err != nil {
-					t.Fatal(err)
-				}
+				ids.Release()
 				kArr := keepB.NewArray()
+				keepB.Release()
 				keep := array.NewRecordBatch(arrow.NewSchema([]arrow.Field{{Name: "neg", Type: arrow.PrimitiveTypes.Int64}}, nil), []arrow.Array{kArr}, int64(n))
 				kArr.Release()
-				if got, err := w.Write(keep, body); err != nil || got != n {
-					t.Fatalf("Write = %d, %v; want %d rows", got, err, n)
+				if failed(part) || allFailed {
+					if err := w.WriteFailed(keep, n, "INVALID_ARGUMENT", fmt.Sprint("bad part ", part)); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					body, err := codec.EncodeResultBytes(nil, []trt.Tensor{{Name: "y", DType: trt.Float32, Shape: trt.Shape{int64(n), 2}, Data: data}}, idArr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got, err := w.Write(keep, body); err != nil || got != n {
+						t.Fatalf("Write = %d, %v; want %d rows", got, err, n)
+					}
 				}
+				idArr.Release()
 				keep.Release()
+			}
+			if w.Rows() != 22 {
+				t.Errorf("Rows() = %d, want 22", w.Rows())
 			}
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+				t.Errorf("directory holds %d files, want the output only (failed rows held in a temporary file)", len(ents))
+			}
 			tbl := readBack(t, path)
 			defer tbl.Release()
-			if tbl.NumRows() != 15 || tbl.NumCols() != 3 || tbl.Schema().Field(0).Name != "neg" || tbl.Schema().Field(1).Name != "id" {
-				t.Fatalf("read back %d rows, schema %s", tbl.NumRows(), tbl.Schema())
+			wantCols := []string{"neg", "id", "y", "error_code", "error_message"}
+			if allFailed {
+				wantCols = []string{"neg", "error_code", "error_message"}
 			}
-			neg := tbl.Column(0).Data().Chunk(0).(*array.Int64)
-			id := tbl.Column(1).Data().Chunk(0).(*array.Int64)
-			if neg.Value(0) != 0 || id.Value(4) != 100 || neg.Value(4) != -100 {
-				t.Fatalf("rows out of place: ids %v, kept %v", id, neg)
+			if tbl.NumRows() != 22 || int(tbl.NumCols()) != len(wantCols) {
+				t.Fatalf("read back %d rows, schema %s; want 22 rows of %v", tbl.NumRows(), tbl.Schema(), wantCols)
+			}
+			for i, c := range wantCols {
+				if got := tbl.Schema().Field(i).Name; got != c {
+					t.Fatalf("column %d is %q, want %q", i, got, c)
+				}
+			}
+			col := func(i int) arrow.Array { return tbl.Column(i).Data().Chunk(0) }
+			neg := col(0).(*array.Int64)
+			codes := col(len(wantCols) - 2).(*array.String)
+			msgs := col(len(wantCols) - 1).(*array.String)
+			row := 0
+			for part := range 4 {
+				for i := range 4 + part {
+					want := int64(part*100 + i)
+					if neg.Value(row) != -want {
+						t.Fatalf("row %d: kept %d, want %d (rows out of order)", row, neg.Value(row), -want)
+					}
+					if failed(part) || allFailed {
+						if codes.IsNull(row) || codes.Value(row) != "INVALID_ARGUMENT" || msgs.Value(row) != fmt.Sprint("bad part ", part) {
+							t.Fatalf("failed row %d: error %q %q", row, codes.Value(row), msgs.Value(row))
+						}
+						if !allFailed && (!col(1).IsNull(row) || !col(2).IsNull(row)) {
+							t.Fatalf("failed row %d: result columns not null", row)
+						}
+					} else {
+						if !codes.IsNull(row) || !msgs.IsNull(row) {
+							t.Fatalf("row %d of a success: error columns %q %q, want null", row, codes.Value(row), msgs.Value(row))
+						}
+						if id := col(1).(*array.Int64).Value(row); id != want || col(2).IsNull(row) {
+							t.Fatalf("row %d: id %d (want %d), y null %v", row, id, want, col(2).IsNull(row))
+						}
+					}
+					row++
+				}
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,13 +43,33 @@ func FormatOf(path string) Format {
 // writes: it bounds the rows the Writer buffers.
 const RowGroupRows = 64 << 10
 
+// Error columns: every output ends with them; they are null in the rows
+// of successful results.
+const (
+	ErrorCodeColumn    = "error_code"    // the error result's code (e.g. INVALID_ARGUMENT)
+	ErrorMessageColumn = "error_message" // the error result's message
+)
+
+// errorFields are the error columns' fields.
+var errorFields = []arrow.Field{
+	{Name: ErrorCodeColumn, Type: arrow.BinaryTypes.String, Nullable: true},
+	{Name: ErrorMessageColumn, Type: arrow.BinaryTypes.String, Nullable: true},
+}
+
 // Writer writes result bodies, with the kept input columns beside them,
-// to one output file in the order they are given. Its schema is fixed by
-// the first Write: the kept columns, then the result's columns (the
-// result's id column is left out when "id" is also kept). In Parquet,
-// tensor and FixedSizeList columns (kept or result) are written as lists
-// with their row shape in the field metadata (ShapeMetadataKey). It is not safe
-// for concurrent use.
+// to one output file in the order they are given, one row per input row:
+// the rows of an error result (WriteFailed) hold nulls in the result
+// columns and the error in the error columns. Its schema is the kept
+// columns, then the result's columns (the result's id column is left out
+// when "id" is also kept), then ErrorCodeColumn and ErrorMessageColumn;
+// result and error columns are nullable. The result's columns are known
+// from the first successful result: rows failed before it are held in a
+// temporary Arrow IPC file beside the output (not in memory) and written
+// when it comes, or at Close, where an output without any successful
+// result has no result columns. In Parquet, tensor and FixedSizeList
+// columns (kept or result) are written as lists with their row shape in
+// the field metadata (ShapeMetadataKey). It is not safe for concurrent
+// use.
 type Writer struct {
 	path   string
 	format Format
@@ -56,14 +77,21 @@ type Writer struct {
 	f      *os.File
 	pw     *pqarrow.FileWriter
 	fw     *ipc.FileWriter
-	schema *arrow.Schema
+	schema *arrow.Schema // nil until the first successful result (or Close)
+	nkeep  int           // kept columns at the front of schema
 	rows   int64
 	lim    codec.Limits
 	tmp    []arrow.Array // converted columns of the batch being joined
+	// Rows failed before the schema was known: kept columns and error
+	// columns, in an IPC stream in a temporary file.
+	spill       *os.File
+	spillW      *ipc.Writer
+	spillSchema *arrow.Schema
 }
 
 // Create creates (truncates) path and returns a Writer in format (empty:
-// FormatOf(path)).
+// FormatOf(path)) whose Arrow buffers come from mem (nil: a pool of
+// freed buffers).
 func Create(path string, format Format, mem memory.Allocator) (*Writer, error) {
 	codec.RegisterTensorExtension()
 	if format == "" {
@@ -73,7 +101,7 @@ func Create(path string, format Format, mem memory.Allocator) (*Writer, error) {
 		return nil, fmt.Errorf("output format %q: want parquet or arrow", format)
 	}
 	if mem == nil {
-		mem = memory.DefaultAllocator
+		mem = &poolAllocator{}
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -84,12 +112,12 @@ func Create(path string, format Format, mem memory.Allocator) (*Writer, error) {
 	return &Writer{path: path, format: format, mem: mem, f: f, lim: lim}, nil
 }
 
-// Rows returns the rows written so far.
+// Rows returns the rows written so far, failed rows included.
 func (w *Writer) Rows() int64 { return w.rows }
 
-// Write appends the rows of one result body, beside keep (nil or the same
-// number of rows), and returns the rows written. The body is checked by
-// codec.DecodeResult before arrow-go reads it.
+// Write appends the rows of one successful result body, beside keep (nil
+// or the same number of rows), and returns the rows written. The body is
+// checked by codec.DecodeResult before arrow-go reads it.
 func (w *Writer) Write(keep arrow.RecordBatch, body []byte) (int, error) {
 	res, err := codec.DecodeResult(body, w.lim)
 	if err != nil {
@@ -136,7 +164,113 @@ func (w *Writer) Write(keep arrow.RecordBatch, body []byte) (int, error) {
 	return rows, nil
 }
 
-// join puts the kept columns beside a result batch.
+// WriteFailed appends rows rows for an error result (code, message),
+// beside keep (nil or rows rows): nulls in the result columns, the error
+// in the error columns.
+func (w *Writer) WriteFailed(keep arrow.RecordBatch, rows int, code, message string) error {
+	if keep != nil && keep.NumRows() != int64(rows) {
+		return fmt.Errorf("failed request of %d rows with %d kept rows", rows, keep.NumRows())
+	}
+	if rows == 0 {
+		return nil
+	}
+	codes, msgs := w.repeat(code, rows), w.repeat(message, rows)
+	defer codes.Release()
+	defer msgs.Release()
+	var fields []arrow.Field
+	var cols []arrow.Array
+	if keep != nil {
+		fields = append(fields, keep.Schema().Fields()...)
+		cols = append(cols, keep.Columns()...)
+	}
+	fields = append(fields, errorFields...)
+	cols = append(cols, codes, msgs)
+	rec := array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, int64(rows))
+	defer rec.Release()
+	var err error
+	if w.schema == nil {
+		err = w.spillFailed(rec)
+	} else {
+		err = w.writeFailed(rec)
+	}
+	if err != nil {
+		return err
+	}
+	w.rows += int64(rows)
+	return nil
+}
+
+// repeat returns a string column of n copies of s.
+func (w *Writer) repeat(s string, n int) arrow.Array {
+	b := array.NewStringBuilder(w.mem)
+	defer b.Release()
+	b.Reserve(n)
+	b.ReserveData(n * len(s))
+	for range n {
+		b.Append(s)
+	}
+	return b.NewArray()
+}
+
+// spillFailed keeps rec (kept and error columns) in the temporary file
+// until the schema is known.
+func (w *Writer) spillFailed(rec arrow.RecordBatch) error {
+	if w.spill == nil {
+		f, err := os.CreateTemp(filepath.Dir(w.path), ".jetinfer-failed-*.arrows")
+		if err != nil {
+			return fmt.Errorf("holding failed rows: %w", err)
+		}
+		w.spill, w.spillSchema = f, rec.Schema()
+		w.spillW = ipc.NewWriter(f, ipc.WithSchema(rec.Schema()), ipc.WithAllocator(w.mem))
+	} else if !w.spillSchema.Equal(rec.Schema()) {
+		return fmt.Errorf("kept columns %s differ from the first failed request's %s", rec.Schema(), w.spillSchema)
+	}
+	if err := w.spillW.Write(rec); err != nil {
+		return fmt.Errorf("holding failed rows: %w", err)
+	}
+	return nil
+}
+
+// writeFailed writes rec (kept and error columns) with nulls in the
+// result columns.
+func (w *Writer) writeFailed(rec arrow.RecordBatch) error {
+	n := int(rec.NumRows())
+	cols := make([]arrow.Array, w.schema.NumFields())
+	var made []arrow.Array
+	defer func() {
+		for _, a := range made {
+			a.Release()
+		}
+	}()
+	nerr := len(errorFields)
+	if int(rec.NumCols())-nerr != w.nkeep {
+		return fmt.Errorf("failed request with %d kept columns, the output has %d", int(rec.NumCols())-nerr, w.nkeep)
+	}
+	for i := range w.nkeep {
+		col := rec.Column(i)
+		if w.format == Parquet {
+			if _, lc, ok := tensorToList(rec.Schema().Field(i), col, w.mem); ok {
+				made = append(made, lc)
+				col = lc
+			}
+		}
+		cols[i] = col
+	}
+	for i := w.nkeep; i < len(cols)-nerr; i++ {
+		a := array.MakeArrayOfNull(w.mem, w.schema.Field(i).Type, n)
+		made = append(made, a)
+		cols[i] = a
+	}
+	for j := range nerr {
+		cols[len(cols)-nerr+j] = rec.Column(int(rec.NumCols()) - nerr + j)
+	}
+	out := array.NewRecordBatch(w.schema, cols, int64(n))
+	defer out.Release()
+	return w.write(out)
+}
+
+// join puts the kept columns beside a result batch, and null error
+// columns after.
 func (w *Writer) join(keep, res arrow.RecordBatch) (arrow.RecordBatch, error) {
 	var fields []arrow.Field
 	var cols []arrow.Array
@@ -151,16 +285,26 @@ func (w *Writer) join(keep, res arrow.RecordBatch) (arrow.RecordBatch, error) {
 		fields = append(fields, f)
 		cols = append(cols, col)
 	}
+	nkeep := 0
 	if keep != nil {
 		for i, f := range keep.Schema().Fields() {
 			add(f, keep.Column(i))
 			keptID = keptID || f.Name == codec.IDColumn
 		}
+		nkeep = int(keep.NumCols())
 	}
 	for i, f := range res.Schema().Fields() {
 		if f.Name != codec.IDColumn || !keptID {
+			f.Nullable = true // null in the rows of failed requests
 			add(f, res.Column(i))
 		}
+	}
+	n := int(res.NumRows())
+	for _, f := range errorFields {
+		a := array.MakeArrayOfNull(w.mem, f.Type, n)
+		w.tmp = append(w.tmp, a)
+		fields = append(fields, f)
+		cols = append(cols, a)
 	}
 	defer func() {
 		for _, a := range w.tmp {
@@ -170,7 +314,7 @@ func (w *Writer) join(keep, res arrow.RecordBatch) (arrow.RecordBatch, error) {
 	}()
 	schema := arrow.NewSchema(fields, nil)
 	if w.schema == nil {
-		if err := w.open(schema); err != nil {
+		if err := w.open(schema, nkeep); err != nil {
 			return nil, err
 		}
 	} else if !w.schema.Equal(schema) {
@@ -179,13 +323,54 @@ func (w *Writer) join(keep, res arrow.RecordBatch) (arrow.RecordBatch, error) {
 	return array.NewRecordBatch(w.schema, cols, res.NumRows()), nil
 }
 
-func (w *Writer) open(schema *arrow.Schema) error {
-	w.schema = schema
+// replay writes the failed rows held before the schema was known.
+func (w *Writer) replay() error {
+	if w.spill == nil {
+		return nil
+	}
+	if err := w.spillW.Close(); err != nil {
+		return fmt.Errorf("holding failed rows: %w", err)
+	}
+	if _, err := w.spill.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("reading failed rows back: %w", err)
+	}
+	rd, err := ipc.NewReader(w.spill, ipc.WithAllocator(w.mem))
+	if err != nil {
+		return fmt.Errorf("reading failed rows back: %w", err)
+	}
+	defer rd.Release()
+	for rd.Next() {
+		if err := w.writeFailed(rd.RecordBatch()); err != nil {
+			return err
+		}
+	}
+	if err := rd.Err(); err != nil {
+		return fmt.Errorf("reading failed rows back: %w", err)
+	}
+	return w.dropSpill()
+}
+
+// dropSpill removes the temporary file of failed rows.
+func (w *Writer) dropSpill() error {
+	if w.spill == nil {
+		return nil
+	}
+	name := w.spill.Name()
+	err := errors.Join(w.spill.Close(), os.Remove(name))
+	w.spill, w.spillW = nil, nil
+	return err
+}
+
+// open fixes the schema (nkeep kept columns first), opens the file's
+// writer and writes the failed rows held until now.
+func (w *Writer) open(schema *arrow.Schema, nkeep int) error {
+	w.schema, w.nkeep = schema, nkeep
 	var err error
 	switch w.format {
 	case Parquet:
 		props := parquet.NewWriterProperties(
 			parquet.WithCompression(compress.Codecs.Snappy),
+			parquet.WithDictionaryDefault(false), // half the CPU on model outputs (BenchmarkWriterParquet)
 			parquet.WithMaxRowGroupLength(RowGroupRows),
 			parquet.WithAllocator(w.mem))
 		w.pw, err = pqarrow.NewFileWriter(schema, w.f, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(w.mem)))
@@ -195,7 +380,7 @@ func (w *Writer) open(schema *arrow.Schema) error {
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", w.path, err)
 	}
-	return nil
+	return w.replay()
 }
 
 func (w *Writer) write(rec arrow.RecordBatch) error {
@@ -211,16 +396,30 @@ func (w *Writer) write(rec arrow.RecordBatch) error {
 	return nil
 }
 
-// Close finishes the file (footer, last row group). A Writer that wrote
-// nothing leaves an empty file.
+// Close finishes the file (footer, last row group). Failed rows still
+// held (no request succeeded) are written first, under a schema of the
+// kept and error columns only. A Writer that wrote nothing leaves an
+// empty file.
 func (w *Writer) Close() error {
 	var err error
+	if w.schema == nil && w.spill != nil {
+		fields := w.spillSchema.Fields()
+		if w.format == Parquet {
+			for i, f := range fields {
+				if lf, ok := listField(f); ok {
+					fields[i] = lf
+				}
+			}
+		}
+		err = w.open(arrow.NewSchema(fields, nil), len(fields)-len(errorFields))
+	}
+	err = errors.Join(err, w.dropSpill())
 	switch {
 	case w.pw != nil:
-		err = w.pw.Close() // closes w.f too
+		err = errors.Join(err, w.pw.Close()) // closes w.f too
 		w.f = nil
 	case w.fw != nil:
-		err = w.fw.Close()
+		err = errors.Join(err, w.fw.Close())
 	}
 	if w.f != nil {
 		err = errors.Join(err, w.f.Close())

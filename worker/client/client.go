@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -95,7 +96,11 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("validating client config: %w", err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending))
+	// The asynchronous publish timeout fails a PubAck that never comes
+	// (a server restarted before storing the message), so that Run
+	// publishes again instead of waiting forever, and frees its slot.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(cfg.Timeout))
 	if err != nil {
 		return nil, fmt.Errorf("creating JetStream context: %w", err)
 	}
@@ -276,6 +281,14 @@ func (c *Client) results(ctx context.Context, filter string, startSeq uint64, fn
 	if startSeq > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, startSeq
 	}
+	return c.consume(ctx, cfg, fn)
+}
+
+// consume reads the result stream through an ordered consumer of cfg,
+// handing each message to fn until fn returns false, ctx ends or an error
+// occurs.
+func (c *Client) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(Result) bool) error {
+	filter := strings.Join(cfg.FilterSubjects, ",")
 	cons, err := c.js.OrderedConsumer(ctx, c.cfg.ResultStream, cfg)
 	if err != nil {
 		return fmt.Errorf("reading results on %s: %w", filter, err)

@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -289,5 +291,143 @@ func TestCancelJobRemovesPending(t *testing.T) {
 	info, err := s.Info(context.Background())
 	if err != nil || info.State.Msgs != 1 {
 		t.Fatalf("request stream holds %d (%v), want the other job's 1", info.State.Msgs, err)
+	}
+}
+
+// TestRunReadsStoredResultsOutOfOrder resumes jobs whose stored results
+// lie in the result stream out of request order, some of them twice (an
+// error result, then the one that counts), with a window of two requests:
+// every result reaches the sink once, in request order, the last stored
+// one for stored requests and the worker's for the others.
+func TestRunReadsStoredResultsOutOfOrder(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	startWorker(t, nc)
+	bodies, _, _ := digitsBodies(t, 7)
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	n := len(bodies)
+	for _, tc := range []struct {
+		name   string
+		stored func(seq int) bool
+		order  []int // of the stored results
+	}{
+		// Every stored result arrives too far ahead: each is read again by subject.
+		{"reversed", func(seq int) bool { return seq%5 != 0 }, descending(n)},
+		// Request 1's result arrives last, behind results parked ahead of their turn.
+		{"one late", func(seq int) bool { return seq < n-3 }, append(append([]int{0}, ascending(2, n)...), 1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			job := strings.ReplaceAll(tc.name, " ", "-")
+			store := func(seq int, status codec.Code, body string) {
+				m := nats.NewMsg(wire.ModelResultPrefix(wire.DefaultPrefix, "digits") + job + "." + fmt.Sprint(seq))
+				m.Header.Set(wire.HeaderRequestID, client.RequestID(job, seq))
+				m.Header.Set(wire.HeaderStatus, string(status))
+				m.Data = []byte(body)
+				if _, err := js.PublishMsg(context.Background(), m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stored := 0
+			for _, seq := range tc.order {
+				if tc.stored(seq) && seq%3 == 0 {
+					store(seq, codec.CodeInternal, "")
+				}
+			}
+			for _, seq := range tc.order {
+				if tc.stored(seq) {
+					store(seq, codec.CodeOK, fmt.Sprint("stored-", seq))
+					stored++
+				}
+			}
+			next := 0
+			st, err := c.Run(context.Background(), client.Job{Name: job, Fingerprint: "f", Window: 2, Rows: -1},
+				client.Bodies(bodies, nil), func(seq int, _ client.Part, r client.Result) error {
+					if seq != next {
+						return fmt.Errorf("result of request %d handed on in the turn of %d", seq, next)
+					}
+					next++
+					if tc.stored(seq) {
+						if !r.OK() || string(r.Body) != fmt.Sprint("stored-", seq) {
+							return fmt.Errorf("request %d: %s %q, want its last stored result", seq, r.Status, r.Body)
+						}
+						return nil
+					}
+					res, err := r.Decode(codec.DefaultLimits())
+					if err != nil {
+						return fmt.Errorf("request %d: %w", seq, err)
+					}
+					res.Release()
+					return nil
+				})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if next != n || st.Requests != n || st.Published != n-stored {
+				t.Fatalf("%d results handed on, stats %+v; want %d requests, %d published", next, st, n, n-stored)
+			}
+		})
+	}
+}
+
+func ascending(from, to int) []int {
+	var out []int
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+func descending(n int) []int {
+	out := ascending(0, n)
+	slices.Reverse(out)
+	return out
+}
+
+// TestRunWithinTinyByteBounds runs a job whose byte bounds hold less than
+// one body: requests are published one at a time, and every result that
+// arrives ahead of its turn is dropped and read by subject at its turn.
+// Results still reach the sink once, in order, equal to the references.
+func TestRunWithinTinyByteBounds(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	startWorker(t, nc)
+	bodies, ids, refs := digitsBodies(t, 7)
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, row := 0, 0
+	st, err := c.Run(context.Background(), client.Job{Name: "tiny", Fingerprint: "f", Window: 8, UnackedBytes: 1, ReadyBytes: 1, Rows: -1},
+		client.Bodies(bodies, nil), func(seq int, _ client.Part, r client.Result) error {
+			if seq != next {
+				return fmt.Errorf("result of request %d handed on in the turn of %d", seq, next)
+			}
+			next++
+			res, err := r.Decode(codec.DefaultLimits())
+			if err != nil {
+				return err
+			}
+			defer res.Release()
+			logits, _ := res.Column("logits")
+			for k, id := range res.IDs.(*array.Int64).Int64Values() {
+				if id != ids[row] {
+					return fmt.Errorf("row %d: id %d, want %d", row, id, ids[row])
+				}
+				if got, want := floats(logits.Row(k)), refs[id]; math.Abs(float64(got[0]-want[0])) > 1e-4*math.Max(1, math.Abs(float64(want[0]))) {
+					return fmt.Errorf("id %d logit 0 = %v, reference %v", id, got[0], want[0])
+				}
+				row++
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next != len(bodies) || row != len(ids) || st.Published != len(bodies) {
+		t.Fatalf("%d results, %d rows, stats %+v; want %d results, %d rows", next, row, st, len(bodies), len(ids))
 	}
 }

@@ -16,16 +16,25 @@
 // bucket keeps the job's name, fingerprint, arguments and progress;
 // running a job again publishes only the requests without a stored
 // result and reads the stored ones back, whether or not the duplicate
-// window has passed. Results stored before a run are found by listing the
-// job's result subjects and read one by one (last message per subject);
-// results stored during the run arrive through an ordered consumer that
-// starts right after the listing (at most 16 MiB buffered ahead). Each
-// request's result is handed on once, also when a request redelivered
-// after the duplicate window is answered twice.
+// window has passed. Requests are published without waiting for each
+// PubAck; the PubAcks are awaited in order on another goroutine, and a
+// request whose publish failed or was not acknowledged in Config.Timeout
+// is published again (Publish: same Nats-Msg-Id, backoff); request bodies
+// awaiting their PubAck are bounded by Job.UnackedBytes. Results, those
+// stored before the run and those stored during it, arrive through one
+// ordered consumer on the job's subjects (at most 16 MiB buffered ahead),
+// which runs no further ahead than the window (plus one result held
+// back); results kept ahead of their turn are bounded by Job.ReadyBytes,
+// and one that arrives too far ahead (results stored out of order, or
+// past ReadyBytes) is read again by subject at its turn. Each request's
+// result is handed on once, also when a request redelivered after the
+// duplicate window is answered twice.
 //
 // # Concurrency
 //
-// A Client is safe for concurrent use. Run starts three goroutines (read
-// and publish; receive results; call the Sink in order) and waits for them before it returns; the Sink and
-// Job.Progress are called from one goroutine.
+// A Client is safe for concurrent use. Run starts four goroutines (read
+// and publish; await PubAcks; receive results; call the Sink in order)
+// and waits for them before it returns; the Sink and Job.Progress are
+// called from one goroutine, a Source's Recycle (Recycler) from another
+// than its Next.
 package client

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/worker/wire"
@@ -31,6 +32,14 @@ type Part struct {
 // a job is run, so that a resumed job's request ids name the same rows.
 type Source interface {
 	Next(ctx context.Context) (Part, error)
+}
+
+// Recycler may be implemented by a Source that reuses request bodies: Run
+// calls Recycle with a Part's Body once it no longer needs it (the
+// request is stored, or was not sent because its result was). Recycle is
+// called from another goroutine than Next.
+type Recycler interface {
+	Recycle(body []byte)
 }
 
 // Sink receives each request's result exactly once, in request order.
@@ -51,9 +60,18 @@ type Job struct {
 	// Rows is the job's total rows, or -1 when unknown; for progress.
 	Rows int64
 	// Window bounds the requests published and not yet handed to the
-	// Sink (default 32): with the Source's request size it bounds the
-	// memory of a run.
+	// Sink (default DefaultWindow). What a run holds for them is bounded
+	// in bytes besides (UnackedBytes, ReadyBytes), but for what the
+	// Source keeps in Part.Keep.
 	Window int
+	// UnackedBytes bounds the request bodies published and awaiting
+	// their PubAck (default DefaultUnackedBytes; a larger body goes
+	// alone).
+	UnackedBytes int
+	// ReadyBytes bounds the result bodies kept ahead of their turn
+	// (default DefaultReadyBytes); a result past it is read again by
+	// subject at its turn.
+	ReadyBytes int
 	// Wait makes Run wait for a live worker instead of failing after
 	// LiveTimeout.
 	Wait bool
@@ -96,6 +114,15 @@ var ErrInterrupted = errors.New("job interrupted")
 
 // ErrNoWorker is returned when no worker serves the model.
 var ErrNoWorker = errors.New("no live worker")
+
+// DefaultWindow is Job.Window's default.
+const DefaultWindow = 32
+
+// Defaults of Job.UnackedBytes and Job.ReadyBytes.
+const (
+	DefaultUnackedBytes = 16 << 20
+	DefaultReadyBytes   = 32 << 20
+)
 
 // ErrJobMismatch is returned when a stored job of the same name has
 // another fingerprint.
@@ -168,7 +195,13 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 		return Stats{}, fmt.Errorf("job name %q: want a subject token (letters, digits, '-', '_')", job.Name)
 	}
 	if job.Window <= 0 {
-		job.Window = 32
+		job.Window = DefaultWindow
+	}
+	if job.UnackedBytes <= 0 {
+		job.UnackedBytes = DefaultUnackedBytes
+	}
+	if job.ReadyBytes <= 0 {
+		job.ReadyBytes = DefaultReadyBytes
 	}
 	if job.LiveTimeout <= 0 {
 		job.LiveTimeout = 5 * time.Second
@@ -189,22 +222,24 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	if err != nil {
 		return st, fmt.Errorf("opening result stream %s: %w", c.cfg.ResultStream, err)
 	}
-	done, lastSeq, err := c.storedResults(ctx, resStream, job.Name)
+	done, err := c.storedResults(ctx, resStream, job.Name)
 	if err != nil {
 		return st, err
 	}
 
 	r := &run{c: c, job: job, done: done, st: &st, sink: sink, kv: jobs, rec: &rec, saved: time.Now(),
-		slots:    make(chan struct{}, job.Window),
-		pending:  make(chan pending, job.Window),
-		arrived:  make(chan Result, job.Window),
-		ready:    map[int]Result{},
-		stream:   resStream,
-		total:    -1,
-		startSeq: lastSeq + 1,
+		slots:   make(chan struct{}, job.Window),
+		pending: make(chan pending, job.Window),
+		acks:    make(chan inflight, job.Window),
+		arrived: make(chan Result, min(job.Window, 16)),
+		unacked: semaphore.NewWeighted(int64(job.UnackedBytes)),
+		ready:   map[int]Result{},
+		total:   -1,
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	r.recycler, _ = src.(Recycler)
 	g.Go(func() error { return r.publish(gctx, src) })
+	g.Go(func() error { return r.confirm(gctx) })
 	g.Go(func() error { return r.notify(gctx) })
 	g.Go(func() error { return r.collect(gctx) })
 	err = g.Wait()
@@ -248,22 +283,30 @@ type pending struct {
 	resumed bool
 }
 
-// run is the state of one Run. publish, notify and collect each run on
-// their own goroutine; collect owns ready and st.
+// inflight is a request published asynchronously whose PubAck confirm
+// has not seen yet.
+type inflight struct {
+	req Request
+	fut jetstream.PubAckFuture
+}
+
+// run is the state of one Run. publish, confirm, notify and collect each
+// run on their own goroutine; collect owns ready and st.
 type run struct {
-	c       *Client
-	job     Job
-	done    map[int]bool // results stored before the run (read-only once running)
-	st      *Stats
-	sink    Sink
-	slots   chan struct{}  // one per request between publish and the Sink
-	pending chan pending   // publish → collect, in request order
-	arrived chan Result    // notify → collect: results stored after the run started
-	ready   map[int]Result // collect: results arrived ahead of their turn
-	stream  jetstream.Stream
-	// startSeq is the first result stream sequence not covered by done.
-	startSeq uint64
-	total    int // set by publish before closing pending
+	c    *Client
+	job  Job
+	done map[int]uint64 // results stored before the run, per request (read-only once running)
+	st   *Stats
+	sink Sink
+	// recycler takes bodies back (nil: the Source does not reuse them).
+	recycler Recycler
+	slots    chan struct{}       // one per request between publish and the Sink
+	pending  chan pending        // publish → collect, in request order
+	acks     chan inflight       // publish → confirm, in request order
+	unacked  *semaphore.Weighted // body bytes published, PubAck awaited (Job.UnackedBytes)
+	arrived  chan Result         // notify → collect: the job's results, in stream order
+	ready    map[int]Result      // collect: results arrived ahead of their turn
+	total    int                 // set by publish before closing pending
 	kv       jetstream.KeyValue
 	rec      *JobRecord // collect: the job record, saved every recordEvery
 	saved    time.Time
@@ -272,10 +315,13 @@ type run struct {
 // recordEvery is how often a run saves its progress in the job record.
 const recordEvery = 2 * time.Second
 
-// publish reads the source, publishes requests without a stored result,
-// and queues every request for collect in order.
+// publish reads the source, publishes requests without a stored result
+// without waiting for their PubAcks (confirm does), and queues every
+// request for collect in order. Reading the next request thus overlaps
+// the server storing the last.
 func (r *run) publish(ctx context.Context, src Source) error {
 	defer close(r.pending)
+	defer close(r.acks)
 	for seq := 0; ; seq++ {
 		select {
 		case r.slots <- struct{}{}:
@@ -290,33 +336,88 @@ func (r *run) publish(ctx context.Context, src Source) error {
 		if err != nil {
 			return fmt.Errorf("reading request %d: %w", seq, err)
 		}
-		resumed := r.done[seq]
-		if !resumed {
-			_, err := r.c.Publish(ctx, Request{
+		pd := pending{seq: seq, part: p, resumed: r.done[seq] > 0}
+		if pd.resumed {
+			r.recycle(p.Body)
+		} else {
+			req := Request{
 				ID: RequestID(r.job.Name, seq), Job: r.job.Name, ReplyTo: r.c.resultSubject(r.job.Name, seq),
 				Body: p.Body, Deadline: r.job.Deadline, Priority: r.job.Priority, Version: r.job.Version,
-			})
-			if err != nil {
+			}
+			if err := r.unacked.Acquire(ctx, r.unackedWeight(req.Body)); err != nil {
 				return err
 			}
+			fut, err := r.c.PublishAsync(ctx, req)
+			if err != nil {
+				// Not sent (e.g. disconnected with a full reconnect
+				// buffer): confirm publishes it again, with retries.
+				r.c.log.Debug("asynchronous publish failed", "request_id", req.ID, "err", err)
+			}
+			select {
+			case r.acks <- inflight{req: req, fut: fut}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
-		p.Body = nil
+		pd.part.Body = nil
 		select {
-		case r.pending <- pending{seq: seq, part: p, resumed: resumed}:
+		case r.pending <- pd:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 }
 
-// notify reads the results stored since the run started (done covers
-// the earlier ones) and passes them to collect.
-func (r *run) notify(ctx context.Context) error {
-	err := r.c.results(ctx, r.c.jobFilter(r.job.Name), r.startSeq, func(res Result) bool {
-		seq, ok := seqOf(r.job.Name, res.RequestID)
-		if !ok || r.done[seq] {
-			return true
+// confirm waits for the PubAck of every asynchronous publish, in order,
+// and publishes again (Publish: same Nats-Msg-Id, retries with backoff)
+// a request whose publish failed or was not acknowledged in
+// Config.Timeout. It recycles each body once the request is stored.
+func (r *run) confirm(ctx context.Context) error {
+	for in := range r.acks {
+		var err error
+		if in.fut == nil {
+			err = errors.New("not sent")
+		} else {
+			select {
+			case <-in.fut.Ok():
+			case err = <-in.fut.Err():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
+		if err != nil {
+			r.c.log.Debug("publish retry", "request_id", in.req.ID, "err", err)
+			if _, err := r.c.Publish(ctx, in.req); err != nil {
+				return err
+			}
+		}
+		r.unacked.Release(r.unackedWeight(in.req.Body))
+		r.recycle(in.req.Body)
+	}
+	return nil
+}
+
+// unackedWeight is what a body takes of Job.UnackedBytes.
+func (r *run) unackedWeight(body []byte) int64 {
+	return int64(min(max(len(body), 1), r.job.UnackedBytes))
+}
+
+func (r *run) recycle(body []byte) {
+	if r.recycler != nil && body != nil {
+		r.recycler.Recycle(body)
+	}
+}
+
+// notify reads the job's results, those stored before the run and those
+// stored during it, in stream order, and passes them to collect. It runs
+// no further ahead of collect than the arrived channel and one result
+// parked by collect allow. (It reads them all rather than the last per
+// request: a DeliverLastPerSubject consumer was seen to skip a stored
+// result while results of the interrupted run were still being stored,
+// with nats-server 2.15.2.)
+func (r *run) notify(ctx context.Context) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{r.c.jobFilter(r.job.Name)}}
+	err := r.c.consume(ctx, cfg, func(res Result) bool {
 		select {
 		case r.arrived <- res:
 			return true
@@ -340,11 +441,59 @@ func seqOf(job, requestID string) (int, bool) {
 	return n, err == nil && n >= 0
 }
 
-// collect hands results to the sink in request order.
+// collect hands results to the sink in request order. It keeps the
+// results that arrive ahead of their turn, up to Job.Window requests and
+// Job.ReadyBytes ahead (ready; a result past that is dropped and read by
+// subject at its turn). A result further than the window ahead can
+// only be a stored one (publish runs at most Window requests ahead):
+// collect parks it and reads no more until its turn is near. When the
+// request whose turn it is was stored and its result is not at hand
+// while one is parked — results stored out of order — it reads that
+// result by subject; when it is a request of this run, it drops the
+// parked result (to be read by subject at its turn), since this run's
+// results come after it. A stored result that has not arrived within
+// Config.Timeout is read by subject too, and so is the result of a
+// request answered twice before the run (the last one counts).
 func (r *run) collect(ctx context.Context) error {
 	next := 0
 	var head *pending
+	var parked *Result
+	passed := map[int]bool{} // results dropped, read by subject at their turn
+	readyBytes := 0          // of the bodies in r.ready
 	pendingOpen := true
+	wait := time.NewTimer(r.c.cfg.Timeout) // for a stored result
+	defer wait.Stop()
+	waiting, late := false, false
+	// arrive keeps res until its turn, parks it if it is too far ahead,
+	// drops it (to be read by subject at its turn) when keeping it would
+	// pass Job.ReadyBytes, and drops results of requests already handed on
+	// (a request answered twice).
+	arrive := func(res Result) {
+		seq, ok := seqOf(r.job.Name, res.RequestID)
+		switch {
+		case !ok || seq < next:
+		case r.done[seq] > 1:
+			// Answered twice before the run: read the last by subject.
+		case seq >= next+r.job.Window:
+			parked = &res
+		case seq != next && readyBytes+len(res.Body) > r.job.ReadyBytes:
+			passed[seq] = true
+		default:
+			if old, ok := r.ready[seq]; ok {
+				readyBytes -= len(old.Body)
+			}
+			r.ready[seq] = res
+			readyBytes += len(res.Body)
+			delete(passed, seq)
+		}
+	}
+	// arrived is the channel of arriving results, nil while one is parked.
+	arrived := func() <-chan Result {
+		if parked != nil {
+			return nil
+		}
+		return r.arrived
+	}
 	for {
 		if head == nil && pendingOpen {
 			select {
@@ -355,8 +504,8 @@ func (r *run) collect(ctx context.Context) error {
 					continue
 				}
 				head = &p
-			case res := <-r.arrived:
-				r.arrive(next, res)
+			case res := <-arrived():
+				arrive(res)
 				continue
 			case <-ctx.Done():
 				return ctx.Err()
@@ -371,37 +520,56 @@ func (r *run) collect(ctx context.Context) error {
 			return ctx.Err()
 		}
 		res, ok := r.ready[head.seq]
-		if head.resumed {
+		if !ok && (passed[head.seq] || head.resumed && (parked != nil || late || r.done[head.seq] > 1)) {
 			var err error
-			if res, err = r.c.storedResult(ctx, r.stream, r.job.Name, head.seq); err != nil {
+			if res, err = r.c.storedResult(ctx, r.job.Name, head.seq); err != nil {
 				return err
 			}
 			ok = true
 		}
 		if ok {
-			delete(r.ready, head.seq)
+			if kept, ok := r.ready[head.seq]; ok {
+				readyBytes -= len(kept.Body)
+				delete(r.ready, head.seq)
+			}
+			delete(passed, head.seq)
 			if err := r.hand(ctx, *head, res); err != nil {
 				return err
 			}
 			<-r.slots
 			next++
 			head = nil
+			waiting, late = false, false
+			if parked != nil {
+				if seq, _ := seqOf(r.job.Name, parked.RequestID); seq < next+r.job.Window {
+					res := *parked
+					parked = nil
+					arrive(res)
+				}
+			}
 			continue
+		}
+		if parked != nil {
+			seq, _ := seqOf(r.job.Name, parked.RequestID)
+			passed[seq] = true
+			parked = nil
+		}
+		var timeout <-chan time.Time
+		if head.resumed {
+			if !waiting {
+				wait.Reset(r.c.cfg.Timeout)
+				waiting = true
+			}
+			timeout = wait.C
 		}
 		select {
 		case res := <-r.arrived:
-			r.arrive(next, res)
+			arrive(res)
+		case <-timeout:
+			late = true
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}
-}
-
-// arrive keeps a result until its turn; results of requests already
-// handed on (a redelivered request answered twice) are dropped.
-func (r *run) arrive(next int, res Result) {
-	if seq, ok := seqOf(r.job.Name, res.RequestID); ok && seq >= next {
-		r.ready[seq] = res
 	}
 }
 
@@ -444,31 +612,34 @@ func (r *run) hand(ctx context.Context, p pending, res Result) error {
 	return nil
 }
 
-// storedResults returns the requests of job whose results are stored,
-// and the result stream's last sequence when it looked.
-func (c *Client) storedResults(ctx context.Context, s jetstream.Stream, job string) (map[int]bool, uint64, error) {
+// storedResults returns the number of stored results of each request of
+// job that has one.
+func (c *Client) storedResults(ctx context.Context, s jetstream.Stream, job string) (map[int]uint64, error) {
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(c.jobFilter(job)))
 	if err != nil {
-		return nil, 0, fmt.Errorf("listing stored results of job %s: %w", job, err)
+		return nil, fmt.Errorf("listing stored results of job %s: %w", job, err)
 	}
 	prefix := wire.ModelResultPrefix(c.cfg.Prefix, c.cfg.Model) + job + "."
-	done := make(map[int]bool, len(info.State.Subjects))
-	for subj := range info.State.Subjects {
+	done := make(map[int]uint64, len(info.State.Subjects))
+	for subj, count := range info.State.Subjects {
 		if n, err := strconv.Atoi(strings.TrimPrefix(subj, prefix)); err == nil {
-			done[n] = true
+			done[n] = count
 		}
 	}
-	return done, info.State.LastSeq, nil
+	return done, nil
 }
 
 // storedResult reads the last stored result of request seq, retrying
-// while the server is unreachable.
-func (c *Client) storedResult(ctx context.Context, s jetstream.Stream, job string, seq int) (Result, error) {
+// while the server is unreachable. It reads through a consumer filtered
+// on the request's result subject rather than STREAM.MSG.GET, so that a
+// producer needs no right to read stored messages by sequence (see
+// docs/security.md).
+func (c *Client) storedResult(ctx context.Context, job string, seq int) (Result, error) {
 	delay := c.cfg.Backoff
 	for attempt := 0; ; attempt++ {
-		m, err := s.GetLastMsgForSubject(ctx, c.resultSubject(job, seq))
+		res, err := c.lastResult(ctx, c.resultSubject(job, seq))
 		if err == nil {
-			return resultOf(m.Header, m.Data), nil
+			return res, nil
 		}
 		if ctx.Err() != nil {
 			return Result{}, ctx.Err()
@@ -486,6 +657,31 @@ func (c *Client) storedResult(ctx context.Context, s jetstream.Stream, job strin
 		}
 		delay = min(2*delay, c.cfg.MaxBackoff)
 	}
+}
+
+// errNoResult is returned by lastResult when no result is stored.
+var errNoResult = errors.New("no stored result")
+
+// lastResult reads the last message stored on subject.
+func (c *Client) lastResult(ctx context.Context, subject string) (Result, error) {
+	cons, err := c.js.OrderedConsumer(ctx, c.cfg.ResultStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverLastPolicy,
+		InactiveThreshold: 5 * time.Second, // the server drops it soon after
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(c.cfg.Timeout))
+	if err != nil {
+		return Result{}, err
+	}
+	for m := range batch.Messages() {
+		return resultOf(m.Headers(), m.Data()), nil
+	}
+	if err := batch.Error(); err != nil {
+		return Result{}, err
+	}
+	return Result{}, fmt.Errorf("%w on %s", errNoResult, subject)
 }
 
 // Bodies returns a Source over request bodies held in memory; rows gives

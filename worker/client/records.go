@@ -47,9 +47,14 @@ func (c *Client) jobKey(name string) string { return c.cfg.Model + "." + name }
 func (c *Client) jobs(ctx context.Context) (jetstream.KeyValue, error) {
 	kv, err := c.js.KeyValue(ctx, c.cfg.JobBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		// Create only (never update): a producer needs no right to
+		// change the bucket (docs/security.md).
+		kv, err = c.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: c.cfg.JobBucket, Description: "jetinfer job records", History: 1,
 		})
+		if errors.Is(err, jetstream.ErrBucketExists) { // created meanwhile
+			kv, err = c.js.KeyValue(ctx, c.cfg.JobBucket)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening job bucket %s: %w", c.cfg.JobBucket, err)
