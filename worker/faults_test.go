@@ -36,8 +36,10 @@ func TestTransientEngineFailuresAreRetried(t *testing.T) {
 		t.Fatalf("status %s: %s; want OK after retries", r.Status, r.Error)
 	}
 	checkRows(t, r.Body, 10, 15)
-	if st := eng.Stats(); st.Calls != 3 || st.Failed != 2 {
-		t.Errorf("engine stats %+v, want 3 calls (two failures, one success)", st)
+	// The batcher may run the retried rows in one batch or split them
+	// (its cost model decides), so count rows, not calls.
+	if st := eng.Stats(); st.Failed != 2 || st.Rows != 5 {
+		t.Errorf("engine stats %+v, want two failed calls, then the 5 rows computed once", st)
 	}
 }
 
