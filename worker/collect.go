@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -38,8 +39,12 @@ type request struct {
 }
 
 // Pulls: each fetch asks for at most fetchMsgs messages and the bytes the
-// admission budget has free, and lasts at most fetchWait when fewer are
-// queued (an idle worker asks again every fetchWait).
+// admission budget has free, and lasts at most about fetchWait when fewer
+// are queued (an idle worker asks again every fetchWait or so). The wait
+// is spread by ±25% per fetch: the server gives a redelivered message to
+// the oldest waiting pull, so pulls renewed in lockstep would send every
+// hand-back (a request pinned to another worker's version) to the worker
+// that happened to start first — measured: 26 times in a row.
 const (
 	fetchMsgs = 1024
 	fetchWait = 2 * time.Second
@@ -92,7 +97,8 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, pulled chan<
 		if !ok {
 			return nil
 		}
-		batch, err := cons.Fetch(fetchMsgs, jetstream.FetchMaxBytes(int(reserved)), jetstream.FetchMaxWait(fetchWait))
+		wait := fetchWait - fetchWait/4 + rand.N(fetchWait/2)
+		batch, err := cons.Fetch(fetchMsgs, jetstream.FetchMaxBytes(int(reserved)), jetstream.FetchMaxWait(wait))
 		if err == nil {
 			for msg := range batch.Messages() {
 				held := min(int64(len(msg.Data())), reserved)

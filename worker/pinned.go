@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -23,9 +24,10 @@ import (
 //   - the repository's active version (a rollout this worker has not
 //     finished, or a version it could not load), or a version another live
 //     worker reports serving: handed back, uncharged, with a delay growing
-//     from 250 ms to 5 s, so that a worker serving it takes it; once its
-//     deliveries account for about Config.PinnedWait of such delays it is
-//     answered FAILED_PRECONDITION instead, so nothing loops forever;
+//     from 250 ms to 5 s (randomized down to half), so that a worker
+//     serving it takes it; once its deliveries account for at least
+//     Config.PinnedWait of such delays it is answered FAILED_PRECONDITION
+//     instead, so nothing loops forever;
 //   - a version the repository has but no worker serves: FAILED_PRECONDITION.
 //
 // Without a repository (a worker serving a file) the same holds with "the
@@ -39,9 +41,10 @@ const (
 	pinDelayMax = 5 * time.Second
 )
 
-// pinDelay is the hand-back delay of a pinned request on its n-th
-// delivery (n ≥ 1).
-func pinDelay(n uint64) time.Duration {
+// pinStep is the hand-back delay step of a pinned request on its n-th
+// delivery (n ≥ 1): pinDelayMin doubled per delivery, at most
+// pinDelayMax.
+func pinStep(n uint64) time.Duration {
 	d := pinDelayMin
 	for i := uint64(1); i < n && d < pinDelayMax; i++ {
 		d *= 2
@@ -49,13 +52,21 @@ func pinDelay(n uint64) time.Duration {
 	return min(d, pinDelayMax)
 }
 
-// pinWaited is how long a request on its n-th delivery has waited in
-// hand-backs if every earlier delivery was one (an upper bound: other
-// redeliveries count too).
+// pinDelay is the hand-back delay of a pinned request on its n-th
+// delivery: uniform in [step/2, step], so that hand-backs of many
+// requests do not come back in waves.
+func pinDelay(n uint64) time.Duration {
+	step := pinStep(n)
+	return step/2 + rand.N(step/2+1)
+}
+
+// pinWaited is the least time a request on its n-th delivery has waited
+// in hand-backs if every earlier delivery was one (other redeliveries
+// count too, so it may have waited less).
 func pinWaited(n uint64) time.Duration {
 	var sum time.Duration
 	for k := uint64(1); k < n; k++ {
-		sum += pinDelay(k)
+		sum += pinStep(k) / 2
 		if sum > 24*time.Hour {
 			break
 		}
@@ -69,7 +80,7 @@ func pinDeliveries(wait time.Duration) uint64 {
 	var sum time.Duration
 	n := uint64(1)
 	for sum < wait && n < 1<<20 {
-		sum += pinDelay(n)
+		sum += pinStep(n) / 2
 		n++
 	}
 	return n
