@@ -95,15 +95,53 @@ func (w *Worker) Serving() ServingInfo {
 // active version. When that version cannot be loaded here (no usable
 // artifact, refused by the accuracy gate), the versions active before it
 // are tried, most recent first, so that a bad promotion does not keep a
-// pool from starting; the swapper keeps trying the active one.
+// pool from starting; the swapper keeps trying the active one. While the
+// model has no active version, or none of its versions loads, the worker
+// waits (not ready, not pulling) for the next promotion, retrying every
+// minute; it never exits for it, so an orchestrator does not restart it in
+// a loop.
 func (w *Worker) startFromRepository(ctx context.Context) error {
 	repo := w.source.Repository
-	a, err := repo.Active(ctx, w.cfg.Model)
-	if err != nil {
-		return fmt.Errorf("reading the active version of %s from the model repository (push one and promote it: jetinfer model push, jetinfer model promote): %w",
-			w.cfg.Model, err)
+	wctx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	var updates <-chan models.Active
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		a, err := repo.Active(ctx, w.cfg.Model)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, models.ErrNotFound):
+			w.log.Warn("no version of the model is active in the repository; waiting for one to be promoted (jetinfer model push, jetinfer model promote)",
+				"model", w.cfg.Model)
+		case err != nil:
+			w.log.Error("reading the active version; retrying every minute", "model", w.cfg.Model, "err", err)
+		default:
+			w.active.Store(&a)
+			if err = w.loadFirst(ctx, a); err == nil {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			w.log.Error("model not served: waiting for a promotion, retrying every minute", "model", w.cfg.Model, "err", err)
+		}
+		if updates == nil {
+			updates = w.watchActive(wctx)
+		}
+		retry.Reset(time.Minute)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-updates:
+		case <-retry.C:
+		}
 	}
-	w.active.Store(&a)
+}
+
+// loadFirst loads a's version, or the versions active before it.
+func (w *Worker) loadFirst(ctx context.Context, a models.Active) error {
 	candidates := []string{a.Version}
 	for i := len(a.Previous) - 1; i >= 0; i-- {
 		if !slices.Contains(candidates, a.Previous[i]) {

@@ -641,3 +641,52 @@ func TestPinnedRequestsReachTheirVersion(t *testing.T) {
 	}
 	t.Logf("%d requests pinned to two versions served by two workers: %d deliveries", n, info.Delivered.Consumer)
 }
+
+// TestRepositoryWorkerWaitsForAPromotion: a worker started before any
+// version is promoted neither exits nor pulls; it serves once one is, and
+// stops cleanly.
+func TestRepositoryWorkerWaitsForAPromotion(t *testing.T) {
+	d := loadDigits(t)
+	ns := startServer(t)
+	nc := connect(t, ns)
+	repo := openRepo(t, nc)
+	var logs logBuffer
+	wnc := connect(t, ns)
+	cfg := worker.Config{Model: "digits"}
+	w, err := worker.New(wnc, nil, cfg, worker.WithSource(ortSource(t, openRepo(t, wnc))), worker.WithLogger(logs.logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := worker.EnsureStreams(context.Background(), mustJS(t, nc), cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "waiting for one to be promoted") }, "the worker to wait for a promotion")
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned without a promoted version: %v", err)
+	default:
+	}
+	if w.Ready() {
+		t.Fatal("ready without a model")
+	}
+	push(t, repo, "1", repoFile("testdata", "models", "digits.onnx"), repoFile("testdata", "digits_gate.arrow"))
+	promote(t, repo, "1")
+	waitFor(t, w.Ready, "the worker to serve the promoted version")
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := answer(t, c, d, "first", ""); r.Status != codec.CodeOK || r.Header.Get(wire.HeaderModelVersion) != "1" {
+		t.Fatalf("%s from version %q", r.Status, r.Header.Get(wire.HeaderModelVersion))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if s := w.Serving(); s.EnginesOpened != 1 || s.EnginesClosed != 1 {
+		t.Fatalf("after Run: %+v, want the engine closed", s)
+	}
+}

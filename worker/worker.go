@@ -219,6 +219,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	ctx, w.cancel = context.WithCancel(ctx)
 	defer w.cancel()
 	if err := w.warmUp(ctx); err != nil {
+		if ctx.Err() != nil {
+			return w.stopErr // stopped while waiting for a model: a clean stop
+		}
 		return err
 	}
 	// Engines the worker opened are closed when it stops: the current

@@ -49,7 +49,7 @@ func (rw *row) check(ok bool, format string, args ...any) {
 
 func (rw *row) pass() bool {
 	a := rw.a
-	return rw.err == nil && len(rw.failures) == 0 && a.requests > 0 && a.lost == 0 && a.duplicated == 0 &&
+	return rw.err == nil && len(rw.failures) == 0 && a.requests > 0 && a.lost == 0 && a.duplicated == 0 && a.notFound == 0 &&
 		a.wrong == 0 && a.foreign == 0 && rw.queue.empty() && (rw.rssBound == 0 || rw.maxRSS <= rw.rssBound)
 }
 

@@ -166,6 +166,12 @@ type request struct {
 	// anyOK accepts an OK result without checking its logits (a body
 	// with flipped bits that still decodes).
 	anyOK bool
+	// version, when set, is the Jetinfer-Model-Version an OK result
+	// must name (a pinned request, or one sent after a rollout ended).
+	version string
+	// known: the request is pinned to a version the model repository
+	// has, so a NOT_FOUND answer is wrong whatever want says.
+	known bool
 }
 
 func (q *request) rid() string {
@@ -269,6 +275,7 @@ type audit struct {
 	wrong      int // ids whose result has an unexpected status, message or logits
 	foreign    int // result messages for ids never sent
 	internal   int // ids answered INTERNAL that did not ask for it
+	notFound   int // ids pinned to a version the repository has, answered NOT_FOUND
 	byCode     map[codec.Code]int
 	examples   []string // a few descriptions of wrong results
 	// sample holds one error message per request kind.
@@ -362,6 +369,9 @@ func (a *audit) result(d *digits, byID map[string]*request, seen map[*request]in
 	if code == codec.CodeInternal && !slices.Contains(q.want, code) {
 		a.internal++
 	}
+	if code == codec.CodeNotFound && q.known {
+		a.notFound++
+	}
 	msg := h.Get(wire.HeaderError)
 	if _, ok := a.sample[q.kind]; !ok && q.kind != "" && code != codec.CodeOK {
 		a.sample[q.kind] = string(code) + ": " + truncate(msg, 200)
@@ -374,6 +384,9 @@ func (a *audit) result(d *digits, byID map[string]*request, seen map[*request]in
 		a.wrong++
 		a.addExample("request %s (%s): the decoder panicked: %s", id, q.kind, truncate(msg, 200))
 	case code == codec.CodeOK && q.anyOK:
+	case code == codec.CodeOK && q.version != "" && h.Get(wire.HeaderModelVersion) != q.version:
+		a.wrong++
+		a.addExample("request %s: answered by version %q, want %q", id, h.Get(wire.HeaderModelVersion), q.version)
 	case code == codec.CodeOK:
 		if err := d.checkOK(body, q.rows); err != nil {
 			a.wrong++

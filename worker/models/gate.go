@@ -98,8 +98,12 @@ func (a Accuracy) String() string {
 	} else {
 		verdict += fmt.Sprintf(": %d elements", a.Compared)
 	}
-	return fmt.Sprintf("%s on %s (%d rows) within |err| ≤ %g + %g·|ref|; max abs error %.4g, max rel error %.4g (%s)",
-		verdict, a.Reference, a.Rows, a.Tolerance.ATol, a.Tolerance.RTol, a.MaxAbsErr, a.MaxRelErr, a.Worst)
+	worst := ""
+	if a.Worst != "" {
+		worst = " (" + a.Worst + ")"
+	}
+	return fmt.Sprintf("%s on %s (%d rows) within |err| ≤ %g + %g·|ref|; max abs error %.4g, max rel error %.4g%s",
+		verdict, a.Reference, a.Rows, a.Tolerance.ATol, a.Tolerance.RTol, a.MaxAbsErr, a.MaxRelErr, worst)
 }
 
 // CheckAccuracy runs the gate over every reference artifact of v on eng.
