@@ -21,6 +21,10 @@ const (
 	CodeUnavailable       Code = "UNAVAILABLE"
 	CodeInternal          Code = "INTERNAL"
 	CodeNotFound          Code = "NOT_FOUND"
+	// CodeFailedPrecondition: the request cannot run in the system's
+	// current state, e.g. it is pinned to a model version that exists but
+	// that no worker serves.
+	CodeFailedPrecondition Code = "FAILED_PRECONDITION"
 )
 
 // Error is the error type of every codec function that inspects untrusted

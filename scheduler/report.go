@@ -71,6 +71,10 @@ type WorkerReport struct {
 	// ColdStart is the time from process start to the first published
 	// result, engine load included. Zero until the first result.
 	ColdStart time.Duration `json:"coldStartNs"`
+	// Version is the model version the worker serves (a worker switching
+	// versions reports the new one once it has switched). Workers use it
+	// to route requests pinned to another version (docs/models.md).
+	Version string `json:"version,omitempty"`
 	// InFlightMsgs counts messages the worker holds (delivered, not yet
 	// acked: forming a batch or executing). They are work in progress, not
 	// backlog, and the scheduler subtracts them from NumAckPending.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/jetinfer/jetinfer/worker/models"
 	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
@@ -18,8 +19,22 @@ type Config struct {
 	// Model is the model name served; requests arrive on <prefix>.req.<model>.
 	Model string `env:"MODEL"`
 	// ModelVersion is reported in result headers and matched against a
-	// request's Jetinfer-Model-Version pin (default "1").
+	// request's Jetinfer-Model-Version pin (default "1"). A worker serving
+	// from the model repository (WithSource) reports the version it loaded
+	// instead.
 	ModelVersion string `env:"MODEL_VERSION"`
+	// PinnedWait bounds how long a request pinned to a version this
+	// worker does not serve keeps being handed back for a worker that
+	// serves it, counted from its deliveries (default 2m); then it is
+	// answered FAILED_PRECONDITION (docs/models.md, "Pinned versions").
+	PinnedWait time.Duration `env:"PINNED_WAIT"`
+	// GateRTol and GateATol are the accuracy gate's tolerance: before a
+	// worker switches to a version with reference data, every reference
+	// output element must satisfy |got − ref| ≤ GateATol + GateRTol·|ref|
+	// (defaults 1e-2 and 1e-3, models.DefaultTolerance; 0 means the
+	// default).
+	GateRTol float64 `env:"GATE_RTOL"`
+	GateATol float64 `env:"GATE_ATOL"`
 
 	// RequestStream and ResultStream name the two streams
 	// (defaults wire.DefaultRequestStream and wire.DefaultResultStream).
@@ -142,6 +157,7 @@ func (c Config) withDefaults() Config {
 	}
 	setS(&c.Prefix, wire.DefaultPrefix)
 	setS(&c.ModelVersion, "1")
+	setD(&c.PinnedWait, 2*time.Minute)
 	setS(&c.RequestStream, wire.DefaultRequestStream)
 	setS(&c.ResultStream, wire.DefaultResultStream)
 	set(&c.Replicas, 1)
@@ -169,6 +185,18 @@ func (c Config) withDefaults() Config {
 		c.WorkerID = wire.Tokenize(fmt.Sprintf("%s-%d", host, os.Getpid()))
 	}
 	return c
+}
+
+// gateTolerance is the accuracy gate's tolerance with defaults applied.
+func (c Config) gateTolerance() models.Tolerance {
+	t := models.DefaultTolerance
+	if c.GateRTol > 0 {
+		t.RTol = c.GateRTol
+	}
+	if c.GateATol > 0 {
+		t.ATol = c.GateATol
+	}
+	return t
 }
 
 // MemoryBound is the resident memory a worker process running with c
@@ -202,6 +230,13 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAttempts < 1 || c.MaxDeliveries < c.MaxAttempts {
 		errs = append(errs, fmt.Errorf("max attempts %d must be at least 1 and max deliveries %d at least max attempts", c.MaxAttempts, c.MaxDeliveries))
+	}
+	if c.GateRTol < 0 || c.GateATol < 0 {
+		errs = append(errs, fmt.Errorf("accuracy gate tolerance rtol %v, atol %v: must not be negative", c.GateRTol, c.GateATol))
+	}
+	if n := pinDeliveries(c.PinnedWait); n+uint64(c.MaxAttempts) >= uint64(c.MaxDeliveries) {
+		errs = append(errs, fmt.Errorf("pinned wait %v takes about %d deliveries of hand-backs; with max attempts %d that reaches max deliveries %d",
+			c.PinnedWait, n, c.MaxAttempts, c.MaxDeliveries))
 	}
 	if c.MaxDelay < 0 || c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("max delay %v must be ≥ 0 and ack wait %v ≥ 1s", c.MaxDelay, c.AckWait))

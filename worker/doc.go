@@ -36,10 +36,31 @@
 //     is published again until it is (a result-side outage holds requests,
 //     it does not fail them); engine failures are handed back with a delay
 //     and counted as attempts;
-//   - the reporter publishes the worker's measurements for the scheduler.
+//   - the reporter publishes the worker's measurements for the scheduler,
+//     and the version it serves (at once after a switch);
+//   - a peers watcher follows the other workers' reports of the model, to
+//     route requests pinned to a version this worker does not serve
+//     (pinned.go);
+//   - with a repository Source, the swapper watches the model's active
+//     version and loads, gates and switches to each new one (swap.go).
 //
-// The admission budget, the set of held messages and the attempt counts
-// are each guarded by their own mutex; no code holds two of them at once.
+// # Engines and swaps
+//
+// Everything derived from an engine (its spec, what requests must carry,
+// its batcher and assembler, the version it answers as) is a generation
+// (generation.go). Each request takes a reference on the current
+// generation when it is received and gives it back when it is settled; it
+// is validated, batched and run on that generation's engine, and its
+// result names that generation's version. A switch makes another
+// generation current; the old one's engine is closed by whoever releases
+// its last reference, so no batch can be running on it. The scheduler
+// keeps one batcher per generation with queued rows; a batch never mixes
+// generations.
+//
+// The admission budget, the set of held messages, the attempt counts, the
+// current generation (with every generation's reference count) and the
+// peers' reports are each guarded by their own mutex; no code holds two
+// of them at once.
 // Stages talk over bounded channels; the batcher, assembler and request
 // table belong to the scheduler goroutine alone. At start-up Run measures
 // the engine's latency per batch shape (or loads it from

@@ -31,6 +31,8 @@ type Metrics struct {
 	resultSideUp  metric.Int64Gauge
 	unanswerables metric.Int64Counter
 	engineInfo    metric.Int64Gauge
+	swaps         metric.Int64Counter
+	enginesOpen   metric.Int64UpDownCounter
 }
 
 // NewMetrics creates the worker's instruments on mp for model.
@@ -82,18 +84,49 @@ func NewMetrics(mp metric.MeterProvider, model string) (*Metrics, error) {
 	if x.unanswerables, err = m.Int64Counter("jetinfer.unanswerable", metric.WithDescription("requests terminated because no result could be stored for them")); err != nil {
 		return nil, fmt.Errorf("creating unanswerable counter: %w", err)
 	}
-	if x.engineInfo, err = m.Int64Gauge("jetinfer.engine.info", metric.WithDescription("1, labelled with the model version and engine served")); err != nil {
+	if x.engineInfo, err = m.Int64Gauge("jetinfer.engine.info", metric.WithDescription("1, labelled with the model version and engine served; 0 once that version is no longer served")); err != nil {
 		return nil, fmt.Errorf("creating engine info gauge: %w", err)
+	}
+	if x.swaps, err = m.Int64Counter("jetinfer.model.swaps", metric.WithDescription(
+		"model versions loaded from the repository, by result: switched, refused (accuracy gate), failed (not loadable), superseded")); err != nil {
+		return nil, fmt.Errorf("creating swaps counter: %w", err)
+	}
+	if x.enginesOpen, err = m.Int64UpDownCounter("jetinfer.engines.open", metric.WithDescription(
+		"engines opened from the model repository and not yet closed (2 while a retired version finishes its requests)")); err != nil {
+		return nil, fmt.Errorf("creating open engines gauge: %w", err)
 	}
 	x.resultSideUp.Record(context.Background(), 1, metric.WithAttributes(x.model))
 	return x, nil
 }
 
-// serving records which model version and engine the worker serves.
-func (m *Metrics) serving(version, engine string) {
+// serving records which model version and engine the worker serves (on)
+// or no longer serves.
+func (m *Metrics) serving(version, engine string, on bool) {
 	if m != nil {
-		m.engineInfo.Record(context.Background(), 1, metric.WithAttributes(m.model,
+		v := int64(0)
+		if on {
+			v = 1
+		}
+		m.engineInfo.Record(context.Background(), v, metric.WithAttributes(m.model,
 			attribute.String("version", version), attribute.String("engine", engine)))
+	}
+}
+
+func (m *Metrics) swapped(result string) {
+	if m != nil {
+		m.swaps.Add(context.Background(), 1, metric.WithAttributes(m.model, attribute.String("result", result)))
+	}
+}
+
+func (m *Metrics) engineOpened() {
+	if m != nil {
+		m.enginesOpen.Add(context.Background(), 1, metric.WithAttributes(m.model))
+	}
+}
+
+func (m *Metrics) engineClosed() {
+	if m != nil {
+		m.enginesOpen.Add(context.Background(), -1, metric.WithAttributes(m.model))
 	}
 }
 

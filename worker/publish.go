@@ -75,8 +75,8 @@ func (w *Worker) resultMsg(o *outcome) (*nats.Msg, error) {
 	h.Set(wire.HeaderRequestID, r.meta.id)
 	h.Set(wire.HeaderStatus, string(o.code))
 	h.Set(wire.HeaderModel, w.cfg.Model)
-	h.Set(wire.HeaderModelVersion, w.cfg.ModelVersion)
-	h.Set(wire.HeaderEngine, w.engineID)
+	h.Set(wire.HeaderModelVersion, r.gen.version)
+	h.Set(wire.HeaderEngine, r.gen.engineID)
 	h.Set(wire.HeaderQueueMs, strconv.FormatFloat(float64(o.queue.Microseconds())/1000, 'f', 3, 64))
 	h.Set(wire.HeaderComputeMs, strconv.FormatFloat(float64(o.compute.Microseconds())/1000, 'f', 3, 64))
 	if r.meta.job != "" {
@@ -179,6 +179,7 @@ func (w *Worker) release(r *request) {
 		r.req.Release()
 	}
 	r.span.End()
+	w.releaseGen(r.gen)
 	w.holding.remove(r.msg)
 	w.stats.inFlight.Add(-1)
 	w.metrics.addInflight(-1, -r.held)

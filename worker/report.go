@@ -107,6 +107,9 @@ func processCPU() time.Duration {
 func (w *Worker) report(prev, cur snapshot, last scheduler.WorkerReport) scheduler.WorkerReport {
 	r := last
 	r.Model, r.WorkerID, r.At = w.cfg.Model, w.cfg.WorkerID, cur.at
+	if g := w.current(); g != nil {
+		r.Version = g.version
+	}
 	rows := float64(cur.rows - prev.rows)
 	if busy := cur.busy - prev.busy; busy > 0 {
 		// Rows per second of engine time: what one worker would sustain
@@ -183,6 +186,16 @@ func (w *Worker) runReporter(ctx context.Context) {
 			}
 			cancel()
 			return
+		case <-w.reportNow:
+			// A switch: tell the other workers the new version at once,
+			// with the measurements of the last report.
+			last.Model, last.WorkerID, last.At = w.cfg.Model, w.cfg.WorkerID, time.Now()
+			if g := w.current(); g != nil {
+				last.Version = g.version
+			}
+			if err := scheduler.PublishReport(ctx, kv, last); err != nil && ctx.Err() == nil {
+				w.log.Warn("publishing worker report", "model", w.cfg.Model, "err", err)
+			}
 		case now := <-t.C:
 			cur := w.stats.read(now)
 			last = w.report(prev, cur, last)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -17,6 +18,7 @@ import (
 
 // job is one batch plan handed to an executor, with every row it needs.
 type job struct {
+	gen   *generation // whose batcher planned it and whose engine runs it
 	plan  batcher.Plan
 	reqs  map[uint64]*request // the plan's items
 	start time.Time
@@ -32,42 +34,83 @@ type jobResult struct {
 
 // scheduler state, owned by the schedule goroutine alone.
 type schedState struct {
-	b      *batcher.Batcher
-	asm    *batcher.Assembler
+	// gens are the generations whose batchers may hold rows, oldest
+	// first: the current one, and after a switch the retired ones until
+	// their rows are planned and their batches done.
+	gens   []*schedGen
 	reqs   map[uint64]*request
 	nextID uint64
 	busy   int
 }
 
-// schedule owns the batcher: it admits requests from arrivals, releases
-// plans to the executors whenever one is free, answers expired deadlines,
-// and reassembles each request's result rows. It closes jobs when
-// arrivals is closed and every admitted request has ended.
+// schedGen is a generation as the scheduler tracks it.
+type schedGen struct {
+	g    *generation
+	busy int // its batches running
+}
+
+// genOf returns g's entry, adding one.
+func (st *schedState) genOf(g *generation) *schedGen {
+	for _, sg := range st.gens {
+		if sg.g == g {
+			return sg
+		}
+	}
+	sg := &schedGen{g: g}
+	st.gens = append(st.gens, sg)
+	return sg
+}
+
+// prune forgets generations that are no longer current and hold nothing.
+func (st *schedState) prune(cur *generation) {
+	st.gens = slices.DeleteFunc(st.gens, func(sg *schedGen) bool {
+		items, _ := sg.g.batcher.Len()
+		return sg.g != cur && items == 0 && sg.busy == 0
+	})
+}
+
+// schedule owns the batchers: it admits requests from arrivals into the
+// batcher of the generation each was accepted for, releases plans to the
+// executors whenever one is free (a retired generation's rows first, so
+// that its engine drains), answers expired deadlines, and reassembles
+// each request's result rows. It closes jobs when arrivals is closed and
+// every admitted request has ended.
 func (w *Worker) schedule(arrivals <-chan *request, jobs chan<- *job, done <-chan *jobResult, outcomes chan<- *outcome) {
 	defer close(jobs)
-	st := &schedState{b: w.batcher, asm: w.assembler, reqs: map[uint64]*request{}}
+	st := &schedState{reqs: map[uint64]*request{}}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	draining := false
 	for {
 		now := time.Now()
-		for _, id := range st.b.Expired(now) {
-			st.asm.Drop(id)
-			if r := st.reqs[id]; r != nil {
-				delete(st.reqs, id)
-				outcomes <- &outcome{r: r, code: codec.CodeDeadlineExceeded, queue: now.Sub(r.received),
-					msg: fmt.Sprintf("deadline %s cannot be met: the request would finish after it", r.meta.deadline.Format(time.RFC3339Nano))}
+		st.prune(w.current())
+		for _, sg := range st.gens {
+			for _, id := range sg.g.batcher.Expired(now) {
+				sg.g.assembler.Drop(id)
+				if r := st.reqs[id]; r != nil {
+					delete(st.reqs, id)
+					outcomes <- &outcome{r: r, code: codec.CodeDeadlineExceeded, queue: now.Sub(r.received),
+						msg: fmt.Sprintf("deadline %s cannot be met: the request would finish after it", r.meta.deadline.Format(time.RFC3339Nano))}
+				}
 			}
 		}
 		for st.busy < w.cfg.Executors {
-			plan, ok := st.b.Next(now)
-			if !ok && draining {
-				plan, ok = st.b.Flush(now)
+			var plan batcher.Plan
+			var sg *schedGen
+			ok := false
+			for _, cand := range st.gens {
+				if plan, ok = cand.g.batcher.Next(now); !ok && draining {
+					plan, ok = cand.g.batcher.Flush(now)
+				}
+				if ok {
+					sg = cand
+					break
+				}
 			}
 			if !ok {
 				break
 			}
-			j := &job{plan: plan, reqs: make(map[uint64]*request, len(plan.Slots)), start: now}
+			j := &job{gen: sg.g, plan: plan, reqs: make(map[uint64]*request, len(plan.Slots)), start: now}
 			for _, s := range plan.Slots {
 				r := st.reqs[s.Item]
 				j.reqs[s.Item] = r
@@ -79,13 +122,22 @@ func (w *Worker) schedule(arrivals <-chan *request, jobs chan<- *job, done <-cha
 				}
 			}
 			st.busy++
+			sg.busy++
 			jobs <- j
 		}
-		items, _ := st.b.Len()
+		items := 0
+		var wake time.Time
+		for _, sg := range st.gens {
+			n, _ := sg.g.batcher.Len()
+			items += n
+			if t, ok := sg.g.batcher.NextWakeup(); ok && (wake.IsZero() || t.Before(wake)) {
+				wake = t
+			}
+		}
 		if draining && items == 0 && st.busy == 0 && len(st.reqs) == 0 {
 			return
 		}
-		if wake, ok := st.b.NextWakeup(); ok && st.busy < w.cfg.Executors {
+		if !wake.IsZero() && st.busy < w.cfg.Executors {
 			timer.Reset(max(time.Until(wake), 0))
 		} else {
 			timer.Reset(time.Hour)
@@ -99,23 +151,26 @@ func (w *Worker) schedule(arrivals <-chan *request, jobs chan<- *job, done <-cha
 			w.admit(st, r, outcomes)
 		case res := <-done:
 			st.busy--
+			st.genOf(res.job.gen).busy--
 			w.finish(st, res, outcomes)
 		case <-timer.C:
 		}
 	}
 }
 
-// admit adds a decoded request to the batcher and the assembler.
+// admit adds a decoded request to its generation's batcher and assembler.
 func (w *Worker) admit(st *schedState, r *request, outcomes chan<- *outcome) {
 	st.nextID++
 	id := st.nextID
 	it := batcher.Item{ID: id, Rows: r.rows, SeqLens: r.seqLens, Arrival: r.received,
 		Deadline: r.meta.deadline, Priority: r.meta.priority}
-	if msg := w.seqProblem(r); msg != "" {
+	g := r.gen
+	if msg := g.seqProblem(r); msg != "" {
 		outcomes <- &outcome{r: r, code: codec.CodeInvalidArgument, msg: msg}
 		return
 	}
-	if err := st.b.Add(time.Now(), it); err != nil {
+	st.genOf(g)
+	if err := g.batcher.Add(time.Now(), it); err != nil {
 		if errors.Is(err, batcher.ErrQueueFull) {
 			// Admission holds rows against the batcher's queue limit, so
 			// this is a bug; hand the request back without charging it.
@@ -131,8 +186,8 @@ func (w *Worker) admit(st *schedState, r *request, outcomes chan<- *outcome) {
 			msg: fmt.Sprintf("request of %d rows cannot be batched for this engine", r.rows)}
 		return
 	}
-	if err := st.asm.Add(it); err != nil {
-		st.b.Remove(id)
+	if err := g.assembler.Add(it); err != nil {
+		g.batcher.Remove(id)
 		outcomes <- &outcome{r: r, code: codec.CodeInternal, msg: fmt.Sprintf("batching request: %v", err)}
 		return
 	}
@@ -143,13 +198,14 @@ func (w *Worker) admit(st *schedState, r *request, outcomes chan<- *outcome) {
 // request that is now complete or failed.
 func (w *Worker) finish(st *schedState, res *jobResult, outcomes chan<- *outcome) {
 	p := res.job.plan
+	g := res.job.gen
 	for id, err := range res.failed {
 		r := st.reqs[id]
 		if r == nil {
 			continue
 		}
-		st.b.Remove(id)
-		st.asm.Drop(id)
+		g.batcher.Remove(id)
+		g.assembler.Drop(id)
 		delete(st.reqs, id)
 		o := w.engineFailure(r, fmt.Errorf("running engine: %w", err))
 		o.queue, o.compute = r.dispatched.Sub(r.received), res.compute
@@ -166,14 +222,14 @@ func (w *Worker) finish(st *schedState, res *jobResult, outcomes chan<- *outcome
 			r.compute += res.compute
 		}
 	}
-	complete, err := st.asm.Scatter(p, res.outputs)
+	complete, err := g.assembler.Scatter(p, res.outputs)
 	if err != nil {
 		// The engine returned outputs of the wrong shape: a bug, not the
 		// requests' fault; fail the plan's items so that none is lost.
 		for _, s := range p.Slots {
 			if r := st.reqs[s.Item]; r != nil {
-				st.b.Remove(s.Item)
-				st.asm.Drop(s.Item)
+				g.batcher.Remove(s.Item)
+				g.assembler.Drop(s.Item)
 				delete(st.reqs, s.Item)
 				outcomes <- w.engineFailure(r, fmt.Errorf("scattering engine outputs: %w", err))
 			}
@@ -182,7 +238,7 @@ func (w *Worker) finish(st *schedState, res *jobResult, outcomes chan<- *outcome
 	}
 	for _, id := range complete {
 		r := st.reqs[id]
-		parts, ok := st.asm.Take(id)
+		parts, ok := g.assembler.Take(id)
 		if r == nil || !ok {
 			continue
 		}
@@ -241,10 +297,11 @@ func (w *Worker) executeJob(ctx context.Context, j *job) *jobResult {
 			attribute.Int("jetinfer.batch.padded_rows", j.plan.Batch),
 			attribute.Int("jetinfer.batch.seq", j.plan.Seq),
 			attribute.Int("jetinfer.batch.profile", j.plan.Profile),
-			attribute.String("jetinfer.engine", w.engineID)))
+			attribute.String("jetinfer.engine", j.gen.engineID),
+			attribute.String("jetinfer.model.version", j.gen.version)))
 	defer span.End()
 	start := time.Now()
-	outputs, err := w.runPlan(ctx, j.plan, j.reqs)
+	outputs, err := w.runPlan(ctx, j.gen, j.plan, j.reqs)
 	res := &jobResult{job: j, outputs: outputs, compute: time.Since(start)}
 	if err == nil {
 		return res
@@ -258,7 +315,7 @@ func (w *Worker) executeJob(ctx context.Context, j *job) *jobResult {
 	}
 	span.AddEvent("batch failed; running requests one by one")
 	// Run each slot as its own plan and copy its output rows into place.
-	full := make([]trt.Tensor, len(w.spec.Outputs))
+	full := make([]trt.Tensor, len(j.gen.spec.Outputs))
 	for _, s := range j.plan.Slots {
 		if _, already := res.failed[s.Item]; already {
 			continue
@@ -268,7 +325,7 @@ func (w *Worker) executeJob(ctx context.Context, j *job) *jobResult {
 		if len(j.plan.Lens) > 0 {
 			sub.Lens = j.plan.Lens[s.BatchRow : s.BatchRow+s.Rows]
 		}
-		outs, err := w.runPlan(ctx, sub, j.reqs)
+		outs, err := w.runPlan(ctx, j.gen, sub, j.reqs)
 		if err != nil {
 			res.failed[s.Item] = err
 			continue
@@ -294,11 +351,11 @@ func (w *Worker) executeJob(ctx context.Context, j *job) *jobResult {
 // runs the engine once. Engines that stage inputs in memory of their own
 // (trt.StagedRunner: TensorRT's pinned buffers) get the rows gathered
 // straight into it.
-func (w *Worker) runPlan(ctx context.Context, p batcher.Plan, reqs map[uint64]*request) ([]trt.Tensor, error) {
-	ins := make([]batcher.Input, len(w.spec.Inputs))
-	shapes := make([]trt.Shape, len(w.spec.Inputs))
-	for i, desc := range w.spec.Inputs {
-		in, ok := w.inputs[desc.Name]
+func (w *Worker) runPlan(ctx context.Context, g *generation, p batcher.Plan, reqs map[uint64]*request) ([]trt.Tensor, error) {
+	ins := make([]batcher.Input, len(g.spec.Inputs))
+	shapes := make([]trt.Shape, len(g.spec.Inputs))
+	for i, desc := range g.spec.Inputs {
+		in, ok := g.inputs[desc.Name]
 		if !ok {
 			return nil, fmt.Errorf("engine input %q unknown to the batcher", desc.Name)
 		}
@@ -322,8 +379,8 @@ func (w *Worker) runPlan(ctx context.Context, p batcher.Plan, reqs map[uint64]*r
 		}
 		return nil
 	}
-	outputs := make([]trt.Tensor, len(w.spec.Outputs))
-	for i, o := range w.spec.Outputs {
+	outputs := make([]trt.Tensor, len(g.spec.Outputs))
+	for i, o := range g.spec.Outputs {
 		outputs[i] = trt.Tensor{Name: o.Name, DType: o.DType}
 		if sh := concreteShape(o.Shape, p.Batch, p.Seq); sh.IsConcrete() {
 			if n, err := trt.ByteSize(o.DType, sh); err == nil {
@@ -331,7 +388,7 @@ func (w *Worker) runPlan(ctx context.Context, p batcher.Plan, reqs map[uint64]*r
 			}
 		}
 	}
-	if sr, ok := w.engine.(trt.StagedRunner); ok {
+	if sr, ok := g.engine.(trt.StagedRunner); ok {
 		if err := sr.RunStaged(ctx, p.Profile, shapes, gather, outputs); err != nil {
 			return nil, err
 		}
@@ -346,7 +403,7 @@ func (w *Worker) runPlan(ctx context.Context, p batcher.Plan, reqs map[uint64]*r
 	if err := gather(bufs); err != nil {
 		return nil, err
 	}
-	if err := w.engine.Run(ctx, b); err != nil {
+	if err := g.engine.Run(ctx, b); err != nil {
 		return nil, err
 	}
 	return b.Outputs, nil

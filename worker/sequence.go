@@ -14,9 +14,9 @@ import (
 // filledInputs maps each engine input the worker generates (attention
 // masks, sequence lengths) to its kind, for validation errors that tell
 // a producer not to send it.
-func (w *Worker) filledInputs() map[string]string {
+func (g *generation) filledInputs() map[string]string {
 	var out map[string]string
-	for name, in := range w.inputs {
+	for name, in := range g.inputs {
 		if in.Kind != batcher.KindData {
 			if out == nil {
 				out = map[string]string{}
@@ -30,14 +30,14 @@ func (w *Worker) filledInputs() map[string]string {
 // seqLimits returns the shortest and longest row the batcher accepts: 0
 // positions when a generated mask or length input marks a row as padding
 // (1 otherwise), and the longest padded length.
-func (w *Worker) seqLimits() (lo, hi int) {
+func (g *generation) seqLimits() (lo, hi int) {
 	lo = 1
-	for _, in := range w.inputs {
+	for _, in := range g.inputs {
 		if in.Kind != batcher.KindData {
 			lo = 0
 		}
 	}
-	if bs := w.batcher.Buckets(); len(bs) > 0 {
+	if bs := g.batcher.Buckets(); len(bs) > 0 {
 		hi = bs[len(bs)-1]
 	}
 	return lo, hi
@@ -46,15 +46,16 @@ func (w *Worker) seqLimits() (lo, hi int) {
 // seqProblem checks r's per-row sequence lengths before they reach the
 // batcher, so that a rejection names the column, the row and the limit
 // rather than the batcher's internal item number. It returns "" when
-// every row fits.
-func (w *Worker) seqProblem(r *request) string {
+// every row fits. It is called by the schedule goroutine (it reads g's
+// batcher).
+func (g *generation) seqProblem(r *request) string {
 	if r.seqLens == nil {
 		return ""
 	}
-	lo, hi := w.seqLimits()
+	lo, hi := g.seqLimits()
 	first := ""
-	for _, desc := range w.reqSpec.Inputs {
-		in := w.inputs[desc.Name]
+	for _, desc := range g.reqSpec.Inputs {
+		in := g.inputs[desc.Name]
 		if !in.Ragged() {
 			continue
 		}

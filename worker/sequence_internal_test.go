@@ -10,10 +10,10 @@ import (
 	"github.com/jetinfer/jetinfer/trt"
 )
 
-// seqWorker is a Worker with just what seqProblem reads, for an engine
+// seqWorker is a generation with just what seqProblem reads, for an engine
 // with a ragged input x [b, s, 4] (and a mask when masks is set). The
 // cost model comes from a stand-in run function: nothing runs here.
-func seqWorker(t *testing.T, masks []string) *Worker {
+func seqWorker(t *testing.T, masks []string) *generation {
 	t.Helper()
 	spec := trt.Spec{
 		Inputs:  []trt.TensorDesc{{Name: "x", DType: trt.Float32, Shape: trt.Shape{-1, -1, 4}}},
@@ -42,7 +42,7 @@ func seqWorker(t *testing.T, masks []string) *Worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &Worker{batcher: b, reqSpec: requestSpec(spec, masks), inputs: map[string]batcher.Input{}}
+	w := &generation{batcher: b, reqSpec: requestSpec(spec, masks), inputs: map[string]batcher.Input{}}
 	for _, in := range b.Inputs() {
 		w.inputs[in.Name] = in
 	}
@@ -68,7 +68,7 @@ func TestSeqProblemNamesColumnRowAndLimit(t *testing.T) {
 	masked := seqWorker(t, []string{"mask"})
 	for _, tc := range []struct {
 		name  string
-		w     *Worker
+		w     *generation
 		offs  []int32
 		frags []string // empty: accepted
 	}{

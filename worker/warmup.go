@@ -132,8 +132,8 @@ func generatedInputs(s trt.Spec, masks, lengths []string) ([]string, []string) {
 // loadCostModel reads the cost model saved at path, or measures one on
 // eng and saves it there. A saved model measured for another engine spec
 // is measured again. path "" measures without saving.
-func (w *Worker) loadCostModel(ctx context.Context, spec trt.Spec, cfg batcher.Config) (*batcher.CostModel, error) {
-	if p := w.cfg.CostModelPath; p != "" {
+func (w *Worker) loadCostModel(ctx context.Context, eng Engine, path string, spec trt.Spec, cfg batcher.Config) (*batcher.CostModel, error) {
+	if p := path; p != "" {
 		b, err := os.ReadFile(p)
 		if err == nil {
 			m, err := batcher.ParseCostModel(b)
@@ -158,7 +158,7 @@ func (w *Worker) loadCostModel(ctx context.Context, spec trt.Spec, cfg batcher.C
 	// measure up to three times before giving up.
 	var m *batcher.CostModel
 	for attempt := 1; ; attempt++ {
-		if m, err = batcher.Measure(ctx, EngineTimer(w.engine), grid); err == nil {
+		if m, err = batcher.Measure(ctx, EngineTimer(eng), grid); err == nil {
 			break
 		}
 		if attempt == 3 || ctx.Err() != nil {
@@ -167,7 +167,7 @@ func (w *Worker) loadCostModel(ctx context.Context, spec trt.Spec, cfg batcher.C
 		w.log.Warn("measuring engine cost model; retrying", "model", w.cfg.Model, "attempt", attempt, "err", err)
 	}
 	w.log.Info("cost model measured", "model", w.cfg.Model, "shapes", grid.Points(), "took", time.Since(start))
-	if p := w.cfg.CostModelPath; p != "" {
+	if p := path; p != "" {
 		b, err := m.MarshalJSON()
 		if err == nil {
 			err = os.WriteFile(p, b, 0o644)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,9 +15,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/jetinfer/jetinfer/batcher"
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/worker/models"
 )
 
 // Engine is what the worker needs of an execution backend; trt.Engine
@@ -56,21 +55,19 @@ func WithMetrics(m *Metrics) Option { return func(w *Worker) { w.metrics = m } }
 // Worker serves one model from JetStream. Create it with New and start it
 // with Run; a Worker runs once.
 type Worker struct {
-	cfg      Config
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	engine   Engine
-	spec     trt.Spec
-	maxBatch int // rows per engine call, from the engine's profiles
-	engineID string
-	log      *slog.Logger
-	tracer   trace.Tracer
-	prop     propagation.TextMapPropagator
-	metrics  *Metrics
-	limits   codec.Limits
-	stats    stats
-	started  time.Time
-	ready    atomic.Bool
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	initial Engine  // the engine given to New; nil with a repository Source
+	source  *Source // serve from the model repository (swap.go); nil: initial
+	log     *slog.Logger
+	tracer  trace.Tracer
+	prop    propagation.TextMapPropagator
+	metrics *Metrics
+	limits  codec.Limits
+	stats   stats
+	started time.Time
+	ready   atomic.Bool
 	// resultDown is the unix ns since which results could not be stored,
 	// 0 while the result side works.
 	resultDown atomic.Int64
@@ -85,11 +82,23 @@ type Worker struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 
-	// Set up by warmUp at the start of Run.
-	reqSpec   trt.Spec                 // what requests must carry
-	batcher   *batcher.Batcher         // owned by the schedule goroutine
-	assembler *batcher.Assembler       // owned by the schedule goroutine
-	inputs    map[string]batcher.Input // read-only after warmUp
+	// genMu guards cur and every generation's refs, retired and closed
+	// (generation.go); it is never held with another lock.
+	genMu sync.Mutex
+	cur   *generation // set up at the start of Run
+	// closing tracks engines of retired generations being closed.
+	closing                      sync.WaitGroup
+	enginesOpened, enginesClosed atomic.Int64
+	// active is the repository's active version record (swap.go);
+	// versions caches which versions the repository has; peers tracks
+	// the versions other live workers serve (pinned.go).
+	active   atomic.Pointer[models.Active]
+	versions *versionCache
+	peers    *peers
+	// reportNow asks the reporter for a report at once (after a switch).
+	reportNow chan struct{}
+	// bg tracks background goroutines that end with Run's context.
+	bg sync.WaitGroup
 }
 
 // Ready reports whether the worker can take work: it is pulling requests
@@ -111,24 +120,40 @@ func (w *Worker) stop(err error) {
 	})
 }
 
-// New returns a Worker serving eng under cfg over nc.
+// New returns a Worker serving eng under cfg over nc, as model version
+// cfg.ModelVersion. With WithSource, eng must be nil: the worker resolves,
+// opens and swaps its engines from the model repository (swap.go).
 func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("validating worker config: %w", err)
 	}
 	w := &Worker{
-		cfg:     cfg,
-		nc:      nc,
-		engine:  eng,
-		spec:    eng.Spec(),
-		log:     slog.New(slog.DiscardHandler),
-		tracer:  noop.NewTracerProvider().Tracer(""),
-		prop:    propagation.TraceContext{},
-		started: time.Now(),
+		cfg:       cfg,
+		nc:        nc,
+		initial:   eng,
+		log:       slog.New(slog.DiscardHandler),
+		tracer:    noop.NewTracerProvider().Tracer(""),
+		prop:      propagation.TraceContext{},
+		started:   time.Now(),
+		reportNow: make(chan struct{}, 1),
 	}
 	for _, o := range opts {
 		o(w)
+	}
+	switch {
+	case w.source != nil && eng != nil:
+		return nil, errors.New("creating worker: give an engine or a repository source, not both")
+	case w.source != nil:
+		if err := w.source.validate(); err != nil {
+			return nil, err
+		}
+	case eng == nil:
+		return nil, errors.New("creating worker: no engine")
+	default:
+		if _, err := profileMaxBatch(eng.Spec()); err != nil {
+			return nil, err
+		}
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.PublishInflight),
@@ -137,16 +162,6 @@ func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error)
 		return nil, fmt.Errorf("creating JetStream context: %w", err)
 	}
 	w.js = js
-	w.maxBatch, err = profileMaxBatch(w.spec)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.MaxBatchRows == 0 {
-		w.cfg.MaxBatchRows = min(w.maxBatch, 64)
-	}
-	w.cfg.MaxBatchRows = min(w.cfg.MaxBatchRows, w.maxBatch)
-	d := eng.Device()
-	w.engineID = d.Kind + ":" + d.Name
 	// One pull asks for at most a quarter of the budget and 16 MiB (well
 	// under the server's default 64 MiB max_pending per connection, which
 	// cuts slow consumers), and at least two of the largest requests (a
@@ -166,28 +181,17 @@ func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error)
 	return w, nil
 }
 
-// warmUp prepares batching: which inputs the worker generates, what
-// requests must carry, and the engine's cost model (loaded or measured).
+// warmUp prepares the first generation: the engine given to New, or the
+// repository's active version (swap.go).
 func (w *Worker) warmUp(ctx context.Context) error {
-	masks, lengths := generatedInputs(w.spec, w.cfg.MaskInputs, w.cfg.LengthInputs)
-	w.reqSpec = requestSpec(w.spec, append(slices.Clone(masks), lengths...))
-	bspec := batcherSpec(w.spec, w.cfg.MaxBatchRows)
-	bcfg := batcher.Config{MaxDelay: w.cfg.MaxDelay, MaxPadding: w.cfg.MaxPadding, Masks: masks, Lengths: lengths,
-		MaxQueueRows: w.cfg.MaxInflightRows} // the admission budget's rows: never full
-	cost, err := w.loadCostModel(ctx, bspec, bcfg)
+	if w.source != nil {
+		return w.startFromRepository(ctx)
+	}
+	g, err := w.newGeneration(ctx, w.initial, nil, w.cfg.ModelVersion, "", w.cfg.CostModelPath)
 	if err != nil {
 		return err
 	}
-	if w.batcher, err = batcher.New(bspec, cost, bcfg); err != nil {
-		return fmt.Errorf("creating batcher: %w", err)
-	}
-	if w.assembler, err = batcher.NewAssembler(bspec); err != nil {
-		return fmt.Errorf("creating assembler: %w", err)
-	}
-	w.inputs = map[string]batcher.Input{}
-	for _, in := range w.batcher.Inputs() {
-		w.inputs[in.Name] = in
-	}
+	w.cur = g
 	return nil
 }
 
@@ -215,6 +219,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	ctx, w.cancel = context.WithCancel(ctx)
 	defer w.cancel()
 	if err := w.warmUp(ctx); err != nil {
+		if ctx.Err() != nil {
+			return w.stopErr // stopped while waiting for a model: a clean stop
+		}
+		return err
+	}
+	// Engines the worker opened are closed when it stops: the current
+	// one here, retired ones by whoever released them last.
+	defer w.closing.Wait()
+	defer func() {
+		w.genMu.Lock()
+		g := w.cur
+		g.retired = true
+		idle := g.refs == 0 && !g.closed
+		g.closed = g.closed || idle
+		w.genMu.Unlock()
+		if idle {
+			w.closeGen(g)
+		}
+	}()
+	defer func() { w.cancel(); w.bg.Wait() }()
+	if err := w.watchPeers(ctx); err != nil {
 		return err
 	}
 	var cons jetstream.Consumer
@@ -242,9 +267,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		ackWait = info.Config.AckWait // an operator's setting wins
 	}
 	w.ready.Store(true)
-	w.metrics.serving(w.cfg.ModelVersion, w.engineID)
-	w.log.Info("worker started", "model", w.cfg.Model, "version", w.cfg.ModelVersion,
-		"engine", w.engineID, "max_batch_rows", w.cfg.MaxBatchRows, "max_delay", w.cfg.MaxDelay)
+	g := w.current()
+	w.metrics.serving(g.version, g.engineID, true)
+	w.log.Info("worker started", "model", w.cfg.Model, "version", g.version, "source", w.sourceName(),
+		"engine", g.engineID, "max_batch_rows", g.maxBatchRows, "max_delay", w.cfg.MaxDelay)
 	w.log.Info("admission budget", "model", w.cfg.Model,
 		"held_bytes", w.admission.bytes.max, "held_rows", w.admission.rows.max, "pull_bytes", w.pullBytes,
 		"server_max_payload", w.nc.MaxPayload(), "max_msg_size", w.cfg.MaxMsgSize,
@@ -303,6 +329,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		stopReports()
 	}()
 	var tail sync.WaitGroup
+	if w.source != nil {
+		// Swaps stop with ctx; a load in progress is abandoned.
+		tail.Go(func() { w.runSwaps(reportCtx) })
+	}
 	if w.cfg.ReportInterval > 0 {
 		tail.Go(func() { w.runReporter(reportCtx) })
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetinfer/jetinfer/trt"
-	"github.com/jetinfer/jetinfer/trt/gpuinfo"
 	"github.com/jetinfer/jetinfer/trt/tensorrt"
 	"github.com/jetinfer/jetinfer/worker/models"
 )
@@ -31,7 +30,10 @@ Subcommands:
   ls [NAME] [--json]        list models, or NAME's engine version table
   show NAME VERSION [--json]
                             a version's artifacts and plan manifests
-  promote NAME VERSION      make VERSION the active version
+  promote NAME VERSION [--no-gate] [--rtol R] [--atol A]
+                            make VERSION the active version, after the accuracy gate:
+                            its reference inputs run on the engine this node would use
+                            and must reproduce the reference outputs within tolerance
   rollback NAME             return to the previously active version
   rm NAME VERSION           remove a version (refused while active or aliased)
   alias NAME ALIAS VERSION  point an alias (stable, canary, ...) at VERSION; --delete removes it
@@ -40,19 +42,23 @@ Subcommands:
 
 Connection and buckets from JETINFER_NATS_URL, JETINFER_NATS_* credentials,
 JETINFER_MODEL_BUCKET, JETINFER_ARTIFACT_BUCKET, JETINFER_MODEL_CACHE_DIR,
-JETINFER_MODEL_CHUNK_SIZE (bytes).
+JETINFER_MODEL_CHUNK_SIZE (bytes); the gate's engine from JETINFER_BACKEND,
+JETINFER_ORT_LIBRARY, JETINFER_GPU_DEVICE and its tolerance from
+JETINFER_GATE_RTOL / JETINFER_GATE_ATOL (default 0.01 / 0.001).
 `
 
 // modelConfig is `jetinfer model`'s configuration, from JETINFER_* env.
 type modelConfig struct {
-	NATSURL        string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
-	ModelBucket    string `env:"MODEL_BUCKET"`
-	ArtifactBucket string `env:"ARTIFACT_BUCKET"`
-	CacheDir       string `env:"MODEL_CACHE_DIR"`
-	// ChunkSize overrides the Object Store chunk size of pushed artifacts
-	// (default 4 MiB, less where the server's max_payload is smaller).
-	ChunkSize uint32 `env:"MODEL_CHUNK_SIZE"`
-	NATS      natsConfig
+	NATSURL string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	Repo    repoConfig
+	NATS    natsConfig
+	// Engine opens the engine `model promote` runs the accuracy gate on
+	// (JETINFER_BACKEND, JETINFER_ORT_LIBRARY, JETINFER_GPU_DEVICE, ...).
+	Engine backendConfig
+	// GateRTol and GateATol are the accuracy gate's tolerance (0: the
+	// default, models.DefaultTolerance).
+	GateRTol float64 `env:"GATE_RTOL"`
+	GateATol float64 `env:"GATE_ATOL"`
 }
 
 // modelCmd dispatches `jetinfer model` subcommands.
@@ -76,7 +82,8 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		version, trtVersion string
 		alias               string
 		gpuIndex            int
-		del                 bool
+		del, noGate         bool
+		rtol, atol          float64
 	)
 	switch sub {
 	case "push":
@@ -92,7 +99,12 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		fs.StringVar(&trtVersion, "tensorrt-version", "", "TensorRT version major.minor.patch.build to resolve for (default: the linked one)")
 	case "alias":
 		fs.BoolVar(&del, "delete", false, "remove the alias")
-	case "promote", "rollback", "rm":
+	case "promote":
+		tol := gateTolerance(cfg.GateRTol, cfg.GateATol)
+		fs.BoolVar(&noGate, "no-gate", false, "promote without running the accuracy gate")
+		fs.Float64Var(&rtol, "rtol", tol.RTol, "accuracy gate: relative tolerance (JETINFER_GATE_RTOL)")
+		fs.Float64Var(&atol, "atol", tol.ATol, "accuracy gate: absolute tolerance (JETINFER_GATE_ATOL)")
+	case "rollback", "rm":
 	default:
 		fmt.Fprint(stderr, modelUsage)
 		return fmt.Errorf("unknown model subcommand %q", sub)
@@ -117,8 +129,7 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	if err != nil {
 		return fmt.Errorf("creating JetStream context: %w", err)
 	}
-	repo, err := models.Open(ctx, js, models.Config{MetaBucket: cfg.ModelBucket, ArtifactBucket: cfg.ArtifactBucket,
-		CacheDir: cfg.CacheDir, ChunkSize: cfg.ChunkSize}, models.WithLogger(log))
+	repo, err := cfg.Repo.open(ctx, js, log)
 	if err != nil {
 		return err
 	}
@@ -134,6 +145,11 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	case "show":
 		return modelShow(ctx, repo, pos[0], pos[1], asJSON, stdout)
 	case "promote":
+		if noGate {
+			fmt.Fprintf(stdout, "accuracy gate: skipped (--no-gate)\n")
+		} else if err := promoteGate(ctx, repo, cfg.Engine, pos[0], pos[1], models.Tolerance{RTol: rtol, ATol: atol}, log, stdout); err != nil {
+			return err
+		}
 		a, err := repo.Promote(ctx, pos[0], pos[1])
 		if err != nil {
 			return err
@@ -410,17 +426,7 @@ func modelShow(ctx context.Context, repo *models.Repository, name, version strin
 func modelResolve(ctx context.Context, repo *models.Repository, name, version, alias string, gpuIndex int, trtVersion string, stdout io.Writer) error {
 	// What TensorRT's loader would see; without TensorRT or CUDA, what
 	// NVML and the platform tell.
-	node, _ := tensorrt.ThisNode(tensorrt.Config{Device: gpuIndex, AllowHostCode: true})
-	if node.GPU.Kind == "" {
-		if info, err := gpuinfo.Probe(); err == nil {
-			if g, err := info.GPU(gpuIndex); err == nil {
-				node.GPU = g.Device()
-			}
-		}
-	}
-	if node.GPU.Kind == "" {
-		node.GPU = trt.Device{Kind: "cpu", Name: "no NVIDIA GPU"}
-	}
+	node := thisNode(tensorrt.Config{Device: gpuIndex, AllowHostCode: true}, gpuIndex)
 	if trtVersion != "" {
 		node.TensorRT = trtVersion
 	}
@@ -446,5 +452,51 @@ func modelResolve(ctx context.Context, repo *models.Repository, name, version, a
 		from = "cache"
 	}
 	fmt.Fprintf(stdout, "chosen:   %s %s: %s (%s) at %s (%s)\n", res.Model, res.Version, res.Artifact.Name, res.Artifact.Kind, res.Path, from)
+	return nil
+}
+
+// gateTolerance is the accuracy gate's tolerance from JETINFER_GATE_RTOL
+// and JETINFER_GATE_ATOL, 0 meaning the default.
+func gateTolerance(rtol, atol float64) models.Tolerance {
+	t := models.DefaultTolerance
+	if rtol > 0 {
+		t.RTol = rtol
+	}
+	if atol > 0 {
+		t.ATol = atol
+	}
+	return t
+}
+
+// promoteGate is the accuracy gate of `model promote`: the version's
+// reference inputs run on the engine this node would serve it with, and
+// its outputs must match the reference outputs within tol. A version
+// without reference data passes, saying so.
+func promoteGate(ctx context.Context, repo *models.Repository, ecfg backendConfig, model, version string, tol models.Tolerance, log *slog.Logger, stdout io.Writer) error {
+	v, err := repo.Version(ctx, model, version)
+	if err != nil {
+		return fmt.Errorf("model promote: %w", err)
+	}
+	hasRef := false
+	for _, a := range v.Artifacts {
+		hasRef = hasRef || a.Kind == models.KindReference
+	}
+	if !hasRef {
+		fmt.Fprintf(stdout, "accuracy gate: %s %s has no reference data (push it with --reference); not run\n", model, version)
+		return nil
+	}
+	engines := &repoEngines{cfg: ecfg, log: log}
+	defer func() { _ = engines.close() }()
+	res, eng, closeEng, err := engines.openResolved(ctx, repo, model, version)
+	if err != nil {
+		return fmt.Errorf("model promote: accuracy gate: opening the engine for %s %s: %w", model, version, err)
+	}
+	defer func() { _ = closeEng() }()
+	acc, err := repo.CheckAccuracy(ctx, v, eng, models.Gate{Tolerance: tol})
+	fmt.Fprintf(stdout, "accuracy gate: %s %s on %s (%s, %s:%s): %s\n", model, version, res.Artifact.Name, res.Artifact.Kind,
+		eng.Device().Kind, eng.Device().Name, acc)
+	if err != nil {
+		return fmt.Errorf("model promote: %s %s refused: %w", model, version, err)
+	}
 	return nil
 }

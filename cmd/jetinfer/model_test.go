@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/trt/trttest"
+	"github.com/jetinfer/jetinfer/worker/models"
 )
 
 // TestModelCommands drives `jetinfer model` against an embedded JetStream
@@ -62,15 +65,19 @@ func TestModelCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mustModel("push", "digits", "1", "../../testdata/models/digits.onnx", "--plan", plan, "--reference", "../../testdata/digits_ref.arrow")
+	mustModel("push", "digits", "1", "../../testdata/models/digits.onnx", "--plan", plan, "--reference", "../../testdata/digits_gate.arrow")
 	mustModel("push", "digits", "2", "../../testdata/models/digits_fp16.onnx")
-	mustModel("promote", "digits", "1")
-	mustModel("promote", "digits", "2")
+	if out := mustModel("promote", "digits", "1"); !strings.Contains(out, "accuracy gate: digits 1 on digits.onnx") || !strings.Contains(out, "passed: 3600 elements") {
+		t.Fatalf("promote 1 said %q, want the accuracy gate passed", out)
+	}
+	if out := mustModel("promote", "digits", "2"); !strings.Contains(out, "no reference data") {
+		t.Fatalf("promote 2 said %q, want the gate not run", out)
+	}
 	mustModel("alias", "digits", "stable", "1")
 
 	table := mustModel("ls", "digits")
 	t.Logf("model ls digits:\n%s", table)
-	for _, want := range []string{"2 (active)", "1 (stable)", "h100.plan", "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp16", "1-256", "digits_ref.arrow"} {
+	for _, want := range []string{"2 (active)", "1 (stable)", "h100.plan", "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp16", "1-256", "digits_gate.arrow"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("version table lacks %q:\n%s", want, table)
 		}
@@ -109,5 +116,53 @@ func TestModelCommands(t *testing.T) {
 	t.Logf("model resolve digits:\n%s", out)
 	if !strings.Contains(out, "skipped:  h100.plan") || !strings.Contains(out, "chosen:   digits 1: digits.onnx (onnx)") {
 		t.Fatalf("resolve said %q", out)
+	}
+}
+
+// TestModelPromoteRefusesPerturbedModel: `model promote` runs the accuracy
+// gate and refuses a version whose model (digits.onnx with one weight
+// tensor scaled by 1.1) does not reproduce its reference outputs, stating
+// the measured error; --no-gate promotes it anyway.
+func TestModelPromoteRefusesPerturbedModel(t *testing.T) {
+	ns, err := startEmbedded(-1, t.TempDir(), 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	t.Setenv("JETINFER_MODEL_CACHE_DIR", t.TempDir())
+	model := func(args ...string) (string, error) {
+		var stdout, stderr bytes.Buffer
+		err := run(t.Context(), append(append([]string{"model"}, args...), "--nats", ns.ClientURL()), &stdout, &stderr)
+		return stdout.String(), err
+	}
+	orig, err := os.ReadFile("../../testdata/models/digits.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	perturbed, _, err := trttest.PerturbONNX(orig, 1.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "digits.onnx")
+	if err := os.WriteFile(path, perturbed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := model("push", "digits", "1", path, "--reference", "../../testdata/digits_gate.arrow"); err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	out, err := model("promote", "digits", "1")
+	if err == nil || !errors.Is(err, models.ErrAccuracy) || !strings.Contains(err.Error(), "max abs error") || !strings.Contains(out, "FAILED") {
+		t.Fatalf("promote of the perturbed model: %v\n%s\nwant a refusal stating the error", err, out)
+	}
+	t.Logf("refused: %v", err)
+	if out, err := model("ls"); err != nil || !strings.Contains(out, "digits  -") {
+		t.Fatalf("after the refusal: %v\n%s (nothing may be active)", err, out)
+	}
+	// A looser tolerance than the error passes; --no-gate skips the gate.
+	if out, err := model("promote", "digits", "1", "--rtol", "1", "--atol", "10"); err != nil || !strings.Contains(out, "passed") {
+		t.Fatalf("promote with rtol 1, atol 10: %v\n%s", err, out)
+	}
+	if out, err := model("promote", "digits", "1", "--no-gate"); err != nil || !strings.Contains(out, "skipped") {
+		t.Fatalf("promote --no-gate: %v\n%s", err, out)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
 	"github.com/jetinfer/jetinfer/worker"
@@ -31,6 +32,12 @@ type workerConfig struct {
 	// on HTTPListen. Off by default: profiles reveal internals and a CPU
 	// profile costs CPU while it runs.
 	Profiling bool `env:"PPROF"`
+	// Source says where the engine comes from: "file"
+	// (JETINFER_MODEL_PATH or JETINFER_PLAN_PATH, for the life of the
+	// process) or "repository" (the model repository's active version of
+	// JETINFER_MODEL, resolved for this node and swapped when it changes).
+	Source string `env:"MODEL_SOURCE" envDefault:"file"`
+	Repo   repoConfig
 
 	Engine backendConfig
 	Worker worker.Config
@@ -68,8 +75,12 @@ func (c *workerConfig) parseWith(name string, args []string, stderr io.Writer, e
 	fs.StringVar(&c.Engine.ModelPath, "model-path", c.Engine.ModelPath, "ONNX model file (JETINFER_MODEL_PATH)")
 	fs.StringVar(&c.Engine.Backend, "backend", c.Engine.Backend, "auto, tensorrt or onnxruntime (JETINFER_BACKEND)")
 	fs.StringVar(&c.Engine.PlanPath, "plan", c.Engine.PlanPath, "TensorRT plan; manifest at <plan>.json (JETINFER_PLAN_PATH)")
+	fs.StringVar(&c.Source, "source", c.Source, "where the engine comes from: file (--model-path, --plan) or repository (the model repository's active version) (JETINFER_MODEL_SOURCE)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if c.Source != sourceFile && c.Source != sourceRepository {
+		return fmt.Errorf("JETINFER_MODEL_SOURCE=%q: want %s or %s", c.Source, sourceFile, sourceRepository)
 	}
 	return c.Worker.Validate()
 }
@@ -114,12 +125,6 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 	}
 	defer nc.Close()
 
-	eng, closeEngine, err := openEngine(ctx, cfg.Engine, log)
-	if err != nil {
-		return err
-	}
-	defer closeEngine()
-
 	tp, shutdownTracing, err := newTracerProvider(ctx, res, 4096)
 	if err != nil {
 		return err
@@ -148,8 +153,39 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 		debug.SetMemoryLimit(bound - 64<<20)
 		log.Info("memory bound", "bytes", bound, "go_soft_limit", bound-64<<20)
 	}
-	w, err := worker.New(nc, eng, cfg.Worker, worker.WithLogger(log), worker.WithTracerProvider(tp),
-		worker.WithMetrics(metrics), worker.WithStartTime(started))
+	opts := []worker.Option{worker.WithLogger(log), worker.WithTracerProvider(tp),
+		worker.WithMetrics(metrics), worker.WithStartTime(started)}
+	var eng worker.Engine
+	if cfg.Source == sourceRepository {
+		// The worker opens, swaps and closes its engines itself; the ONNX
+		// Runtime environment they share is closed after it stops.
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("creating JetStream context: %w", err)
+		}
+		repo, err := cfg.Repo.open(ctx, js, log)
+		if err != nil {
+			return err
+		}
+		engines := &repoEngines{cfg: cfg.Engine, log: log}
+		defer func() {
+			if err := engines.close(); err != nil {
+				log.Warn("closing ONNX Runtime", "err", err)
+			}
+		}()
+		node := engines.node()
+		log.Info("serving from the model repository", "model", cfg.Worker.Model, "node_gpu", node.GPU.Name,
+			"tensorrt", orDash(node.TensorRT), "cache_dir", repo.CacheDir())
+		opts = append(opts, worker.WithSource(worker.Source{Repository: repo, Node: node, Open: engines.open}))
+	} else {
+		e, closeEngine, err := openEngine(ctx, cfg.Engine, log)
+		if err != nil {
+			return err
+		}
+		defer closeEngine()
+		eng = e
+	}
+	w, err := worker.New(nc, eng, cfg.Worker, opts...)
 	if err != nil {
 		return err
 	}

@@ -19,9 +19,11 @@
 //
 // The last line it prints is
 //
-//	reliability: scenarios=<n> requests=<r> lost=<l> duplicated=<d> internal=<i> left_in_queue=<q> max_rss_mib=<m> rss_bound_mib=<b>
+//	reliability: scenarios=<n> requests=<r> lost=<l> duplicated=<d> internal=<i> not_found=<f> left_in_queue=<q> max_rss_mib=<m> rss_bound_mib=<b>
 //
 // (internal counts INTERNAL results of requests that did not ask for one;
+// not_found counts NOT_FOUND results of requests pinned to a model version
+// the repository has;
 // max_rss_mib is the largest worker RSS of any scenario and rss_bound_mib
 // the smallest bound any scenario held its workers to) and it exits 1
 // when any scenario breaks an invariant. Workers run at their default
@@ -192,7 +194,7 @@ func runAll(ctx context.Context, out io.Writer, scale float64, only, report, bin
 	} else if report != "" {
 		fmt.Fprintln(out, "not writing", report, "for a partial or scaled run")
 	}
-	var reqs, lost, dup, internal int
+	var reqs, lost, dup, internal, notFound int
 	var left uint64
 	var maxRSS, bound int64
 	var failed []string
@@ -201,6 +203,7 @@ func runAll(ctx context.Context, out io.Writer, scale float64, only, report, bin
 		lost += rw.a.Lost
 		dup += rw.a.Duplicated
 		internal += rw.a.Internal
+		notFound += rw.a.NotFound
 		left += rw.queue.Left()
 		maxRSS = max(maxRSS, rw.maxRSS)
 		if rw.rssBound > 0 && (bound == 0 || rw.rssBound < bound) {
@@ -217,8 +220,8 @@ func runAll(ctx context.Context, out io.Writer, scale float64, only, report, bin
 	if keepDir {
 		fmt.Fprintln(out, "kept", tmp)
 	}
-	fmt.Fprintf(out, "reliability: scenarios=%d requests=%d lost=%d duplicated=%d internal=%d left_in_queue=%d max_rss_mib=%s rss_bound_mib=%s\n",
-		len(rows), reqs, lost, dup, internal, left, mib(maxRSS), mib(bound))
+	fmt.Fprintf(out, "reliability: scenarios=%d requests=%d lost=%d duplicated=%d internal=%d not_found=%d left_in_queue=%d max_rss_mib=%s rss_bound_mib=%s\n",
+		len(rows), reqs, lost, dup, internal, notFound, left, mib(maxRSS), mib(bound))
 	if len(failed) > 0 {
 		return errFailed
 	}

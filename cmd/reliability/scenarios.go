@@ -19,6 +19,7 @@ var scenarios = []scenario{
 	{"consumer-deleted", "An operator deletes the model's durable consumer mid-run; supervised workers (restarted when they exit, as Kubernetes does) must recover: nothing may wait forever in the work queue.", consumerDeleted},
 	{"secure-connection", "Worker processes configured only through JETINFER_NATS_TLS_CA/_CERT/_KEY, _USER/_PASSWORD and _NKEY_SEED_FILE serve a producer over TLS with client certificates, under the least-privilege permissions of docs/security.md.", secureConnection},
 	{"flood", "Backpressure with 64-row requests at default settings: the real worker meets a 95 MiB backlog, then a worker whose stand-in engine takes 10 ms per batch is flooded at 10x its measured capacity for 5 s. RSS must stay under the documented bound, and throughput at capacity.", flood},
+	{"hot-swap", "Three workers serve digits from the model repository (JETINFER_MODEL_SOURCE=repository) under load: five promotions and a rollback, one worker SIGKILLed while loading a version; requests pinned to each new version and to a version the repository lacks.", hotSwap},
 }
 
 func sigkill(ctx context.Context, r *runner, rw *row) error {

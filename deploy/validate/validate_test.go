@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 )
@@ -91,6 +92,57 @@ func TestDefaultsWireKEDAToScheduler(t *testing.T) {
 	}
 }
 
+// TestRepositoryPool pins what modelSource: repository renders: the
+// worker's source, a writable artifact cache on an emptyDir (the root
+// filesystem is read-only), and the pool's settings; a model overriding
+// it back to file gets none of it.
+func TestRepositoryPool(t *testing.T) {
+	vals, err := valueSets(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := checkChart(chartDir, vals["repository-values.yaml"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, o := range objs {
+		d, ok := o.obj.(*appsv1.Deployment)
+		if !ok || d.Spec.Template.Labels["app.kubernetes.io/component"] != "worker" {
+			continue
+		}
+		found++
+		c := d.Spec.Template.Spec.Containers[0]
+		env := map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+		}
+		mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.Name == "artifact-cache" && m.MountPath == env["JETINFER_MODEL_CACHE_DIR"]
+		})
+		switch model := env["JETINFER_MODEL"]; model {
+		case "digits":
+			if env["JETINFER_MODEL_SOURCE"] != "repository" || env["JETINFER_MODEL_CACHE_DIR"] == "" || !mounted ||
+				env["JETINFER_PINNED_WAIT"] != "1m" || env["JETINFER_GATE_RTOL"] != "0.02" {
+				t.Fatalf("digits worker: env %v, cache mounted %v", env, mounted)
+			}
+			vol := slices.IndexFunc(d.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "artifact-cache" })
+			if vol < 0 || d.Spec.Template.Spec.Volumes[vol].EmptyDir == nil || d.Spec.Template.Spec.Volumes[vol].EmptyDir.SizeLimit.String() != "2Gi" {
+				t.Fatalf("artifact cache volume: %+v", d.Spec.Template.Spec.Volumes)
+			}
+		case "legacy":
+			if _, ok := env["JETINFER_MODEL_SOURCE"]; ok || mounted {
+				t.Fatalf("file-serving worker has repository settings: %v", env)
+			}
+		default:
+			t.Fatalf("worker for unknown model %q", model)
+		}
+	}
+	if found != 2 {
+		t.Fatalf("%d worker Deployments, want 2", found)
+	}
+}
+
 // TestStrictDecodingRejects proves the decoder is strict: each mutation of a
 // valid manifest must fail.
 func TestStrictDecodingRejects(t *testing.T) {
@@ -149,6 +201,7 @@ func TestRenderRejectsBadValues(t *testing.T) {
 		"model name with a dot":  {"models": []any{map[string]any{"name": "a.b", "minReplicas": 0, "maxReplicas": 1}}},
 		"max below min":          {"models": []any{map[string]any{"name": "a", "minReplicas": 3, "maxReplicas": 2}}},
 		"keda without scheduler": {"scheduler": map[string]any{"enabled": false}},
+		"unknown model source":   {"worker": map[string]any{"modelSource": "s3"}},
 	}
 	for name, vals := range cases {
 		if _, err := renderChart(chartDir, vals); err == nil {

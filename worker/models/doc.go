@@ -16,6 +16,9 @@
 // node's GPU and TensorRT version (the rules are trt.Manifest's), else the
 // ONNX model, with the reason each other artifact was skipped.
 //
-// It does not load engines, watch the active version or swap engines in a
-// running worker; those belong to the worker and are not built yet.
+// It also runs the accuracy gate (CheckAccuracy): a version's reference
+// inputs on a given engine, compared with its reference outputs within a
+// Tolerance; and it watches the active version (WatchActive). It does
+// not open engines or swap them in a running worker: the worker does
+// (package worker, swap.go).
 package models

@@ -711,3 +711,54 @@ func (r *Repository) Remove(ctx context.Context, model, version string) error {
 	r.log.Info("model version removed", "model", model, "version", version)
 	return errors.Join(errs...)
 }
+
+// WatchActive sends model's active version record now (when one exists)
+// and after every promotion or rollback, until ctx ends; the channel is
+// then closed. It keeps only the latest record: a reader that falls
+// behind skips the records superseded meanwhile.
+func (r *Repository) WatchActive(ctx context.Context, model string) (<-chan Active, error) {
+	if err := CheckName(model, ""); err != nil {
+		return nil, err
+	}
+	w, err := r.meta.Watch(ctx, activeKey(model), jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("watching the active version of %s: %w", model, err)
+	}
+	out := make(chan Active, 1)
+	go func() {
+		defer close(out)
+		defer func() { _ = w.Stop() }()
+		for {
+			var e jetstream.KeyValueEntry
+			var ok bool
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok = <-w.Updates():
+				if !ok {
+					return
+				}
+			}
+			if e == nil {
+				continue // the end of the current values
+			}
+			var a Active
+			if err := json.Unmarshal(e.Value(), &a); err != nil {
+				r.log.Warn("ignoring an undecodable active version record", "model", model, "err", err)
+				continue
+			}
+			for sent := false; !sent; {
+				select {
+				case out <- a:
+					sent = true
+				default:
+					select { // replace the record nobody read yet
+					case <-out:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	return out, nil
+}

@@ -36,6 +36,9 @@ type Audit struct {
 	Foreign int
 	// Internal counts requests answered INTERNAL that did not ask for it.
 	Internal int
+	// NotFound counts requests pinned to a version the repository has
+	// (Request.Known) that were answered NOT_FOUND.
+	NotFound int
 	// ByCode counts first results per status.
 	ByCode map[codec.Code]int
 	// Examples describes a few wrong, lost, duplicated or foreign results.
@@ -47,7 +50,7 @@ type Audit struct {
 // OK reports whether the contract held: every request answered exactly
 // once, as it must be, and no result for anything else.
 func (a *Audit) OK() bool {
-	return a.Requests > 0 && a.Lost == 0 && a.Duplicated == 0 && a.Wrong == 0 && a.Foreign == 0
+	return a.Requests > 0 && a.Lost == 0 && a.Duplicated == 0 && a.Wrong == 0 && a.Foreign == 0 && a.NotFound == 0
 }
 
 // Err is nil when OK, and otherwise says what broke, with examples.
@@ -55,8 +58,8 @@ func (a *Audit) Err() error {
 	if a.OK() {
 		return nil
 	}
-	return fmt.Errorf("%d requests: %d lost, %d duplicate results, %d wrong, %d results for unknown ids; %s",
-		a.Requests, a.Lost, a.Duplicated, a.Wrong, a.Foreign, strings.Join(a.Examples, "; "))
+	return fmt.Errorf("%d requests: %d lost, %d duplicate results, %d wrong, %d results for unknown ids, %d NOT_FOUND for versions the repository has; %s",
+		a.Requests, a.Lost, a.Duplicated, a.Wrong, a.Foreign, a.NotFound, strings.Join(a.Examples, "; "))
 }
 
 // Codes formats the error codes seen, e.g. "5 (INTERNAL 5)", or "0".
@@ -146,6 +149,9 @@ func (a *Audit) result(byID map[string]*Request, seen map[*Request]int, h nats.H
 	if code == codec.CodeInternal && !slices.Contains(q.Want, code) {
 		a.Internal++
 	}
+	if code == codec.CodeNotFound && q.Known {
+		a.NotFound++
+	}
 	msg := h.Get(wire.HeaderError)
 	if _, ok := a.Sample[q.Kind]; !ok && q.Kind != "" && code != codec.CodeOK {
 		a.Sample[q.Kind] = string(code) + ": " + truncate(msg, 200)
@@ -157,6 +163,9 @@ func (a *Audit) result(byID map[string]*Request, seen map[*Request]int, h nats.H
 	case strings.Contains(msg, "decoder panic"):
 		a.Wrong++
 		a.example("request %s (%s): the decoder panicked: %s", truncate(id, 80), q.Kind, truncate(msg, 200))
+	case code == codec.CodeOK && q.Version != "" && h.Get(wire.HeaderModelVersion) != q.Version:
+		a.Wrong++
+		a.example("request %s: answered by version %q, want %q", truncate(id, 80), h.Get(wire.HeaderModelVersion), q.Version)
 	case code == codec.CodeOK && q.Check == nil:
 	case code == codec.CodeOK:
 		if err := q.Check(body); err != nil {

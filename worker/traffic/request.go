@@ -38,6 +38,12 @@ type Request struct {
 	// ResultID is the Jetinfer-Request-Id its result carries, where it
 	// differs from ID (see ResultIDFor).
 	ResultID string
+	// Version, when set, is the Jetinfer-Model-Version an OK result must
+	// name (a request pinned to a version, or one sent after a rollout).
+	Version string
+	// Known marks a request pinned to a version the model repository
+	// has: a NOT_FOUND answer to it is counted in Audit.NotFound.
+	Known bool
 }
 
 // NewRequest returns a valid request of n rows of ds starting at row lo

@@ -112,6 +112,9 @@ jetinfer.dev/model: {{ . }}
 {{- if lt (int .maxReplicas) (max 1 (int .minReplicas) | int) }}
 {{- fail (printf "models: %s: maxReplicas must be ≥ 1 and ≥ minReplicas" .name) }}
 {{- end }}
+{{- if not (has (default $.Values.worker.modelSource .modelSource) (list "file" "repository")) }}
+{{- fail (printf "models: %s: modelSource %q must be file or repository" .name (default $.Values.worker.modelSource .modelSource)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
