@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
@@ -48,25 +46,11 @@ func measureCompute(rt *onnxrt.Runtime, n int) (float64, error) {
 		return 0, err
 	}
 
-	dir, err := os.MkdirTemp("", "jetinfer-ceiling-")
+	nc, js, closeBroker, err := openBroker()
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(dir)
-	ns, err := startServer(dir)
-	if err != nil {
-		return 0, err
-	}
-	defer ns.Shutdown()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		return 0, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
-	if err != nil {
-		return 0, err
-	}
+	defer closeBroker()
 	ctx := context.Background()
 	if _, err := worker.EnsureStreams(ctx, js, cfg); err != nil {
 		return 0, err

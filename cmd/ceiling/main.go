@@ -171,7 +171,38 @@ type byteWriter struct{ b []byte }
 
 func (w *byteWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
 
-// server is a fresh in-process JetStream server with file storage.
+// openBroker starts a fresh in-process JetStream server with file storage
+// in a temporary directory and connects to it; closeBroker stops both and
+// removes the directory.
+func openBroker() (nc *nats.Conn, js jetstream.JetStream, closeBroker func(), err error) {
+	dir, err := os.MkdirTemp("", "jetinfer-ceiling-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ns, err := startServer(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	closeBroker = func() {
+		if nc != nil {
+			nc.Close()
+		}
+		ns.Shutdown()
+		os.RemoveAll(dir)
+	}
+	if nc, err = nats.Connect(ns.ClientURL()); err != nil {
+		closeBroker()
+		return nil, nil, nil, err
+	}
+	if js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256)); err != nil {
+		closeBroker()
+		return nil, nil, nil, err
+	}
+	return nc, js, closeBroker, nil
+}
+
+// startServer starts a fresh in-process JetStream server with file storage.
 func startServer(dir string) (*server.Server, error) {
 	ns, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir,
@@ -198,25 +229,11 @@ func measure(s size, eng *onnxrt.Engine, pixels []byte) (float64, error) {
 		}
 		bodies[i] = b
 	}
-	dir, err := os.MkdirTemp("", "jetinfer-ceiling-")
+	nc, js, closeBroker, err := openBroker()
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(dir)
-	ns, err := startServer(dir)
-	if err != nil {
-		return 0, err
-	}
-	defer ns.Shutdown()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		return 0, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
-	if err != nil {
-		return 0, err
-	}
+	defer closeBroker()
 	ctx := context.Background()
 	cfg := worker.Config{Model: "digits"}
 	cons, err := worker.EnsureStreams(ctx, js, cfg)
