@@ -1,8 +1,6 @@
 package worker
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"time"
@@ -32,8 +30,7 @@ func parseMeta(h nats.Header, seq uint64) (requestMeta, string) {
 	if len(m.id) > wire.MaxHeaderValue {
 		// Keep distinct ids distinct (the result's Nats-Msg-Id derives
 		// from the id) without echoing an unbounded header.
-		sum := sha256.Sum256([]byte(m.id))
-		m.id = "sha256-" + hex.EncodeToString(sum[:])
+		m.id = wire.RequestIDFor(m.id)
 		return m, "header " + wire.HeaderMsgID + " is longer than " + strconv.Itoa(wire.MaxHeaderValue) + " bytes"
 	}
 	for _, hv := range []struct {

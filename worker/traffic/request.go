@@ -2,8 +2,6 @@ package traffic
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -56,15 +54,8 @@ func NewRequest(ds Dataset, id, job string, lo, n int) *Request {
 }
 
 // ResultIDFor is the request id a result carries for a request published
-// with Nats-Msg-Id id: id itself, or for an id longer than the contract's
-// 1024 bytes, "sha256-" and the hex SHA-256 of id (docs/protocol.md).
-func ResultIDFor(id string) string {
-	if len(id) <= wire.MaxHeaderValue {
-		return id
-	}
-	sum := sha256.Sum256([]byte(id))
-	return "sha256-" + hex.EncodeToString(sum[:])
-}
+// with Nats-Msg-Id id (wire.RequestIDFor).
+func ResultIDFor(id string) string { return wire.RequestIDFor(id) }
 
 func (q *Request) resultID() string {
 	if q.ResultID != "" {

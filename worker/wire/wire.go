@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -73,6 +75,19 @@ const (
 
 // MaxHeaderValue bounds any header value a worker reads or echoes.
 const MaxHeaderValue = 1024
+
+// RequestIDFor is the request id a worker uses, and its result's
+// Jetinfer-Request-Id carries, for a request published with Nats-Msg-Id
+// msgID: msgID itself, or for one longer than MaxHeaderValue, "sha256-"
+// and the hex SHA-256 of msgID (distinct ids stay distinct without echoing
+// an unbounded header).
+func RequestIDFor(msgID string) string {
+	if len(msgID) <= MaxHeaderValue {
+		return msgID
+	}
+	sum := sha256.Sum256([]byte(msgID))
+	return "sha256-" + hex.EncodeToString(sum[:])
+}
 
 // MaxSubjectLen bounds the subjects a worker publishes results to.
 const MaxSubjectLen = 1024

@@ -70,3 +70,21 @@ func TestHeaderCarrierKeepsLowercaseKeys(t *testing.T) {
 		t.Fatalf("case-insensitive Get = %q", got)
 	}
 }
+
+func TestRequestIDFor(t *testing.T) {
+	if got := wire.RequestIDFor("job-1/42"); got != "job-1/42" {
+		t.Errorf("short id changed to %q", got)
+	}
+	long := strings.Repeat("a", wire.MaxHeaderValue+1)
+	other := strings.Repeat("a", wire.MaxHeaderValue) + "b"
+	got := wire.RequestIDFor(long)
+	if !strings.HasPrefix(got, "sha256-") || len(got) != len("sha256-")+64 {
+		t.Errorf("long id mapped to %q, want sha256-<64 hex>", got)
+	}
+	if got == wire.RequestIDFor(other) {
+		t.Error("two distinct long ids share one request id")
+	}
+	if exact := strings.Repeat("a", wire.MaxHeaderValue); wire.RequestIDFor(exact) != exact {
+		t.Error("an id of exactly MaxHeaderValue bytes was replaced")
+	}
+}
