@@ -350,6 +350,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.settle(drainCtx, settles)
 	}()
 	tail.Wait()
+	// Acks and naks are fire-and-forget publishes: flush them, so that a
+	// process that exits right after Run returns has settled on the
+	// server everything it answered.
+	if err := w.nc.FlushTimeout(5 * time.Second); err != nil && w.nc.IsConnected() {
+		w.log.Warn("flushing acks at shutdown", "model", w.cfg.Model, "err", err)
+	}
 	w.log.Info("worker stopped", "model", w.cfg.Model)
 	if w.stopErr != nil {
 		return w.stopErr
