@@ -17,6 +17,7 @@ import (
 	"github.com/caarlos0/env/v10"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetinfer/jetinfer/scheduler"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/trt/tensorrt"
 	"github.com/jetinfer/jetinfer/worker/models"
@@ -59,6 +60,9 @@ type modelConfig struct {
 	// default, models.DefaultTolerance).
 	GateRTol float64 `env:"GATE_RTOL"`
 	GateATol float64 `env:"GATE_ATOL"`
+	// ReportBucket is where workers report the version they serve
+	// (`model ls NAME` shows it).
+	ReportBucket string `env:"REPORT_BUCKET" envDefault:"jetinfer_workers"`
 }
 
 // modelCmd dispatches `jetinfer model` subcommands.
@@ -141,7 +145,11 @@ func modelCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		if len(pos) == 0 {
 			return modelList(ctx, repo, asJSON, stdout)
 		}
-		return modelTable(ctx, repo, pos[0], asJSON, stdout)
+		serving, err := servingWorkers(ctx, js, cfg.ReportBucket, pos[0], time.Now())
+		if err != nil {
+			return err
+		}
+		return modelTable(ctx, repo, pos[0], serving, asJSON, stdout)
 	case "show":
 		return modelShow(ctx, repo, pos[0], pos[1], asJSON, stdout)
 	case "promote":
@@ -277,16 +285,56 @@ type modelTableJSON struct {
 	Active   *models.Active    `json:"active,omitempty"`
 	Aliases  map[string]string `json:"aliases,omitempty"`
 	Versions []models.Version  `json:"versions"`
+	// Serving maps a version to the workers that reported serving it in
+	// the last 20 s.
+	Serving map[string][]string `json:"serving,omitempty"`
+}
+
+// reportMaxAge is how old a worker's report may be for `model ls` to count
+// the worker as live (the scheduler's default too).
+const reportMaxAge = 20 * time.Second
+
+// servingWorkers reads the workers' reports of model from bucket and
+// returns, per version, the ids of the workers whose report is at most
+// reportMaxAge old at now. No bucket means no workers.
+func servingWorkers(ctx context.Context, js jetstream.JetStream, bucket, model string, now time.Time) (map[string][]string, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening worker report bucket %s: %w", bucket, err)
+	}
+	watch, err := kv.Watch(ctx, scheduler.ReportKey(model, "*"), jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("reading worker reports of %s: %w", model, err)
+	}
+	defer func() { _ = watch.Stop() }()
+	serving := map[string][]string{}
+	for e := range watch.Updates() {
+		if e == nil {
+			break // the current values are all read
+		}
+		var r scheduler.WorkerReport
+		if json.Unmarshal(e.Value(), &r) != nil || r.Version == "" || now.Sub(r.At) > reportMaxAge {
+			continue
+		}
+		serving[r.Version] = append(serving[r.Version], r.WorkerID)
+	}
+	for _, ids := range serving {
+		sort.Strings(ids)
+	}
+	return serving, nil
 }
 
 // modelTable prints NAME's engine version table: per version, every
 // artifact with what a node needs to know to pick it.
-func modelTable(ctx context.Context, repo *models.Repository, name string, asJSON bool, stdout io.Writer) error {
+func modelTable(ctx context.Context, repo *models.Repository, name string, serving map[string][]string, asJSON bool, stdout io.Writer) error {
 	vs, err := repo.Versions(ctx, name)
 	if err != nil {
 		return err
 	}
-	out := modelTableJSON{Model: name, Versions: vs}
+	out := modelTableJSON{Model: name, Versions: vs, Serving: serving}
 	if a, err := repo.Active(ctx, name); err == nil {
 		out.Active = &a
 	} else if !errors.Is(err, models.ErrNotFound) {
@@ -302,7 +350,7 @@ func modelTable(ctx context.Context, repo *models.Repository, name string, asJSO
 		return writeJSON(stdout, out)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "VERSION\tARTIFACT\tKIND\tGPU\tCC\tTENSORRT\tPRECISION\tPROFILES\tSIZE\tSHA256\tADDED")
+	fmt.Fprintln(tw, "VERSION\tARTIFACT\tKIND\tGPU\tCC\tTENSORRT\tPRECISION\tPROFILES\tSIZE\tSHA256\tADDED\tSERVED BY")
 	for _, v := range vs {
 		ver := v.Version
 		var tags []string
@@ -318,6 +366,10 @@ func modelTable(ctx context.Context, repo *models.Repository, name string, asJSO
 		if len(tags) > 0 {
 			ver += " (" + strings.Join(tags, ", ") + ")"
 		}
+		served := "-"
+		if ids := serving[v.Version]; len(ids) > 0 {
+			served = strings.Join(ids, ",")
+		}
 		for _, a := range v.Artifacts {
 			gpu, cc, trtv, prec, profiles := "-", "-", "-", "-", "-"
 			if m := a.Manifest; m != nil {
@@ -330,8 +382,8 @@ func modelTable(ctx context.Context, repo *models.Repository, name string, asJSO
 				}
 				prec, profiles = shortPrecision(m.Precision), profileSummary(m.Profiles)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ver, a.Name, a.Kind, gpu, cc, trtv, prec,
-				profiles, humanBytes(a.Size), a.SHA256[:min(12, len(a.SHA256))], a.Added.Format(time.RFC3339))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ver, a.Name, a.Kind, gpu, cc, trtv, prec,
+				profiles, humanBytes(a.Size), a.SHA256[:min(12, len(a.SHA256))], a.Added.Format(time.RFC3339), served)
 		}
 	}
 	return tw.Flush()

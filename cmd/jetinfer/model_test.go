@@ -6,12 +6,17 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/jetinfer/jetinfer/scheduler"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/trt/trttest"
 	"github.com/jetinfer/jetinfer/worker/models"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestModelCommands drives `jetinfer model` against an embedded JetStream
@@ -75,11 +80,42 @@ func TestModelCommands(t *testing.T) {
 	}
 	mustModel("alias", "digits", "stable", "1")
 
+	// Workers report the version they serve in the report bucket, as
+	// running workers do: a live one on version 2, one that stopped
+	// reporting a minute ago on version 1, and one serving another model.
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	jsCtx, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := scheduler.OpenReportBucket(t.Context(), jsCtx, scheduler.DefaultReportBucket, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []scheduler.WorkerReport{
+		{Model: "digits", WorkerID: "pod-live", At: time.Now(), Version: "2"},
+		{Model: "digits", WorkerID: "pod-gone", At: time.Now().Add(-time.Minute), Version: "1"},
+		{Model: "other", WorkerID: "pod-other", At: time.Now(), Version: "1"},
+	} {
+		if err := scheduler.PublishReport(t.Context(), kv, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	table := mustModel("ls", "digits")
 	t.Logf("model ls digits:\n%s", table)
-	for _, want := range []string{"2 (active)", "1 (stable)", "h100.plan", "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp16", "1-256", "digits_gate.arrow"} {
+	for _, want := range []string{"2 (active)", "1 (stable)", "h100.plan", "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp16", "1-256", "digits_gate.arrow", "SERVED BY", "pod-live"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("version table lacks %q:\n%s", want, table)
+		}
+	}
+	for _, stale := range []string{"pod-gone", "pod-other"} {
+		if strings.Contains(table, stale) {
+			t.Errorf("version table lists %s, which is not a live worker of digits:\n%s", stale, table)
 		}
 	}
 	var js modelTableJSON
@@ -88,6 +124,9 @@ func TestModelCommands(t *testing.T) {
 	}
 	if js.Active == nil || js.Active.Version != "2" || js.Aliases["stable"] != "1" || len(js.Versions) != 2 || len(js.Versions[0].Artifacts) != 4 {
 		t.Fatalf("ls --json = %+v, want version 2 active and 4 artifacts in version 1 (onnx, plan, manifest, reference)", js)
+	}
+	if !slices.Equal(js.Serving["2"], []string{"pod-live"}) || len(js.Serving["1"]) != 0 {
+		t.Fatalf("ls --json serving = %v, want version 2 served by pod-live only", js.Serving)
 	}
 	if a, ok := js.Versions[0].Artifact("h100.plan"); !ok || a.Manifest == nil || a.Manifest.GPU.ComputeCapability != "9.0" {
 		t.Fatalf("plan in ls --json = %+v", a)
