@@ -76,8 +76,9 @@ check-tensorrt: ## compile the TensorRT shim against real header sets: TRT_HEADE
 	bash scripts/check-tensorrt.sh $(TRT_HEADERS)
 
 .PHONY: bench-batcher
-bench-batcher: ort ## simulate the shape-aware batcher vs client-bucketed Triton peers at half load and saturation (cost measured on ONNX Runtime)
-	$(GO) run ./cmd/batchsim
+BATCHSIM_FLAGS ?=
+bench-batcher: ort ## simulate the shape-aware batcher vs client-bucketed Triton peers (BATCHSIM_FLAGS="-model testdata/models/tagger.onnx -seq-min 1 -seq-max 128" for the transformer)
+	$(GO) run ./cmd/batchsim $(BATCHSIM_FLAGS)
 
 .PHONY: reliability
 reliability: ort ## fault, load and bad-input scenarios against real workers; rewrites docs/reliability.md
