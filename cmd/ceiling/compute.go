@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -55,23 +54,13 @@ func measureCompute(rt *onnxrt.Runtime, n int) (float64, error) {
 	if _, err := worker.EnsureStreams(ctx, js, cfg); err != nil {
 		return 0, err
 	}
-	w, err := worker.New(nc, eng, cfg, worker.WithLogger(slog.New(slog.DiscardHandler)))
+	// Measuring starts once the worker is ready: its warm-up (the
+	// engine's cost model) is start-up cost, not throughput.
+	stop, err := startWorker(ctx, nc, eng, cfg)
 	if err != nil {
 		return 0, err
 	}
-	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	runErr := make(chan error, 1)
-	go func() { runErr <- w.Run(wctx) }()
-	// Measuring starts once the worker is ready: its warm-up (the
-	// engine's cost model) is start-up cost, not throughput.
-	for !w.Ready() {
-		select {
-		case err := <-runErr:
-			return 0, fmt.Errorf("worker stopped: %w", err)
-		case <-time.After(time.Millisecond):
-		}
-	}
 
 	const rounds = 5
 	per := max(executors, n/rounds)
@@ -100,8 +89,7 @@ func measureCompute(rt *onnxrt.Runtime, n int) (float64, error) {
 		}
 		workerTime += time.Since(start)
 	}
-	stop()
-	if err := <-runErr; err != nil {
+	if err := stop(); err != nil {
 		return 0, err
 	}
 	total := float64(rounds * per * mlpRows)

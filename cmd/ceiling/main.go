@@ -42,6 +42,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -302,21 +303,11 @@ func measure(s size, eng *onnxrt.Engine, pixels []byte) (float64, error) {
 	ceiling := 1 / (1/publish + 1/consume + 1/results)
 
 	// jetinfer: a worker at default settings, a producer and a reader.
-	w, err := worker.New(nc, eng, cfg, worker.WithLogger(slog.New(slog.DiscardHandler)))
+	stop, err := startWorker(ctx, nc, eng, cfg)
 	if err != nil {
 		return 0, err
 	}
-	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	runErr := make(chan error, 1)
-	go func() { runErr <- w.Run(wctx) }()
-	for !w.Ready() {
-		select {
-		case err := <-runErr:
-			return 0, fmt.Errorf("worker stopped: %w", err)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 	read, err = reader(ctx, js, wire.ResultSubject(wire.DefaultPrefix, "digits", "e2e"), s.n)
 	if err != nil {
 		return 0, err
@@ -336,13 +327,44 @@ func measure(s size, eng *onnxrt.Engine, pixels []byte) (float64, error) {
 		return 0, err
 	}
 	e2e := float64(s.n) / time.Since(start).Seconds()
-	stop()
-	if err := <-runErr; err != nil {
+	if err := stop(); err != nil {
 		return 0, err
 	}
 	fmt.Printf("%s: %d rows, %d-byte requests, n=%d: publish %.0f/s, consume+ack %.0f/s, result publish+deliver %.0f/s => ceiling %.0f req/s; jetinfer %.0f req/s (%.0f rows/s) = %.2f of the ceiling\n",
 		s.name, s.rows, len(bodies[0]), s.n, publish, consume, results, ceiling, e2e, e2e*float64(s.rows), e2e/ceiling)
 	return e2e / ceiling, nil
+}
+
+// startWorker runs a worker on eng and returns once it is ready (its
+// warm-up done). stop ends it and returns Run's error; calling it again
+// returns nil.
+func startWorker(ctx context.Context, nc *nats.Conn, eng worker.Engine, cfg worker.Config) (stop func() error, err error) {
+	w, err := worker.New(nc, eng, cfg, worker.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- w.Run(wctx) }()
+	var once sync.Once
+	var stopErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			stopErr = <-runErr
+		})
+		return stopErr
+	}
+	for !w.Ready() {
+		select {
+		case err := <-runErr:
+			runErr <- err
+			_ = stop()
+			return nil, fmt.Errorf("worker stopped: %w", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return stop, nil
 }
 
 // publishAsync publishes msg with a Nats-Msg-Id, waiting while too many
