@@ -31,14 +31,14 @@ const (
 // 64-row batches at the worker's concurrency (its default executor count).
 // The two alternate in rounds, so that other load on a shared machine
 // falls on both alike. It returns worker rows/s ÷ engine-alone rows/s.
-func measureCompute(rt *onnxrt.Runtime, n int) (float64, error) {
-	eng, err := rt.Load(context.Background(), mlpModel(mlpIn, mlpHidden, mlpOut, mlpLayers, 1), onnxrt.Options{IntraOpThreads: 1})
+func measureCompute(rt *onnxrt.Runtime, n int, set settings) (float64, error) {
+	eng, err := rt.Load(context.Background(), mlpModel(mlpIn, mlpHidden, mlpOut, mlpLayers, 1), onnxrt.Options{IntraOpThreads: set.intraOp})
 	if err != nil {
 		return 0, fmt.Errorf("loading the MLP: %w", err)
 	}
 	defer eng.Close()
-	cfg := worker.Config{Model: "mlp"}
-	const executors = 2 // worker.Config's default Executors (JETINFER_EXECUTORS)
+	cfg := set.workerConfig("mlp")
+	executors := set.concurrency()
 	x := randomFloats(rand.New(rand.NewPCG(2, 3)), mlpRows*mlpIn, 1)
 	body, err := mlpRequest(x)
 	if err != nil {
@@ -97,7 +97,7 @@ func measureCompute(rt *onnxrt.Runtime, n int) (float64, error) {
 	ratio := workerRows / engineRows
 	fmt.Printf("compute: MLP %d-%d×%d-%d, %d-row requests, %d rounds of %d: engine alone (%d concurrent) %.2f ms per batch, %.0f rows/s; worker %.0f rows/s = %.2f of the engine alone\n",
 		mlpIn, mlpHidden, mlpLayers-1, mlpOut, mlpRows, rounds, per, executors,
-		engineTime.Seconds()*1000*executors/float64(rounds*per), engineRows, workerRows, ratio)
+		engineTime.Seconds()*1000*float64(executors)/float64(rounds*per), engineRows, workerRows, ratio)
 	return ratio, nil
 }
 

@@ -70,6 +70,9 @@ func main() {
 	scale := flag.Float64("scale", 1, "multiply every request count")
 	computeOnly := flag.Bool("compute-only", false, "measure only the compute-bound model (worker ÷ engine alone)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server, producer and worker share the process) to this file")
+	var set settings
+	flag.IntVar(&set.executors, "executors", 0, "the worker's Executors (JETINFER_EXECUTORS); 0 keeps its default. Non-default, for experiments")
+	flag.IntVar(&set.intraOp, "intra-op-threads", 1, "ONNX Runtime intra-op threads per session (JETINFER_ORT_INTRA_OP_THREADS, default 1). Non-default values are for experiments")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -84,13 +87,37 @@ func main() {
 		defer f.Close()
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*scale, *computeOnly); err != nil {
+	if err := run(*scale, *computeOnly, set); err != nil {
 		fmt.Fprintln(os.Stderr, "ceiling:", err)
 		os.Exit(1)
 	}
 }
 
-func run(scale float64, computeOnly bool) error {
+// settings are the worker and engine settings measured; the zero value
+// (with intraOp 1) is jetinfer's default.
+type settings struct {
+	executors int // worker.Config.Executors; 0: its default
+	intraOp   int // ONNX Runtime intra-op threads per session
+}
+
+// workerConfig is the worker's configuration for model under set.
+func (set settings) workerConfig(model string) worker.Config {
+	return worker.Config{Model: model, Executors: set.executors}
+}
+
+// concurrency is the number of batches the worker runs at once.
+func (set settings) concurrency() int {
+	if set.executors > 0 {
+		return set.executors
+	}
+	return defaultExecutors
+}
+
+// defaultExecutors is worker.Config's default Executors
+// (JETINFER_EXECUTORS).
+const defaultExecutors = 2
+
+func run(scale float64, computeOnly bool, set settings) error {
 	codec.RegisterTensorExtension()
 	lib, err := onnxrt.FindLibrary(os.Getenv("JETINFER_ORT_LIBRARY"))
 	if err != nil {
@@ -101,7 +128,7 @@ func run(scale float64, computeOnly bool) error {
 		return err
 	}
 	defer rt.Close()
-	eng, err := rt.LoadFile(context.Background(), filepath.Join("testdata", "models", "digits.onnx"), onnxrt.Options{IntraOpThreads: 1})
+	eng, err := rt.LoadFile(context.Background(), filepath.Join("testdata", "models", "digits.onnx"), onnxrt.Options{IntraOpThreads: set.intraOp})
 	if err != nil {
 		return fmt.Errorf("loading the digits model: %w", err)
 	}
@@ -111,19 +138,23 @@ func run(scale float64, computeOnly bool) error {
 		return err
 	}
 	sizes := []size{{"r4", 4, 20000}, {"r64", 64, 8000}, {"r1m", 4096, 300}}
-	var summary []string
+	var summary, passSummary []string
 	if computeOnly {
 		sizes = nil
 	}
 	for _, s := range sizes {
 		s.n = max(10, int(float64(s.n)*scale))
-		ratio, err := measure(s, eng, pixels)
+		ratio, passRatio, err := measure(s, eng, pixels, set)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		summary = append(summary, fmt.Sprintf("%s=%.2f", s.name, ratio))
+		passSummary = append(passSummary, fmt.Sprintf("%s=%.2f", s.name, passRatio))
 	}
-	computeRatio, err := measureCompute(rt, max(20, int(400*scale)))
+	if len(passSummary) > 0 {
+		fmt.Println("passthrough: " + strings.Join(passSummary, " "))
+	}
+	computeRatio, err := measureCompute(rt, max(20, int(400*scale)), set)
 	if err != nil {
 		return fmt.Errorf("compute-bound model: %w", err)
 	}
@@ -220,26 +251,26 @@ func startServer(dir string) (*server.Server, error) {
 }
 
 // measure runs the broker baselines and jetinfer for one size and returns
-// jetinfer ÷ ceiling.
-func measure(s size, eng *onnxrt.Engine, pixels []byte) (float64, error) {
+// jetinfer ÷ ceiling and jetinfer ÷ pass-through.
+func measure(s size, eng *onnxrt.Engine, pixels []byte, set settings) (ratio, passRatio float64, err error) {
 	bodies := make([][]byte, 16)
 	for i := range bodies {
 		b, err := body(pixels, i*17, s.rows)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		bodies[i] = b
 	}
 	nc, js, closeBroker, err := openBroker()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer closeBroker()
 	ctx := context.Background()
-	cfg := worker.Config{Model: "digits"}
+	cfg := set.workerConfig("digits")
 	cons, err := worker.EnsureStreams(ctx, js, cfg)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	reqSubject := wire.RequestSubject(wire.DefaultPrefix, "digits")
 
@@ -259,7 +290,7 @@ func measure(s size, eng *onnxrt.Engine, pixels []byte) (float64, error) {
 	}
 	start := time.Now()
 	if err := pub("base"); err != nil {
-		return 0, fmt.Errorf("publishing: %w", err)
+		return 0, 0, fmt.Errorf("publishing: %w", err)
 	}
 	publish := float64(s.n) / time.Since(start).Seconds()
 
@@ -269,15 +300,15 @@ func measure(s size, eng *onnxrt.Engine, pixels []byte) (float64, error) {
 	start = time.Now()
 	it, err := cons.Messages(jetstream.PullMaxBytes(16 << 20))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for range s.n {
 		m, err := it.Next()
 		if err != nil {
-			return 0, fmt.Errorf("pulling: %w", err)
+			return 0, 0, fmt.Errorf("pulling: %w", err)
 		}
 		if err := m.Ack(); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	it.Stop()
@@ -288,29 +319,36 @@ func measure(s size, eng *onnxrt.Engine, pixels []byte) (float64, error) {
 	resSubject := wire.ResultSubject(wire.DefaultPrefix, "digits", "base")
 	read, err := reader(ctx, js, resSubject, s.n)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	start = time.Now()
 	for i := range s.n {
 		if err := publishAsync(js, &nats.Msg{Subject: resSubject, Data: result}, fmt.Sprintf("base-%d/result", i)); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	if err := read(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	results := float64(s.n) / time.Since(start).Seconds()
 	ceiling := 1 / (1/publish + 1/consume + 1/results)
 
+	// the three legs at once, through the least code that keeps
+	// jetinfer's guarantees
+	pass, err := passThrough(ctx, nc, js, cons, reqSubject, bodies, result, s.n)
+	if err != nil {
+		return 0, 0, fmt.Errorf("pass-through: %w", err)
+	}
+
 	// jetinfer: a worker at default settings, a producer and a reader.
 	stop, err := startWorker(ctx, nc, eng, cfg)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer stop()
 	read, err = reader(ctx, js, wire.ResultSubject(wire.DefaultPrefix, "digits", "e2e"), s.n)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	start = time.Now()
 	go func() {
@@ -324,15 +362,15 @@ func measure(s size, eng *onnxrt.Engine, pixels []byte) (float64, error) {
 		}
 	}()
 	if err := read(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	e2e := float64(s.n) / time.Since(start).Seconds()
 	if err := stop(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	fmt.Printf("%s: %d rows, %d-byte requests, n=%d: publish %.0f/s, consume+ack %.0f/s, result publish+deliver %.0f/s => ceiling %.0f req/s; jetinfer %.0f req/s (%.0f rows/s) = %.2f of the ceiling\n",
-		s.name, s.rows, len(bodies[0]), s.n, publish, consume, results, ceiling, e2e, e2e*float64(s.rows), e2e/ceiling)
-	return e2e / ceiling, nil
+	fmt.Printf("%s: %d rows, %d-byte requests, n=%d: publish %.0f/s, consume+ack %.0f/s, result publish+deliver %.0f/s => ceiling %.0f req/s; pass-through %.0f req/s; jetinfer %.0f req/s (%.0f rows/s) = %.2f of the ceiling, %.2f of the pass-through\n",
+		s.name, s.rows, len(bodies[0]), s.n, publish, consume, results, ceiling, pass, e2e, e2e*float64(s.rows), e2e/ceiling, e2e/pass)
+	return e2e / ceiling, e2e / pass, nil
 }
 
 // startWorker runs a worker on eng and returns once it is ready (its
@@ -377,6 +415,101 @@ func publishAsync(js jetstream.JetStream, msg *nats.Msg, id string) error {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// passThrough measures the three legs running at once: a producer
+// publishes n requests (Nats-Msg-Id, PubAcks awaited), a pass-through
+// consumer pulls them as the ceiling's consume leg does and, for each,
+// publishes a result-sized message with a PubAck and acks the request
+// once that result is stored — jetinfer's guarantee with no decoding,
+// batching or engine — and a reader collects the results. It returns
+// requests/s from the first publish to the last result read. On a machine
+// with cores to spare the legs overlap, so this can exceed the ceiling
+// computed from the legs measured one at a time.
+func passThrough(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cons jetstream.Consumer, reqSubject string, bodies [][]byte, result []byte, n int) (float64, error) {
+	resSubject := wire.ResultSubject(wire.DefaultPrefix, "digits", "pass")
+	read, err := reader(ctx, js, resSubject, n)
+	if err != nil {
+		return 0, err
+	}
+	// The pass-through publishes through its own context, as the worker
+	// does, so that its PubAck window is not the producer's.
+	rjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+	if err != nil {
+		return 0, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxBytes(16 << 20))
+	if err != nil {
+		return 0, err
+	}
+	defer it.Stop()
+	type stored struct {
+		result jetstream.PubAckFuture
+		req    jetstream.Msg
+	}
+	pending := make(chan stored, 256)
+	failed := make(chan error, 3)
+	fail := func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
+	}
+	go func() {
+		defer close(pending)
+		for i := range n {
+			m, err := it.Next()
+			if err != nil {
+				fail(fmt.Errorf("pulling: %w", err))
+				return
+			}
+			for {
+				f, err := rjs.PublishMsgAsync(&nats.Msg{Subject: resSubject, Data: result}, jetstream.WithMsgID(fmt.Sprintf("pass-%d/result", i)))
+				if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				if err != nil {
+					fail(err)
+					return
+				}
+				pending <- stored{f, m}
+				break
+			}
+		}
+	}()
+	go func() {
+		for p := range pending {
+			select {
+			case <-p.result.Ok():
+				if err := p.req.Ack(); err != nil {
+					fail(err)
+				}
+			case err := <-p.result.Err():
+				fail(err)
+			}
+		}
+	}()
+	start := time.Now()
+	go func() {
+		for i := range n {
+			if err := publishAsync(js, &nats.Msg{Subject: reqSubject, Data: bodies[i%len(bodies)]}, fmt.Sprintf("pass-%d", i)); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}()
+	readErr := make(chan error, 1)
+	go func() { readErr <- read() }()
+	select {
+	case err := <-readErr:
+		if err != nil {
+			return 0, err
+		}
+	case err := <-failed:
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // reader starts an ordered consumer on subject and returns a function that

@@ -147,7 +147,13 @@ func TestBenchScore(t *testing.T) {
 	// score, interrupted once midway, then the same command again.
 	out := filepath.Join(dir, "scores.parquet")
 	args := []string{"score", "-nats", url, "-shape", "pixels=8x8", "-columns", "id,pixels", "-keep", "id,label",
-		"-progress", "lines", "-out", out, in}
+		"-progress", "lines", "-out", out}
+	if extra := strings.Fields(os.Getenv("JETINFER_BENCH_SCORE_FLAGS")); len(extra) > 0 {
+		// Non-default score settings, for experiments (docs/benchmarks.md).
+		args = append(args, extra...)
+		logf("score flags beyond the defaults: %s", strings.Join(extra, " "))
+	}
+	args = append(args, in)
 	var total time.Duration
 	var rssKiB int64
 	var last string
