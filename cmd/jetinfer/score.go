@@ -69,7 +69,7 @@ func (c *scoreConfig) flags(name string, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.shapes, "shape", "", "row shapes of FixedSizeList columns sent as tensors, e.g. pixels=8x8 (comma-separated, engine input names)")
 	fs.StringVar(&c.keep, "keep", "", "input columns copied to the output beside the results, comma-separated")
 	fs.IntVar(&c.rowsPerRequest, "rows-per-request", table.DefaultRowsPerRequest, "most rows per request (fewer when a request would pass the server's max_payload)")
-	fs.IntVar(&c.window, "window", client.DefaultWindow, "requests in flight (published, result not yet written); request bodies awaiting their PubAck and results ahead of their turn are bounded in bytes besides (16 and 32 MiB)")
+	fs.IntVar(&c.window, "window", client.DefaultWindow, "requests in flight (published, result not yet written); request bodies awaiting their PubAck, results ahead of their turn and -keep columns in flight are bounded in bytes besides (16, 32 and 64 MiB)")
 	fs.StringVar(&c.job, "job", "", "job name (default: derived from the input and settings, so that re-running resumes)")
 	fs.StringVar(&c.resume, "resume", "", "resume job JOB with the arguments it was started with")
 	fs.BoolVar(&c.wait, "wait", false, "wait for a worker of the model instead of failing after 5s (scale from zero)")
@@ -310,6 +310,7 @@ func (s tableSource) Next(ctx context.Context) (client.Part, error) {
 	p := client.Part{Body: c.Body, Rows: c.Rows}
 	if c.Keep != nil {
 		p.Keep = c.Keep
+		p.Held = table.RecordBytes(c.Keep)
 	}
 	return p, nil
 }

@@ -82,6 +82,72 @@ type Reader struct {
 	free    chan []byte // bodies given back by Recycle
 }
 
+// readAheadBatches is how many decoded input batches a Reader keeps
+// ready beyond the one it cuts: decoding the next batch (Parquet pages,
+// IPC messages) overlaps with cutting and encoding the current one.
+const readAheadBatches = 1
+
+// readAhead is a batchSource that decodes src's batches in its own
+// goroutine, up to readAheadBatches ahead of its user.
+type readAhead struct {
+	src  batchSource
+	out  chan fetched
+	stop chan struct{}
+}
+
+// fetched is one result of batchSource.next.
+type fetched struct {
+	rec arrow.RecordBatch
+	err error
+}
+
+func startReadAhead(src batchSource) *readAhead {
+	ra := &readAhead{src: src, out: make(chan fetched, readAheadBatches), stop: make(chan struct{})}
+	go func() {
+		defer close(ra.out)
+		for {
+			// Files do not block; close waits for this read to end.
+			rec, err := src.next(context.Background())
+			select {
+			case ra.out <- fetched{rec, err}:
+			case <-ra.stop:
+				if rec != nil {
+					rec.Release()
+				}
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ra
+}
+
+func (ra *readAhead) next(ctx context.Context) (arrow.RecordBatch, error) {
+	select {
+	case f, ok := <-ra.out:
+		if !ok {
+			return nil, io.EOF
+		}
+		return f.rec, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// close stops the decoding goroutine, releases what it decoded ahead and
+// closes the file.
+func (ra *readAhead) close() error {
+	close(ra.stop)
+	for f := range ra.out {
+		if f.rec != nil {
+			f.rec.Release()
+		}
+	}
+	return ra.src.close()
+}
+
 // colMap maps an input column onto a sent column.
 type colMap struct {
 	in, out string
@@ -372,7 +438,7 @@ func (r *Reader) advance(ctx context.Context) error {
 			}
 			r.fileIdx = r.next
 			r.next++
-			r.src = src
+			r.src = startReadAhead(src)
 			if err := r.plan(schema); err != nil {
 				return err
 			}
@@ -509,6 +575,17 @@ func rowBytes(rec arrow.RecordBatch) int {
 		n += dataBytes(c.Data())
 	}
 	return max(1, n/int(rec.NumRows()))
+}
+
+// RecordBytes returns the bytes of the buffers rec references: whole
+// buffers, also where rec is a slice, because that is the memory it keeps
+// alive. Chunk.Keep's weight while it waits for its result.
+func RecordBytes(rec arrow.RecordBatch) int {
+	var n int
+	for _, c := range rec.Columns() {
+		n += dataBytes(c.Data())
+	}
+	return n
 }
 
 func dataBytes(d arrow.ArrayData) int {

@@ -6,12 +6,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -429,5 +431,64 @@ func TestRunWithinTinyByteBounds(t *testing.T) {
 	}
 	if next != len(bodies) || row != len(ids) || st.Published != len(bodies) {
 		t.Fatalf("%d results, %d rows, stats %+v; want %d results, %d rows", next, row, st, len(bodies), len(ids))
+	}
+}
+
+// heldSource yields bodies whose parts each hold held bytes, counting
+// the parts between the source and the sink.
+type heldSource struct {
+	bodies   [][]byte
+	held     int
+	i        int
+	out, max atomic.Int64
+}
+
+func (s *heldSource) Next(context.Context) (client.Part, error) {
+	if s.i >= len(s.bodies) {
+		return client.Part{}, io.EOF
+	}
+	s.i++
+	if n := s.out.Add(1); n > s.max.Load() {
+		s.max.Store(n)
+	}
+	return client.Part{Body: s.bodies[s.i-1], Held: s.held}, nil
+}
+
+// TestRunBoundsHeldBytes runs a job whose parts each hold more than
+// Job.HeldBytes: however wide the window, one part at a time is between
+// the source and the sink, besides the one just read and waiting for room
+// (its size is known only once read), and every result still arrives
+// once, in order.
+func TestRunBoundsHeldBytes(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	startWorker(t, nc)
+	bodies, _, _ := digitsBodies(t, 6)
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &heldSource{bodies: bodies, held: 1 << 20}
+	next := 0
+	_, err = c.Run(context.Background(), client.Job{Name: "held", Fingerprint: "f", Window: 64, HeldBytes: 1 << 10, Rows: -1},
+		src, func(seq int, _ client.Part, r client.Result) error {
+			if seq != next {
+				return fmt.Errorf("result of request %d handed on in the turn of %d", seq, next)
+			}
+			if !r.OK() {
+				return fmt.Errorf("request %d: %s %s", seq, r.Status, r.Error)
+			}
+			next++
+			src.out.Add(-1)
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next != len(bodies) {
+		t.Fatalf("%d results, want %d", next, len(bodies))
+	}
+	if m := src.max.Load(); m > 2 {
+		t.Fatalf("up to %d parts out of the source at once; HeldBytes allows one, plus one waiting", m)
 	}
 }

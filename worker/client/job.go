@@ -25,6 +25,7 @@ type Part struct {
 	Body []byte // Arrow IPC request body
 	Rows int    // rows in Body
 	Keep any    // carried, untouched, to the Sink with the result (e.g. passthrough columns)
+	Held int    // bytes Keep holds until the Sink has it, counted against Job.HeldBytes
 }
 
 // Source yields a job's requests in order. Next returns io.EOF after the
@@ -61,9 +62,12 @@ type Job struct {
 	Rows int64
 	// Window bounds the requests published and not yet handed to the
 	// Sink (default DefaultWindow). What a run holds for them is bounded
-	// in bytes besides (UnackedBytes, ReadyBytes), but for what the
-	// Source keeps in Part.Keep.
+	// in bytes besides (UnackedBytes, ReadyBytes, HeldBytes).
 	Window int
+	// HeldBytes bounds the Part.Held bytes of the requests between the
+	// Source and the Sink (default DefaultHeldBytes; a larger part goes
+	// alone), besides the one part read and waiting for room.
+	HeldBytes int
 	// UnackedBytes bounds the request bodies published and awaiting
 	// their PubAck (default DefaultUnackedBytes; a larger body goes
 	// alone).
@@ -115,13 +119,21 @@ var ErrInterrupted = errors.New("job interrupted")
 // ErrNoWorker is returned when no worker serves the model.
 var ErrNoWorker = errors.New("no live worker")
 
-// DefaultWindow is Job.Window's default.
-const DefaultWindow = 32
+// DefaultWindow is Job.Window's default. The window must hold more
+// requests than the pool takes in at once, or workers empty the stream and
+// wait on the publisher: one worker holds up to 64 MiB of requests
+// (JETINFER_MAX_PULL_BYTES), 64 requests of 1 MiB. With 32, one worker on
+// a 16-core machine had no request waiting in 98% of samples and score
+// reached 0.78–0.82 of the worker's rows/s; with 512, 0.96
+// (docs/benchmarks.md). Requests in flight cost the publisher a few
+// hundred bytes each; their bodies are in the stream, not in memory.
+const DefaultWindow = 512
 
-// Defaults of Job.UnackedBytes and Job.ReadyBytes.
+// Defaults of Job.UnackedBytes, Job.ReadyBytes and Job.HeldBytes.
 const (
 	DefaultUnackedBytes = 16 << 20
 	DefaultReadyBytes   = 32 << 20
+	DefaultHeldBytes    = 64 << 20
 )
 
 // ErrJobMismatch is returned when a stored job of the same name has
@@ -203,6 +215,9 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	if job.ReadyBytes <= 0 {
 		job.ReadyBytes = DefaultReadyBytes
 	}
+	if job.HeldBytes <= 0 {
+		job.HeldBytes = DefaultHeldBytes
+	}
 	if job.LiveTimeout <= 0 {
 		job.LiveTimeout = 5 * time.Second
 	}
@@ -233,6 +248,7 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 		acks:    make(chan inflight, job.Window),
 		arrived: make(chan Result, min(job.Window, 16)),
 		unacked: semaphore.NewWeighted(int64(job.UnackedBytes)),
+		held:    semaphore.NewWeighted(int64(job.HeldBytes)),
 		ready:   map[int]Result{},
 		total:   -1,
 	}
@@ -304,6 +320,7 @@ type run struct {
 	pending  chan pending        // publish → collect, in request order
 	acks     chan inflight       // publish → confirm, in request order
 	unacked  *semaphore.Weighted // body bytes published, PubAck awaited (Job.UnackedBytes)
+	held     *semaphore.Weighted // Part.Held of the parts not yet handed on (Job.HeldBytes)
 	arrived  chan Result         // notify → collect: the job's results, in stream order
 	ready    map[int]Result      // collect: results arrived ahead of their turn
 	total    int                 // set by publish before closing pending
@@ -335,6 +352,9 @@ func (r *run) publish(ctx context.Context, src Source) error {
 		}
 		if err != nil {
 			return fmt.Errorf("reading request %d: %w", seq, err)
+		}
+		if err := r.held.Acquire(ctx, r.heldWeight(p)); err != nil {
+			return err
 		}
 		pd := pending{seq: seq, part: p, resumed: r.done[seq] > 0}
 		if pd.resumed {
@@ -395,6 +415,11 @@ func (r *run) confirm(ctx context.Context) error {
 		r.recycle(in.req.Body)
 	}
 	return nil
+}
+
+// heldWeight is what a part takes of Job.HeldBytes.
+func (r *run) heldWeight(p Part) int64 {
+	return int64(min(max(p.Held, 0), r.job.HeldBytes))
 }
 
 // unackedWeight is what a body takes of Job.UnackedBytes.
@@ -536,6 +561,7 @@ func (r *run) collect(ctx context.Context) error {
 			if err := r.hand(ctx, *head, res); err != nil {
 				return err
 			}
+			r.held.Release(r.heldWeight(head.part))
 			<-r.slots
 			next++
 			head = nil
