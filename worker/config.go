@@ -112,6 +112,7 @@ type Config struct {
 	RejectNonFinite bool `env:"REJECT_NON_FINITE"`
 	// Executors is the number of batches run concurrently (default 2:
 	// one runs while the next is gathered; match the TensorRT contexts).
+	// `jetinfer worker` defaults it per backend (backend.Executors).
 	Executors int `env:"EXECUTORS"`
 	// PublishInflight bounds results published but not yet acknowledged
 	// by the server (default 32).

@@ -270,7 +270,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	g := w.current()
 	w.metrics.serving(g.version, g.engineID, true)
 	w.log.Info("worker started", "model", w.cfg.Model, "version", g.version, "source", w.sourceName(),
-		"engine", g.engineID, "max_batch_rows", g.maxBatchRows, "max_delay", w.cfg.MaxDelay)
+		"engine", g.engineID, "max_batch_rows", g.maxBatchRows, "max_delay", w.cfg.MaxDelay, "executors", w.cfg.Executors)
 	w.log.Info("admission budget", "model", w.cfg.Model,
 		"held_bytes", w.admission.bytes.max, "held_rows", w.admission.rows.max, "pull_bytes", w.pullBytes,
 		"server_max_payload", w.nc.MaxPayload(), "max_msg_size", w.cfg.MaxMsgSize,

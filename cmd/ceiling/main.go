@@ -22,7 +22,7 @@
 // Then the compute-bound case: an MLP (256-1536-1536-1536-10, random
 // weights, generated in mlp.go; ~5 ms per 64-row batch on one core) served
 // by a worker at default settings against the same engine alone at the
-// worker's concurrency (two executors), alternating in rounds. The last
+// worker's concurrency (its executors), alternating in rounds. The last
 // line is
 //
 //	ceiling: r4=<x> r64=<y> r1m=<z> compute=<c>
@@ -54,6 +54,7 @@ import (
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/trt/backend"
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
 	"github.com/jetinfer/jetinfer/worker"
 	"github.com/jetinfer/jetinfer/worker/wire"
@@ -71,7 +72,7 @@ func main() {
 	computeOnly := flag.Bool("compute-only", false, "measure only the compute-bound model (worker ÷ engine alone)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server, producer and worker share the process) to this file")
 	var set settings
-	flag.IntVar(&set.executors, "executors", 0, "the worker's Executors (JETINFER_EXECUTORS); 0 keeps its default. Non-default, for experiments")
+	flag.IntVar(&set.executors, "executors", 0, "the worker's Executors (JETINFER_EXECUTORS); 0 keeps `jetinfer worker`'s default on ONNX Runtime (half the CPUs, at least 2). Other values are for experiments")
 	flag.IntVar(&set.intraOp, "intra-op-threads", 1, "ONNX Runtime intra-op threads per session (JETINFER_ORT_INTRA_OP_THREADS, default 1). Non-default values are for experiments")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -102,20 +103,17 @@ type settings struct {
 
 // workerConfig is the worker's configuration for model under set.
 func (set settings) workerConfig(model string) worker.Config {
-	return worker.Config{Model: model, Executors: set.executors}
+	return worker.Config{Model: model, Executors: set.concurrency()}
 }
 
-// concurrency is the number of batches the worker runs at once.
+// concurrency is the number of batches the worker runs at once: by
+// default what `jetinfer worker` runs on ONNX Runtime.
 func (set settings) concurrency() int {
 	if set.executors > 0 {
 		return set.executors
 	}
-	return defaultExecutors
+	return backend.Executors(backend.ONNXRuntime)
 }
-
-// defaultExecutors is worker.Config's default Executors
-// (JETINFER_EXECUTORS).
-const defaultExecutors = 2
 
 func run(scale float64, computeOnly bool, set settings) error {
 	codec.RegisterTensorExtension()

@@ -24,11 +24,11 @@ type engine interface {
 // when a plan fits this node, else ONNX Runtime; a fallback is logged
 // with every reason) and logs the choice. The returned function releases
 // everything opened.
-func openEngine(ctx context.Context, c backendConfig, log *slog.Logger) (engine, func(), error) {
+func openEngine(ctx context.Context, c backendConfig, log *slog.Logger) (engine, backend.Choice, func(), error) {
 	eng, choice, err := backend.Open(ctx, c, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, choice, nil, err
 	}
 	log.Info("engine backend chosen", "backend", choice.Backend, "reason", choice.Reason, "device", eng.Device().Name)
-	return eng, func() { _ = eng.Close() }, nil
+	return eng, choice, func() { _ = eng.Close() }, nil
 }

@@ -33,7 +33,7 @@ func TestBackendWiring(t *testing.T) {
 	}
 	c.ORTLibrary = lib
 	var logs bytes.Buffer
-	eng, closeEngine, err := openEngine(context.Background(), c, slog.New(slog.NewTextHandler(&logs, nil)))
+	eng, _, closeEngine, err := openEngine(context.Background(), c, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

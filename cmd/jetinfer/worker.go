@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetinfer/jetinfer/trt/backend"
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
 	"github.com/jetinfer/jetinfer/worker"
 )
@@ -174,16 +175,22 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 			}
 		}()
 		node := engines.node()
+		if cfg.Worker.Executors == 0 && (node.TensorRT == "" || cfg.Engine.Backend == backend.ONNXRuntime) {
+			cfg.Worker.Executors = backend.Executors(backend.ONNXRuntime) // every version runs on ONNX Runtime here
+		}
 		log.Info("serving from the model repository", "model", cfg.Worker.Model, "node_gpu", node.GPU.Name,
 			"tensorrt", orDash(node.TensorRT), "cache_dir", repo.CacheDir())
 		opts = append(opts, worker.WithSource(worker.Source{Repository: repo, Node: node, Open: engines.open}))
 	} else {
-		e, closeEngine, err := openEngine(ctx, cfg.Engine, log)
+		e, choice, closeEngine, err := openEngine(ctx, cfg.Engine, log)
 		if err != nil {
 			return err
 		}
 		defer closeEngine()
 		eng = e
+		if cfg.Worker.Executors == 0 {
+			cfg.Worker.Executors = backend.Executors(choice.Backend)
+		}
 	}
 	w, err := worker.New(nc, eng, cfg.Worker, opts...)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
@@ -18,6 +19,24 @@ const (
 	TensorRT    = "tensorrt"    // TensorRT only: a plan that does not fit is an error
 	ONNXRuntime = "onnxruntime" // ONNX Runtime only
 )
+
+// Executors returns the worker's default number of batches run at once
+// on backend (TensorRT or ONNXRuntime), for JETINFER_EXECUTORS unset.
+// TensorRT: 2, one per execution context (JETINFER_TRT_CONTEXTS' default;
+// the GPU computes, one batch runs while the next is gathered). ONNX
+// Runtime: half the CPUs this process may use (GOMAXPROCS, which follows
+// a container's CPU limit), at least 2. Each batch computes on its own
+// thread (one intra-op thread per session), so with 2 a 16-core node used
+// two cores for inference; with 8 the 1 MiB-request and compute-bound
+// cases ran about 1.7× and 3.8× faster there and small requests stayed at the
+// broker's limit (docs/benchmarks.md). The other half is left to decoding,
+// result encoding and the NATS client.
+func Executors(backend string) int {
+	if backend == ONNXRuntime {
+		return max(2, runtime.GOMAXPROCS(0)/2)
+	}
+	return 2
+}
 
 // Config chooses and configures the execution backend. The env tags are
 // the variable names without the binary's JETINFER_ prefix.

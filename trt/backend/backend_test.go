@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -136,5 +137,23 @@ func TestLogFallbackNamesRules(t *testing.T) {
 		if !strings.Contains(logs.String(), `rule="`+rule+`"`) {
 			t.Errorf("refused rule %q not logged; logs:\n%s", rule, logs.String())
 		}
+	}
+}
+
+// TestExecutorsDefault checks the default batch concurrency: two for
+// TensorRT whatever the CPUs, half the usable CPUs (at least two) for
+// ONNX Runtime.
+func TestExecutorsDefault(t *testing.T) {
+	prev := runtime.GOMAXPROCS(16)
+	defer runtime.GOMAXPROCS(prev)
+	if got := Executors(ONNXRuntime); got != 8 {
+		t.Errorf("ONNX Runtime on 16 CPUs: %d executors, want 8", got)
+	}
+	if got := Executors(TensorRT); got != 2 {
+		t.Errorf("TensorRT on 16 CPUs: %d executors, want 2", got)
+	}
+	runtime.GOMAXPROCS(3)
+	if got := Executors(ONNXRuntime); got != 2 {
+		t.Errorf("ONNX Runtime on 3 CPUs: %d executors, want 2", got)
 	}
 }
