@@ -13,7 +13,12 @@
 //   - result: result-sized messages published with a Nats-Msg-Id, every
 //     PubAck awaited, and delivered to a reader on the result stream;
 //
-// and the ceiling per request, 1/(1/publish + 1/consume + 1/result). Then a
+// and the ceiling per request, 1/(1/publish + 1/consume + 1/result): the
+// broker's limit where the three legs share the same CPUs. Where cores
+// are to spare the legs overlap, so it also measures a pass-through: the
+// three legs at once, a minimal consumer publishing a result-sized message
+// per request and acking the request once that result is stored (no
+// decoding, batching or engine). Then a
 // producer publishes the same requests while a worker at default settings
 // (the real digits model on ONNX Runtime) serves them and a reader collects
 // the results: jetinfer's requests/s, from the first publish to the last
@@ -23,12 +28,13 @@
 // weights, generated in mlp.go; ~5 ms per 64-row batch on one core) served
 // by a worker at default settings against the same engine alone at the
 // worker's concurrency (its executors), alternating in rounds. The last
-// line is
+// lines are
 //
+//	passthrough: r4=<x> r64=<y> r1m=<z>
 //	ceiling: r4=<x> r64=<y> r1m=<z> compute=<c>
 //
-// r* each jetinfer ÷ ceiling, compute the worker ÷ the engine alone
-// (-compute-only runs just that). Run it from the repository root (`make
+// r* each jetinfer ÷ pass-through and jetinfer ÷ ceiling, compute the
+// worker ÷ the engine alone (-compute-only runs just that). Run it from the repository root (`make
 // bench-ceiling`); it needs the ONNX Runtime library (`make ort`).
 package main
 
