@@ -21,6 +21,8 @@ type Encoder struct {
 	// for a sliced id array, its rebased offsets. Tensor bytes are
 	// written straight from trt.Tensor.Data.
 	Mem memory.Allocator
+
+	general bool // tests: always the general path (arrow-go's IPC writer)
 }
 
 // EncodeRequest writes cols as one request body: an Arrow IPC stream with
@@ -72,6 +74,15 @@ func (e Encoder) AppendResult(dst []byte, outputs []trt.Tensor, ids arrow.Array)
 }
 
 func (e Encoder) appendBody(dst []byte, cols []trt.Tensor, ids arrow.Array, code Code) ([]byte, error) {
+	if !e.general {
+		rows, err := checkTensors(cols, ids, code)
+		if err != nil {
+			return dst, err
+		}
+		if directLayout(cols, ids) {
+			return appendDirect(slices.Grow(dst, estimateSize(cols, ids)), cols, ids, rows), nil
+		}
+	}
 	w := appendWriter{b: slices.Grow(dst, estimateSize(cols, ids))}
 	if err := e.encode(&w, cols, ids, code); err != nil {
 		return dst, err
@@ -112,6 +123,10 @@ func (e Encoder) encode(w io.Writer, cols []trt.Tensor, ids arrow.Array, code Co
 	}
 	rows, err := checkTensors(cols, ids, code)
 	if err != nil {
+		return err
+	}
+	if directLayout(cols, ids) && !e.general {
+		_, err := w.Write(appendDirect(make([]byte, 0, estimateSize(cols, ids)), cols, ids, rows))
 		return err
 	}
 	fields := make([]arrow.Field, 0, len(cols)+1)

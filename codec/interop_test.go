@@ -95,6 +95,19 @@ func interopBodies(t *testing.T) ([]interopBody, map[string][]byte) {
 		randTensor("score", trt.Float64, trt.Shape{2}, 8),
 	}, sids, []any{"a", "b"})
 
+	// The layout most results have, which the encoder writes without
+	// arrow-go (direct.go): int64 ids, fixed-shape and rank-1 outputs.
+	di := array.NewInt64Builder(mem)
+	di.AppendValues([]int64{-5, 0, 1 << 40}, nil)
+	dids := di.NewArray()
+	di.Release()
+	defer dids.Release()
+	add("go_direct_result.arrows", []trt.Tensor{
+		randTensor("logits", trt.Float32, trt.Shape{3, 10}, 11),
+		randTensor("mask", trt.Float16, trt.Shape{3, 2, 4}, 12),
+		randTensor("label", trt.Int64, trt.Shape{3}, 13),
+	}, dids, []any{-5, 0, 1 << 40})
+
 	// A result with ragged outputs of each position rank, empty rows
 	// included (the worker's answer for a sequence model).
 	rb := array.NewInt64Builder(mem)
