@@ -539,7 +539,11 @@ func (p *pullStream) next() (jetstream.Msg, error) {
 		if !errors.Is(err, nats.ErrTimeout) {
 			return m, err
 		}
-		fmt.Fprintf(os.Stderr, "ceiling: the continuous pull delivered nothing for %s; restarting it (the wait is not counted)\n", stallAfter)
+		state := ""
+		if ci, err := p.cons.Info(context.Background()); err == nil {
+			state = fmt.Sprintf(" (consumer: %d pending, %d ack-pending, %d delivered)", ci.NumPending, ci.NumAckPending, ci.Delivered.Consumer)
+		}
+		fmt.Fprintf(os.Stderr, "ceiling: the continuous pull delivered nothing for %s%s; restarting it (the wait is not counted)\n", stallAfter, state)
 		p.it.Stop()
 		p.it = nil
 		p.lost += stallAfter
