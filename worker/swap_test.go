@@ -765,3 +765,100 @@ func (d *digits) checkLogits(t testing.TB, body []byte, wantRows int) {
 		}
 	}
 }
+
+// TestWorkerFollowsAlias: a worker with Config.ModelAlias "canary" serves
+// the version the alias names, beside a worker following the active
+// version. A promotion switches the latter only; moving the alias
+// switches the canary worker only. A move to a version the accuracy gate
+// refuses keeps the canary worker on its version, and a canary worker
+// started then begins on the version the alias named before.
+func TestWorkerFollowsAlias(t *testing.T) {
+	d := loadDigitsRows(t)
+	ns := startServer(t)
+	nc := connect(t, ns)
+	repo := openRepo(t, nc)
+	ctx := context.Background()
+	digitsONNX, gate := repoFile("testdata", "models", "digits.onnx"), repoFile("testdata", "digits_gate.arrow")
+	perturbed := perturbedDigits(t)
+	push(t, repo, "1", digitsONNX, gate)
+	push(t, repo, "2", perturbed, "") // other logits, no gate
+	push(t, repo, "3", digitsONNX, gate)
+	push(t, repo, "4", perturbed, gate) // refused by the gate
+	promote(t, repo, "1")
+	setAlias := func(v string) {
+		t.Helper()
+		if err := repo.SetAlias(ctx, "digits", "canary", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setAlias("2")
+	var logs logBuffer
+	cfg := worker.Config{Model: "digits", ReportInterval: 100 * time.Millisecond}
+	canaryCfg := cfg
+	canaryCfg.ModelAlias, canaryCfg.WorkerID = "canary", "canary-1"
+	canary := repoWorker(t, ns, canaryCfg, &logs)
+	cfg.WorkerID = "stable-1"
+	stable := repoWorker(t, ns, cfg, nil)
+	if v := serving(canary, stable); v[0] != "2" || v[1] != "1" {
+		t.Fatalf("canary and stable workers serve %v, want [2 1]", v)
+	}
+	// A request pinned to the canary's version is answered by it (the
+	// stable worker hands it back), with that version's logits.
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := answer(t, c, d, "pin-canary", "2"); r.Status != codec.CodeOK || r.Header.Get(wire.HeaderModelVersion) != "2" ||
+		!sameLogits(t, r.Body, logitsOf(t, d, perturbed)) {
+		t.Fatalf("pinned to the canary version: %s from version %q (%s)", r.Status, r.Header.Get(wire.HeaderModelVersion), r.Error)
+	}
+
+	// A promotion: the stable worker switches, the canary worker does not.
+	promote(t, repo, "3")
+	waitFor(t, func() bool { return stable.Serving().Version == "3" }, "the stable worker to switch to version 3")
+	if s := canary.Serving(); s.Version != "2" || s.EnginesOpened != 1 {
+		t.Fatalf("canary worker after a promotion: %+v, want version 2 and no other engine opened", s)
+	}
+
+	// Moving the alias: the canary worker switches, the stable one does not.
+	setAlias("1")
+	waitFor(t, func() bool { return canary.Serving().Version == "1" }, "the canary worker to follow the alias to version 1")
+	if s := stable.Serving(); s.Version != "3" || s.EnginesOpened != 2 {
+		t.Fatalf("stable worker after the alias moved: %+v, want version 3, two engines opened", s)
+	}
+
+	// A move to a version the gate refuses keeps the canary on version 1.
+	setAlias("4")
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "accuracy gate refused") }, "version 4 to be refused")
+	if s := canary.Serving(); s.Version != "1" {
+		t.Fatalf("canary worker after a refused move: %+v, want version 1", s)
+	}
+	// A canary worker started now begins on the version the alias named
+	// before (1), not on the active version (3).
+	var logs2 logBuffer
+	canaryCfg.WorkerID = "canary-2"
+	late := repoWorker(t, ns, canaryCfg, &logs2)
+	if v := late.Serving().Version; v != "1" || !strings.Contains(logs2.String(), "serving an earlier version") {
+		t.Fatalf("canary worker started on a refused alias target serves %q, want 1 with the reason logged:\n%s", v, logs2.String())
+	}
+	if v := serving(canary, stable, late); v[0] != "1" || v[1] != "3" || v[2] != "1" {
+		t.Fatalf("workers serve %v, want [1 3 1]", v)
+	}
+}
+
+// TestModelAliasNeedsARepository: an alias is refused for a worker
+// serving a fixed engine, and an alias that is no alias name is refused
+// by Validate.
+func TestModelAliasNeedsARepository(t *testing.T) {
+	ns := startServer(t)
+	_, err := worker.New(connect(t, ns), loadEngine(t, "digits.onnx"), worker.Config{Model: "digits", ModelAlias: "canary"})
+	if err == nil || !strings.Contains(err.Error(), "repository") {
+		t.Fatalf("an alias with a fixed engine: %v", err)
+	}
+	if err := (worker.Config{Model: "digits", ModelAlias: "Canary!"}).Validate(); err == nil {
+		t.Fatal("an invalid alias passed Validate")
+	}
+	if err := (worker.Config{Model: "digits", ModelAlias: "active"}).Validate(); err != nil {
+		t.Fatalf("alias active: %v", err)
+	}
+}

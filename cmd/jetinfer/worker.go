@@ -75,12 +75,16 @@ func (c *workerConfig) parseWith(name string, args []string, stderr io.Writer, e
 	fs.StringVar(&c.Engine.ModelPath, "model-path", c.Engine.ModelPath, "ONNX model file (JETINFER_MODEL_PATH)")
 	fs.StringVar(&c.Engine.Backend, "backend", c.Engine.Backend, "auto, tensorrt or onnxruntime (JETINFER_BACKEND)")
 	fs.StringVar(&c.Engine.PlanPath, "plan", c.Engine.PlanPath, "TensorRT plan; manifest at <plan>.json (JETINFER_PLAN_PATH)")
+	fs.StringVar(&c.Worker.ModelAlias, "model-alias", c.Worker.ModelAlias, "with -source repository: follow this alias of the model (canary, stable, ...) instead of its active version (JETINFER_MODEL_ALIAS)")
 	fs.StringVar(&c.Source, "source", c.Source, "where the engine comes from: file (--model-path, --plan) or repository (the model repository's active version) (JETINFER_MODEL_SOURCE)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if c.Source != sourceFile && c.Source != sourceRepository {
 		return fmt.Errorf("JETINFER_MODEL_SOURCE=%q: want %s or %s", c.Source, sourceFile, sourceRepository)
+	}
+	if c.Worker.ModelAlias != "" && c.Source != sourceRepository {
+		return fmt.Errorf("JETINFER_MODEL_ALIAS=%q needs JETINFER_MODEL_SOURCE=%s", c.Worker.ModelAlias, sourceRepository)
 	}
 	return c.Worker.Validate()
 }
@@ -174,7 +178,7 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 			}
 		}()
 		node := engines.node()
-		log.Info("serving from the model repository", "model", cfg.Worker.Model, "node_gpu", node.GPU.Name,
+		log.Info("serving from the model repository", "model", cfg.Worker.Model, "alias", orDash(cfg.Worker.ModelAlias), "node_gpu", node.GPU.Name,
 			"tensorrt", orDash(node.TensorRT), "cache_dir", repo.CacheDir())
 		opts = append(opts, worker.WithSource(worker.Source{Repository: repo, Node: node, Open: engines.open}))
 	} else {

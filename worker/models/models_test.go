@@ -2,6 +2,7 @@ package models_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -534,5 +536,77 @@ func TestLargeArtifactRoundTrip(t *testing.T) {
 				t.Fatal("fetched bytes differ from the pushed file")
 			}
 		})
+	}
+}
+
+// TestAliasTargetAndWatch: Target reads the version an alias names with
+// the versions it named before (most recent last, each once), "active"
+// is the active version, and WatchAlias sends every move of the alias
+// and keeps watching after the alias is deleted and set again.
+func TestAliasTargetAndWatch(t *testing.T) {
+	e := newEnv(t, 8<<20)
+	ctx := t.Context()
+	for _, v := range []string{"1", "2", "3"} {
+		if _, err := e.repo.Push(ctx, "digits", v, []models.Upload{{Kind: models.KindONNX, Path: repoFile("testdata", "models", "digits.onnx")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.repo.Target(ctx, "digits", "canary"); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("target of an alias never set: %v, want ErrNotFound", err)
+	}
+	if _, err := e.repo.Target(ctx, "digits", "Canary!"); err == nil {
+		t.Fatal("an invalid alias name was accepted")
+	}
+	if _, err := e.repo.Promote(ctx, "digits", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := e.repo.Target(ctx, "digits", "active"); err != nil || a.Version != "1" {
+		t.Fatalf("target of alias active = %+v, %v; want the active version 1", a, err)
+	}
+	watchCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	updates, err := e.repo.WatchAlias(watchCtx, "digits", "canary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() string {
+		t.Helper()
+		select {
+		case a := <-updates:
+			return a.Version
+		case <-time.After(10 * time.Second):
+			t.Fatal("no alias record within 10 s")
+			return ""
+		}
+	}
+	for _, v := range []string{"1", "2", "1", "3"} {
+		if err := e.repo.SetAlias(ctx, "digits", "canary", v); err != nil {
+			t.Fatal(err)
+		}
+		// The watch keeps only the latest record: read each before the next.
+		if got := next(); got != v {
+			t.Fatalf("watch sent version %s, want %s", got, v)
+		}
+	}
+	a, err := e.repo.Target(ctx, "digits", "canary")
+	if err != nil || a.Version != "3" || !slices.Equal(a.Previous, []string{"2", "1"}) || a.At.IsZero() {
+		t.Fatalf("target of canary = %+v, %v; want version 3, previously [2 1]", a, err)
+	}
+	// After a promotion (another key) and a deletion, the next move is
+	// sent.
+	if _, err := e.repo.Promote(ctx, "digits", "3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.repo.DeleteAlias(ctx, "digits", "canary"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.repo.Target(ctx, "digits", "canary"); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("target of a deleted alias: %v, want ErrNotFound", err)
+	}
+	if err := e.repo.SetAlias(ctx, "digits", "canary", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); got != "2" {
+		t.Fatalf("after a promotion, a deletion and a move to 2 the watch sent %s", got)
 	}
 }
