@@ -363,10 +363,14 @@ func (w *Worker) load(ctx context.Context, version string) (*generation, error) 
 	if err != nil {
 		return nil, fmt.Errorf("loading %s %s: opening %s: %w", model, version, res.Artifact.Name, err)
 	}
+	// Its cache entry stays while the engine is open (serving or
+	// retiring); nothing fetches between the resolution and here.
+	unpin := src.Repository.Pin(res.Artifact.SHA256)
 	w.enginesOpened.Add(1)
 	w.metrics.engineOpened()
 	closeFn := func() error {
 		err := closeEngine()
+		unpin()
 		w.enginesClosed.Add(1)
 		w.metrics.engineClosed()
 		return err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -861,4 +862,53 @@ func TestModelAliasNeedsARepository(t *testing.T) {
 	if err := (worker.Config{Model: "digits", ModelAlias: "active"}).Validate(); err != nil {
 		t.Fatalf("alias active: %v", err)
 	}
+}
+
+// TestSwapEvictsOnlyEnginesNotInUse bounds a worker's artifact cache
+// below two models (100 KiB; each ONNX model is about 70 KiB): fetching a
+// promoted version keeps the entry of the engine still serving, beyond
+// the bound; once that engine is closed, the next fetch evicts it.
+func TestSwapEvictsOnlyEnginesNotInUse(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	repo := openRepo(t, nc)
+	push(t, repo, "a", repoFile("testdata", "models", "digits.onnx"), "")
+	push(t, repo, "b", perturbedDigits(t), "")
+	push(t, repo, "c", repoFile("testdata", "models", "digits_fp16.onnx"), "")
+	promote(t, repo, "a")
+	digest := map[string]string{}
+	for _, v := range []string{"a", "b", "c"} {
+		ver, err := repo.Version(context.Background(), "digits", v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digest[v] = ver.Artifacts[0].SHA256
+	}
+
+	wnc := connect(t, ns)
+	cache := t.TempDir()
+	wrepo, err := models.Open(context.Background(), mustJS(t, wnc), models.Config{CacheDir: cache, CacheMaxBytes: 100 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, wnc, nil, worker.Config{Model: "digits"}, worker.WithSource(ortSource(t, wrepo)))
+	inCache := func(want ...string) {
+		t.Helper()
+		var got []string
+		for _, v := range []string{"a", "b", "c"} {
+			if _, err := os.Stat(filepath.Join(cache, "sha256", digest[v])); err == nil {
+				got = append(got, v)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("cache holds versions %v, want %v", got, want)
+		}
+	}
+	inCache("a")
+	promote(t, repo, "b")
+	waitFor(t, func() bool { s := w.Serving(); return s.Version == "b" && s.EnginesClosed == 1 }, "the switch to b and a's engine closed")
+	inCache("a", "b") // a served while b was fetched: kept beyond the bound
+	promote(t, repo, "c")
+	waitFor(t, func() bool { s := w.Serving(); return s.Version == "c" && s.EnginesClosed == 2 }, "the switch to c")
+	inCache("b", "c") // a's engine was closed: evicted; b's was serving
 }

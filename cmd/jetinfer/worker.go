@@ -179,7 +179,7 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 		}()
 		node := engines.node()
 		log.Info("serving from the model repository", "model", cfg.Worker.Model, "alias", orDash(cfg.Worker.ModelAlias), "node_gpu", node.GPU.Name,
-			"tensorrt", orDash(node.TensorRT), "cache_dir", repo.CacheDir())
+			"tensorrt", orDash(node.TensorRT), "cache_dir", repo.CacheDir(), "cache_max_bytes", repo.CacheMaxBytes())
 		opts = append(opts, worker.WithSource(worker.Source{Repository: repo, Node: node, Open: engines.open}))
 	} else {
 		e, closeEngine, err := openEngine(ctx, cfg.Engine, log)

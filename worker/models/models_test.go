@@ -610,3 +610,82 @@ func TestAliasTargetAndWatch(t *testing.T) {
 		t.Fatalf("after a promotion, a deletion and a move to 2 the watch sent %s", got)
 	}
 }
+
+// TestCacheEvictsLeastRecentlyUsed bounds the cache at 100 KiB and fetches
+// 40 KiB artifacts: each fetch beyond the bound evicts the least recently
+// used entry (a cache hit counts as a use), never a pinned one nor the
+// one just fetched, even when that one alone exceeds the bound.
+func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	ns := startServer(t, 8<<20)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := t.TempDir()
+	repo, err := models.Open(t.Context(), js, models.Config{CacheDir: cache, CacheMaxBytes: 100 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	arts := map[string]models.Artifact{}
+	for _, tc := range []struct {
+		version string
+		size    int
+	}{{"1", 40 << 10}, {"2", 40 << 10}, {"3", 40 << 10}, {"4", 40 << 10}, {"5", 40 << 10}, {"big", 150 << 10}} {
+		b := make([]byte, tc.size)
+		_, _ = rand.Read(b)
+		path := filepath.Join(t.TempDir(), "model.onnx")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		v, err := repo.Push(ctx, "m", tc.version, []models.Upload{{Kind: models.KindONNX, Path: path}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		arts[tc.version] = v.Artifacts[0]
+	}
+	fetch := func(v string) {
+		t.Helper()
+		if _, _, err := repo.Fetch(ctx, arts[v]); err != nil {
+			t.Fatalf("fetching %s: %v", v, err)
+		}
+	}
+	inCache := func(want ...string) {
+		t.Helper()
+		var got []string
+		for _, v := range []string{"1", "2", "3", "4", "5", "big"} {
+			if _, err := os.Stat(filepath.Join(cache, "sha256", arts[v].SHA256)); err == nil {
+				got = append(got, v)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("cache holds versions %v, want %v", got, want)
+		}
+	}
+	fetch("1")
+	fetch("2")
+	fetch("1") // a hit: 2 is now the least recently used
+	fetch("3") // 120 KiB > 100 KiB
+	inCache("1", "3")
+
+	unpin := repo.Pin(arts["1"].SHA256)
+	fetch("3")
+	fetch("4") // 1 is the oldest but pinned
+	inCache("1", "4")
+	unpin()
+	unpin() // a second call does nothing
+	fetch("5")
+	inCache("4", "5")
+
+	// An entry larger than the bound is kept (it is about to be used);
+	// everything unpinned goes.
+	unpin = repo.Pin(arts["5"].SHA256)
+	defer unpin()
+	fetch("big")
+	inCache("5", "big")
+}

@@ -115,6 +115,10 @@ type Config struct {
 	CacheDir string
 	// Replicas of both buckets when they are created (default 1).
 	Replicas int
+	// CacheMaxBytes bounds the cache: after a fetch, least recently used
+	// entries not pinned (Repository.Pin) are removed until it fits
+	// (default DefaultCacheMaxBytes).
+	CacheMaxBytes int64
 	// ChunkSize overrides the chunk size artifacts are written with
 	// (default ChunkSize, or less where the server's max_payload is
 	// smaller). Benchmarks compare chunk sizes with it.
@@ -129,6 +133,7 @@ type Repository struct {
 	chunk uint32
 	log   *slog.Logger
 	now   func() time.Time
+	pins  cachePins
 }
 
 // Option configures a Repository.
@@ -147,6 +152,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, opts ...Optio
 	}
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
+	}
+	if cfg.CacheMaxBytes <= 0 {
+		cfg.CacheMaxBytes = DefaultCacheMaxBytes
 	}
 	if cfg.CacheDir == "" {
 		dir, err := os.UserCacheDir()
