@@ -33,7 +33,7 @@ func rssTrace(kib []int64) string {
 // swapGrowthBound is the RSS growth allowed over ten swaps between models
 // whose larger file has modelBytes: 8 MiB plus one and a half times the
 // model per swap. Measured on this test (tagger.onnx, 2.6 MB; glibc's
-// default allocator, with and without -race): 12-27 MiB over swaps 11-20
+// default allocator, with and without -race): 4-27 MiB over swaps 11-20
 // when every engine is closed (the allocator's per-thread arenas still
 // settling: with MALLOC_ARENA_MAX=2 it was 2-11 MiB), 66-70 MiB when no
 // engine is closed (a tagger session keeps about 2.6 times its file). The
