@@ -23,6 +23,12 @@ type Config struct {
 	// from the model repository (WithSource) reports the version it loaded
 	// instead.
 	ModelVersion string `env:"MODEL_VERSION"`
+	// ModelAlias makes a worker serving from the model repository follow
+	// an alias of the model ("canary", "stable") instead of its active
+	// version: it serves the version the alias names and swaps when the
+	// alias moves, ignoring promotions. Empty or "active" (the default)
+	// follows the active version. Needs a repository source (WithSource).
+	ModelAlias string `env:"MODEL_ALIAS"`
 	// PinnedWait bounds how long a request pinned to a version this
 	// worker does not serve keeps being handed back for a worker that
 	// serves it, counted from its deliveries (default 2m); then it is
@@ -231,6 +237,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAttempts < 1 || c.MaxDeliveries < c.MaxAttempts {
 		errs = append(errs, fmt.Errorf("max attempts %d must be at least 1 and max deliveries %d at least max attempts", c.MaxAttempts, c.MaxDeliveries))
+	}
+	if c.ModelAlias != "" {
+		if err := models.CheckAlias(c.ModelAlias); err != nil {
+			errs = append(errs, fmt.Errorf("model alias: %w", err))
+		}
 	}
 	if c.GateRTol < 0 || c.GateATol < 0 {
 		errs = append(errs, fmt.Errorf("accuracy gate tolerance rtol %v, atol %v: must not be negative", c.GateRTol, c.GateATol))

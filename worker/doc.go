@@ -42,7 +42,8 @@
 //     route requests pinned to a version this worker does not serve
 //     (pinned.go);
 //   - with a repository Source, the swapper watches the model's active
-//     version and loads, gates and switches to each new one (swap.go).
+//     version (or the alias in Config.ModelAlias) and loads, gates and
+//     switches to each new one (swap.go).
 //
 // # Engines and swaps
 //

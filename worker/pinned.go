@@ -21,8 +21,9 @@ import (
 // (Jetinfer-Model-Version; docs/models.md, "Pinned versions"):
 //
 //   - a version the repository does not have: NOT_FOUND;
-//   - the repository's active version (a rollout this worker has not
-//     finished, or a version it could not load), or a version another live
+//   - the version this worker follows (the repository's active version,
+//     or its alias's: a rollout this worker has not finished, or a
+//     version it could not load), or a version another live
 //     worker reports serving: handed back, uncharged, with a delay growing
 //     from 250 ms to 5 s (randomized down to half), so that a worker
 //     serving it takes it; once its deliveries account for at least
@@ -119,8 +120,8 @@ func (w *Worker) pinnedElsewhere(r *request, v string, g *generation) *outcome {
 	}
 	if inRepo {
 		return &outcome{r: r, code: codec.CodeFailedPrecondition,
-			msg: fmt.Sprintf("model %s version %q is in the model repository but no worker serves it (active version %q, this worker serves %q): promote it, or pin a served version",
-				model, v, active, g.version)}
+			msg: fmt.Sprintf("model %s version %q is in the model repository but no worker serves it (%s is %q, this worker serves %q): promote it, or pin a served version",
+				model, v, w.following(), active, g.version)}
 	}
 	return &outcome{r: r, code: codec.CodeNotFound,
 		msg: fmt.Sprintf("model %s version %q is not served by any worker (this worker serves %q)", model, v, g.version)}

@@ -55,6 +55,23 @@ func (s *Source) validate() error {
 	return nil
 }
 
+// following names what a repository worker serves, for logs: "the
+// active version" or "alias canary".
+func (w *Worker) following() string {
+	if a := w.alias(); a != "" {
+		return "alias " + a
+	}
+	return "the active version"
+}
+
+// alias is the alias the worker follows; "" for the active version.
+func (w *Worker) alias() string {
+	if a := w.cfg.ModelAlias; a != models.ActiveAlias {
+		return a
+	}
+	return ""
+}
+
 // sourceName says where the worker's engines come from, for logs.
 func (w *Worker) sourceName() string {
 	if w.source == nil {
@@ -91,15 +108,16 @@ func (w *Worker) Serving() ServingInfo {
 	return s
 }
 
-// startFromRepository sets up the first generation from the repository's
-// active version. When that version cannot be loaded here (no usable
-// artifact, refused by the accuracy gate), the versions active before it
-// are tried, most recent first, so that a bad promotion does not keep a
-// pool from starting; the swapper keeps trying the active one. While the
-// model has no active version, or none of its versions loads, the worker
-// waits (not ready, not pulling) for the next promotion, retrying every
-// minute; it never exits for it, so an orchestrator does not restart it in
-// a loop.
+// startFromRepository sets up the first generation from the version the
+// worker follows: the repository's active version, or the one its alias
+// names (Config.ModelAlias). When that version cannot be loaded here (no
+// usable artifact, refused by the accuracy gate), the versions active (or
+// aliased) before it are tried, most recent first, so that a bad
+// promotion does not keep a pool from starting; the swapper keeps trying
+// the followed one. While the model has no active version (the alias is
+// not set), or none of its versions loads, the worker waits (not ready,
+// not pulling) for the next promotion, retrying every minute; it never
+// exits for it, so an orchestrator does not restart it in a loop.
 func (w *Worker) startFromRepository(ctx context.Context) error {
 	repo := w.source.Repository
 	wctx, stopWatching := context.WithCancel(ctx)
@@ -108,15 +126,18 @@ func (w *Worker) startFromRepository(ctx context.Context) error {
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
 	for {
-		a, err := repo.Active(ctx, w.cfg.Model)
+		a, err := repo.Target(ctx, w.cfg.Model, w.cfg.ModelAlias)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case errors.Is(err, models.ErrNotFound) && w.alias() != "":
+			w.log.Warn("the alias this worker follows is not set; waiting for it to be (jetinfer model alias)",
+				"model", w.cfg.Model, "alias", w.cfg.ModelAlias)
 		case errors.Is(err, models.ErrNotFound):
 			w.log.Warn("no version of the model is active in the repository; waiting for one to be promoted (jetinfer model push, jetinfer model promote)",
 				"model", w.cfg.Model)
 		case err != nil:
-			w.log.Error("reading the active version; retrying every minute", "model", w.cfg.Model, "err", err)
+			w.log.Error("reading the followed version; retrying every minute", "model", w.cfg.Model, "following", w.following(), "err", err)
 		default:
 			w.active.Store(&a)
 			if err = w.loadFirst(ctx, a); err == nil {
@@ -153,8 +174,8 @@ func (w *Worker) loadFirst(ctx context.Context, a models.Active) error {
 		g, err := w.load(ctx, v)
 		if err == nil {
 			if v != a.Version {
-				w.log.Error("serving a previously active version: the active one cannot be loaded here",
-					"model", w.cfg.Model, "active", a.Version, "serving", v)
+				w.log.Error("serving an earlier version: the one followed cannot be loaded here",
+					"model", w.cfg.Model, "following", w.following(), "version", a.Version, "serving", v)
 			}
 			w.cur = g
 			return nil
@@ -176,8 +197,9 @@ const (
 	swapRetryMax = 5 * time.Minute
 )
 
-// runSwaps is the swapper goroutine: it watches the active version until
-// ctx ends and switches to each new one that loads.
+// runSwaps is the swapper goroutine: it watches the version the worker
+// follows (the active one, or its alias's) until ctx ends and switches to
+// each new one that loads.
 func (w *Worker) runSwaps(ctx context.Context) {
 	updates := w.watchActive(ctx)
 	retry := time.NewTimer(time.Hour)
@@ -241,7 +263,7 @@ func (w *Worker) runSwaps(ctx context.Context) {
 		old := w.switchTo(g)
 		w.metrics.serving(g.version, g.engineID, true)
 		w.metrics.swapped("switched")
-		w.log.Info("model version switched", "model", w.cfg.Model, "from", old.version, "to", g.version,
+		w.log.Info("model version switched", "model", w.cfg.Model, "following", w.following(), "from", old.version, "to", g.version,
 			"engine", g.engineID, "artifact", g.artifact)
 		select {
 		case w.reportNow <- struct{}{}:
@@ -273,8 +295,9 @@ func (w *Worker) takeLatest(updates <-chan models.Active) bool {
 	}
 }
 
-// watchActive forwards the active version records of the model until ctx
-// ends, watching again (after a pause) whenever the watch fails.
+// watchActive forwards the records of the version the worker follows (the
+// model's active version, or the one its alias names) until ctx ends,
+// watching again (after a pause) whenever the watch fails.
 func (w *Worker) watchActive(ctx context.Context) <-chan models.Active {
 	out := make(chan models.Active)
 	go func() {
@@ -282,7 +305,7 @@ func (w *Worker) watchActive(ctx context.Context) <-chan models.Active {
 		pause := time.NewTimer(time.Hour)
 		defer pause.Stop()
 		for ctx.Err() == nil {
-			in, err := w.source.Repository.WatchActive(ctx, w.cfg.Model)
+			in, err := w.source.Repository.WatchAlias(ctx, w.cfg.Model, w.cfg.ModelAlias)
 			if err == nil {
 				for a := range in {
 					select {
@@ -291,7 +314,7 @@ func (w *Worker) watchActive(ctx context.Context) <-chan models.Active {
 					}
 				}
 			} else {
-				w.log.Warn("watching the active model version", "model", w.cfg.Model, "err", err)
+				w.log.Warn("watching the followed model version", "model", w.cfg.Model, "following", w.following(), "err", err)
 			}
 			pause.Reset(time.Second)
 			select {
@@ -340,10 +363,14 @@ func (w *Worker) load(ctx context.Context, version string) (*generation, error) 
 	if err != nil {
 		return nil, fmt.Errorf("loading %s %s: opening %s: %w", model, version, res.Artifact.Name, err)
 	}
+	// Its cache entry stays while the engine is open (serving or
+	// retiring); nothing fetches between the resolution and here.
+	unpin := src.Repository.Pin(res.Artifact.SHA256)
 	w.enginesOpened.Add(1)
 	w.metrics.engineOpened()
 	closeFn := func() error {
 		err := closeEngine()
+		unpin()
 		w.enginesClosed.Add(1)
 		w.metrics.engineClosed()
 		return err

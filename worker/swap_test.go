@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -472,11 +473,12 @@ func rssKiB() int64 {
 }
 
 // TestTwentySwapsCloseEveryEngine swaps between two versions 20 times
-// under light load: every request is answered by the version its header
-// names, and every engine but the serving one is closed. The resident set
-// is logged (not asserted: the Go heap and the allocator's caches make
-// one process's RSS a poor pass/fail signal; closed engines are the
-// assertion).
+// under light load (a 3-row request every 20 ms, one during and one after
+// each swap): every request is answered by the version its header names
+// and every engine but the serving one is closed. The resident set after
+// each swap is logged; TestSwapMemoryIsBounded asserts on it with a model
+// large enough for a leak to stand out (a digits session is about 220 KiB,
+// within the noise of the race detector's own growth).
 func TestTwentySwapsCloseEveryEngine(t *testing.T) {
 	d := loadDigitsRows(t)
 	ns := startServer(t)
@@ -492,10 +494,31 @@ func TestTwentySwapsCloseEveryEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Steady light load for the whole run.
+	var loaded sync.WaitGroup
+	stopLoad := make(chan struct{})
+	var sentLoad atomic.Int64
+	loaded.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stopLoad:
+				return
+			case <-tick.C:
+			}
+			lo := i % (d.rows - 3)
+			if _, err := c.Publish(context.Background(), client.Request{ID: fmt.Sprintf("load-%d", i), Job: "load", Body: d.request(t, lo, lo+3)}); err != nil {
+				t.Error(err)
+				return
+			}
+			sentLoad.Add(1)
+		}
+	})
 	// RSS after returning freed Go memory to the OS, so that what is left
-	// is the engines' and the runtime's.
-	rss := func() int64 { debug.FreeOSMemory(); return rssKiB() >> 10 }
-	rssAt := []int64{rss()}
+	// is mostly the engines' and the runtime's.
+	rss := func() int64 { debug.FreeOSMemory(); return rssKiB() }
+	rssAt := []int64{rss()} // KiB: after the first load, then after each swap
 	const swaps = 20
 	for i := range swaps {
 		v := []string{"b", "a"}[i%2]
@@ -506,13 +529,23 @@ func TestTwentySwapsCloseEveryEngine(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, func() bool { return w.Serving().Version == v }, "the switch to version "+v)
-		r := answer(t, c, d, fmt.Sprintf("after-%d", i), "")
+		// One after it, which the new version must answer. Results are
+		// read at the end: each read is an ordered consumer that the
+		// in-process server keeps for 5 minutes, which would show in
+		// this process's RSS as growth per swap.
+		if _, err := c.Publish(context.Background(), client.Request{ID: fmt.Sprintf("after-%d", i), Job: "after", Body: d.request(t, i, i+4)}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return w.Serving().EnginesClosed == int64(i+1) }, "the replaced engine to be closed")
+		rssAt = append(rssAt, rss())
+	}
+	close(stopLoad)
+	loaded.Wait()
+	for id, r := range collect(t, c, "after", swaps) {
+		i, _ := strconv.Atoi(strings.TrimPrefix(id, "after-"))
+		v := []string{"b", "a"}[i%2]
 		if got := r.Header.Get(wire.HeaderModelVersion); r.Status != codec.CodeOK || got != v || !sameLogits(t, r.Body, want[v]) {
 			t.Fatalf("swap %d: %s from version %q, want OK with version %s's logits", i+1, r.Status, got, v)
-		}
-		if (i+1)%5 == 0 {
-			waitFor(t, func() bool { return w.Serving().EnginesClosed == int64(i+1) }, "the replaced engine to be closed")
-			rssAt = append(rssAt, rss())
 		}
 	}
 	for id, r := range collect(t, c, "twenty", swaps) {
@@ -520,13 +553,17 @@ func TestTwentySwapsCloseEveryEngine(t *testing.T) {
 			t.Fatalf("%s: %s from version %q does not carry that version's logits", id, r.Status, v)
 		}
 	}
-	waitFor(t, func() bool { return w.Serving().EnginesClosed == swaps }, "every replaced engine to be closed")
+	for id, r := range collect(t, c, "load", int(sentLoad.Load())) {
+		if v := r.Header.Get(wire.HeaderModelVersion); r.Status != codec.CodeOK || want[v] == nil || !sameLogits(t, r.Body, want[v]) {
+			t.Fatalf("%s: %s from version %q does not carry that version's logits", id, r.Status, v)
+		}
+	}
 	s := w.Serving()
-	if s.EnginesOpened != swaps+1 {
+	if s.EnginesOpened != swaps+1 || s.EnginesClosed != swaps {
 		t.Fatalf("%+v: want %d engines opened, %d closed", s, swaps+1, swaps)
 	}
-	t.Logf("%d swaps: %d engines opened, %d closed; RSS (MiB) after the first load and every 5 swaps: %v",
-		swaps, s.EnginesOpened, s.EnginesClosed, rssAt)
+	t.Logf("%d swaps, %d load requests: %d engines opened, %d closed; RSS (MiB) after the first load and each swap: %s",
+		swaps, sentLoad.Load(), s.EnginesOpened, s.EnginesClosed, rssTrace(rssAt))
 }
 
 // TestPinnedVersions checks the pinned-version rule against the
@@ -764,4 +801,150 @@ func (d *digits) checkLogits(t testing.TB, body []byte, wantRows int) {
 			}
 		}
 	}
+}
+
+// TestWorkerFollowsAlias: a worker with Config.ModelAlias "canary" serves
+// the version the alias names, beside a worker following the active
+// version. A promotion switches the latter only; moving the alias
+// switches the canary worker only. A move to a version the accuracy gate
+// refuses keeps the canary worker on its version, and a canary worker
+// started then begins on the version the alias named before.
+func TestWorkerFollowsAlias(t *testing.T) {
+	d := loadDigitsRows(t)
+	ns := startServer(t)
+	nc := connect(t, ns)
+	repo := openRepo(t, nc)
+	ctx := context.Background()
+	digitsONNX, gate := repoFile("testdata", "models", "digits.onnx"), repoFile("testdata", "digits_gate.arrow")
+	perturbed := perturbedDigits(t)
+	push(t, repo, "1", digitsONNX, gate)
+	push(t, repo, "2", perturbed, "") // other logits, no gate
+	push(t, repo, "3", digitsONNX, gate)
+	push(t, repo, "4", perturbed, gate) // refused by the gate
+	promote(t, repo, "1")
+	setAlias := func(v string) {
+		t.Helper()
+		if err := repo.SetAlias(ctx, "digits", "canary", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setAlias("2")
+	var logs logBuffer
+	cfg := worker.Config{Model: "digits", ReportInterval: 100 * time.Millisecond}
+	canaryCfg := cfg
+	canaryCfg.ModelAlias, canaryCfg.WorkerID = "canary", "canary-1"
+	canary := repoWorker(t, ns, canaryCfg, &logs)
+	cfg.WorkerID = "stable-1"
+	stable := repoWorker(t, ns, cfg, nil)
+	if v := serving(canary, stable); v[0] != "2" || v[1] != "1" {
+		t.Fatalf("canary and stable workers serve %v, want [2 1]", v)
+	}
+	// A request pinned to the canary's version is answered by it (the
+	// stable worker hands it back), with that version's logits.
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := answer(t, c, d, "pin-canary", "2"); r.Status != codec.CodeOK || r.Header.Get(wire.HeaderModelVersion) != "2" ||
+		!sameLogits(t, r.Body, logitsOf(t, d, perturbed)) {
+		t.Fatalf("pinned to the canary version: %s from version %q (%s)", r.Status, r.Header.Get(wire.HeaderModelVersion), r.Error)
+	}
+
+	// A promotion: the stable worker switches, the canary worker does not.
+	promote(t, repo, "3")
+	waitFor(t, func() bool { return stable.Serving().Version == "3" }, "the stable worker to switch to version 3")
+	if s := canary.Serving(); s.Version != "2" || s.EnginesOpened != 1 {
+		t.Fatalf("canary worker after a promotion: %+v, want version 2 and no other engine opened", s)
+	}
+
+	// Moving the alias: the canary worker switches, the stable one does not.
+	setAlias("1")
+	waitFor(t, func() bool { return canary.Serving().Version == "1" }, "the canary worker to follow the alias to version 1")
+	if s := stable.Serving(); s.Version != "3" || s.EnginesOpened != 2 {
+		t.Fatalf("stable worker after the alias moved: %+v, want version 3, two engines opened", s)
+	}
+
+	// A move to a version the gate refuses keeps the canary on version 1.
+	setAlias("4")
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "accuracy gate refused") }, "version 4 to be refused")
+	if s := canary.Serving(); s.Version != "1" {
+		t.Fatalf("canary worker after a refused move: %+v, want version 1", s)
+	}
+	// A canary worker started now begins on the version the alias named
+	// before (1), not on the active version (3).
+	var logs2 logBuffer
+	canaryCfg.WorkerID = "canary-2"
+	late := repoWorker(t, ns, canaryCfg, &logs2)
+	if v := late.Serving().Version; v != "1" || !strings.Contains(logs2.String(), "serving an earlier version") {
+		t.Fatalf("canary worker started on a refused alias target serves %q, want 1 with the reason logged:\n%s", v, logs2.String())
+	}
+	if v := serving(canary, stable, late); v[0] != "1" || v[1] != "3" || v[2] != "1" {
+		t.Fatalf("workers serve %v, want [1 3 1]", v)
+	}
+}
+
+// TestModelAliasNeedsARepository: an alias is refused for a worker
+// serving a fixed engine, and an alias that is no alias name is refused
+// by Validate.
+func TestModelAliasNeedsARepository(t *testing.T) {
+	ns := startServer(t)
+	_, err := worker.New(connect(t, ns), loadEngine(t, "digits.onnx"), worker.Config{Model: "digits", ModelAlias: "canary"})
+	if err == nil || !strings.Contains(err.Error(), "repository") {
+		t.Fatalf("an alias with a fixed engine: %v", err)
+	}
+	if err := (worker.Config{Model: "digits", ModelAlias: "Canary!"}).Validate(); err == nil {
+		t.Fatal("an invalid alias passed Validate")
+	}
+	if err := (worker.Config{Model: "digits", ModelAlias: "active"}).Validate(); err != nil {
+		t.Fatalf("alias active: %v", err)
+	}
+}
+
+// TestSwapEvictsOnlyEnginesNotInUse bounds a worker's artifact cache
+// below two models (100 KiB; each ONNX model is about 70 KiB): fetching a
+// promoted version keeps the entry of the engine still serving, beyond
+// the bound; once that engine is closed, the next fetch evicts it.
+func TestSwapEvictsOnlyEnginesNotInUse(t *testing.T) {
+	ns := startServer(t)
+	nc := connect(t, ns)
+	repo := openRepo(t, nc)
+	push(t, repo, "a", repoFile("testdata", "models", "digits.onnx"), "")
+	push(t, repo, "b", perturbedDigits(t), "")
+	push(t, repo, "c", repoFile("testdata", "models", "digits_fp16.onnx"), "")
+	promote(t, repo, "a")
+	digest := map[string]string{}
+	for _, v := range []string{"a", "b", "c"} {
+		ver, err := repo.Version(context.Background(), "digits", v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digest[v] = ver.Artifacts[0].SHA256
+	}
+
+	wnc := connect(t, ns)
+	cache := t.TempDir()
+	wrepo, err := models.Open(context.Background(), mustJS(t, wnc), models.Config{CacheDir: cache, CacheMaxBytes: 100 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, wnc, nil, worker.Config{Model: "digits"}, worker.WithSource(ortSource(t, wrepo)))
+	inCache := func(want ...string) {
+		t.Helper()
+		var got []string
+		for _, v := range []string{"a", "b", "c"} {
+			if _, err := os.Stat(filepath.Join(cache, "sha256", digest[v])); err == nil {
+				got = append(got, v)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("cache holds versions %v, want %v", got, want)
+		}
+	}
+	inCache("a")
+	promote(t, repo, "b")
+	waitFor(t, func() bool { s := w.Serving(); return s.Version == "b" && s.EnginesClosed == 1 }, "the switch to b and a's engine closed")
+	inCache("a", "b") // a served while b was fetched: kept beyond the bound
+	promote(t, repo, "c")
+	waitFor(t, func() bool { s := w.Serving(); return s.Version == "c" && s.EnginesClosed == 2 }, "the switch to c")
+	inCache("b", "c") // a's engine was closed: evicted; b's was serving
 }

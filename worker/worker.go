@@ -89,7 +89,8 @@ type Worker struct {
 	// closing tracks engines of retired generations being closed.
 	closing                      sync.WaitGroup
 	enginesOpened, enginesClosed atomic.Int64
-	// active is the repository's active version record (swap.go);
+	// active is the record of the version the worker follows: the
+	// repository's active version, or its alias's (swap.go);
 	// versions caches which versions the repository has; peers tracks
 	// the versions other live workers serve (pinned.go).
 	active   atomic.Pointer[models.Active]
@@ -150,6 +151,8 @@ func New(nc *nats.Conn, eng Engine, cfg Config, opts ...Option) (*Worker, error)
 		}
 	case eng == nil:
 		return nil, errors.New("creating worker: no engine")
+	case cfg.ModelAlias != "" && cfg.ModelAlias != models.ActiveAlias:
+		return nil, fmt.Errorf("creating worker: model alias %q needs a repository source (JETINFER_MODEL_SOURCE=repository)", cfg.ModelAlias)
 	default:
 		if _, err := profileMaxBatch(eng.Spec()); err != nil {
 			return nil, err

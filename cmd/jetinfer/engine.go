@@ -17,12 +17,14 @@ import (
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/trt/gpuinfo"
 	"github.com/jetinfer/jetinfer/trt/tensorrt"
+	"github.com/jetinfer/jetinfer/worker/models"
 )
 
 const engineUsage = `Usage: jetinfer engine <command> [flags]
 
 Commands:
-  build    ONNX model -> TensorRT plan + manifest (needs a binary built with -tags tensorrt and a GPU)
+  build    ONNX model -> TensorRT plan + manifest (needs a binary built with -tags tensorrt and a GPU);
+           -from-repo NAME@VERSION -push takes the model from the repository and pushes the plan to it
   inspect  print a plan's manifest and verify the plan file beside it (no GPU or TensorRT needed)
   check    check a manifest against this node's GPU (NVML) and linked TensorRT
 
@@ -130,10 +132,27 @@ func parseBytes(s string) (int64, error) {
 }
 
 func engineBuild(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+	return buildEngine(ctx, args, stdout, stderr, log, tensorRTBuilder{})
+}
+
+// buildEngine is `jetinfer engine build` with the TensorRT side behind b,
+// so that tests can run everything around the build (the repository's
+// ONNX model in, the plan and its manifest pushed back) where TensorRT
+// never runs. Its order: the flags are checked first (a mistyped CI
+// command fails on any machine), then that this binary can build at all
+// (no broker is contacted and nothing fetched by a binary that cannot
+// build), then every local file and the repository (the version, its ONNX
+// model and a free artifact name), and only then the long build.
+func buildEngine(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger, b planBuilder) error {
 	fs := flag.NewFlagSet("jetinfer engine build", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	onnxPath := fs.String("onnx", "", "ONNX model to build from (required)")
-	out := fs.String("out", "", "plan file to write (required); the manifest goes to <out>.json")
+	onnxPath := fs.String("onnx", "", "ONNX model to build from (this, or -from-repo)")
+	fromRepo := fs.String("from-repo", "", "build from the ONNX model of a repository version, given as NAME@VERSION (JETINFER_NATS_URL, JETINFER_MODEL_BUCKET, ...)")
+	artifact := fs.String("artifact", "", "with -from-repo: the version's ONNX artifact to build from (default: its only ONNX model)")
+	push := fs.Bool("push", false, "with -from-repo: add the plan and its manifest to that version")
+	planName := fs.String("plan-name", "", "with -push: the plan's artifact name (default: the -out file name, else one naming GPU, compute capability, TensorRT and precision)")
+	natsURL := fs.String("nats", "", "with -from-repo: NATS server URL (default JETINFER_NATS_URL, else nats://127.0.0.1:4222)")
+	out := fs.String("out", "", "plan file to write (required unless -push); the manifest goes to <out>.json")
 	var profiles profileList
 	fs.Var(&profiles, "profile", "optimization profile, repeatable: name=min:opt:max[,name=...], shapes like 1x8x8")
 	device := fs.Int("device", 0, "CUDA device ordinal (CUDA_VISIBLE_DEVICES applies)")
@@ -153,15 +172,51 @@ func engineBuild(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	vc := fs.Bool("version-compatible", false, "plan runs on later TensorRT of the same major (slower; loader needs host code allowed)")
 	lean := fs.Bool("exclude-lean-runtime", false, "with -version-compatible: do not embed the lean runtime")
 	verbose := fs.Bool("verbose", false, "log TensorRT's info lines")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: jetinfer engine build (-onnx model.onnx | -from-repo NAME@VERSION [-push]) [-out plan] -profile ... [flags]\n\n"+
+			"Build a TensorRT plan and its manifest for the GPU this runs on. With -from-repo the ONNX model\n"+
+			"comes from the model repository, and -push adds the plan to the same version: run it once per\n"+
+			"GPU type in CI, e.g.\n"+
+			"  jetinfer engine build -from-repo digits@3 -push -profile pixels=1x8x8:64x8x8:256x8x8 -fp16\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if !tensorrt.Available {
-		return fmt.Errorf("engine build: %s: %w", tensorRTBuildHint, trt.ErrUnavailable)
-	}
-	if *onnxPath == "" || *out == "" || len(profiles) == 0 {
+	if fs.NArg() > 0 {
 		fs.Usage()
-		return errors.New("engine build: -onnx, -out and at least one -profile are required")
+		return fmt.Errorf("engine build: unexpected argument %q", fs.Arg(0))
+	}
+	// The flags alone.
+	var ref repoRef
+	switch {
+	case *onnxPath != "" && *fromRepo != "":
+		return errors.New("engine build: -onnx and -from-repo exclude each other")
+	case *onnxPath == "" && *fromRepo == "":
+		fs.Usage()
+		return errors.New("engine build: give the model: -onnx model.onnx, or -from-repo NAME@VERSION")
+	case *fromRepo != "":
+		var err error
+		if ref, err = parseRepoRef(*fromRepo); err != nil {
+			return fmt.Errorf("engine build: -from-repo: %w", err)
+		}
+	case *push || *artifact != "" || *planName != "":
+		return errors.New("engine build: -push, -artifact and -plan-name need -from-repo NAME@VERSION")
+	}
+	if *planName != "" && !*push {
+		return errors.New("engine build: -plan-name needs -push")
+	}
+	if *out == "" && !*push {
+		fs.Usage()
+		return errors.New("engine build: -out is required (or -push, to store the plan in the repository only)")
+	}
+	if len(profiles) == 0 {
+		fs.Usage()
+		return errors.New("engine build: at least one -profile is required")
+	}
+	if len(calib) == 0 && *calibCache != "" {
+		return errors.New("engine build: -calib-cache needs the -calib files too: their shape is the calibration profile " +
+			"(when the cache matches, TensorRT does not run them)")
 	}
 	o := tensorrt.NewBuildOptions()
 	o.Device, o.Profiles, o.StronglyTyped = *device, profiles, *strongly
@@ -171,32 +226,59 @@ func engineBuild(ctx context.Context, args []string, stdout, stderr io.Writer, l
 		o.OptimizationLevel = tensorrt.OptimizationLevel(*optLevel)
 	}
 	o.VersionCompatible, o.ExcludeLeanRuntime = *vc, *lean
-	o.ONNXPath, o.Logger, o.Verbose = *onnxPath, log, *verbose
+	o.Logger, o.Verbose = log, *verbose
 	var err error
 	if o.WorkspaceBytes, err = parseBytes(*workspace); err != nil {
 		return fmt.Errorf("engine build: %w", err)
 	}
-	// Everything that can fail cheaply fails before the long build.
+
+	// Can this binary build at all?
+	if err := b.Available(); err != nil {
+		return fmt.Errorf("engine build: %w", err)
+	}
+
+	// Everything else that can fail cheaply fails before the long build.
 	for _, p := range plugins {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("engine build: plugin library: %w", err)
 		}
 	}
-	if len(calib) == 0 && *calibCache != "" {
-		return errors.New("engine build: -calib-cache needs the -calib files too: their shape is the calibration profile " +
-			"(when the cache matches, TensorRT does not run them)")
-	}
-	if err := tensorrt.LoadPlugins(*device, plugins); err != nil {
-		return fmt.Errorf("engine build: %w", err)
-	}
-	// The GPU the plan is built on: CUDA device -device, UUID and MIG
-	// profile included, so that the manifest names that GPU.
-	node, err := tensorrt.ThisNode(tensorrt.Config{Device: *device, Plugins: plugins, AllowHostCode: *vc, Logger: log})
+	tcfg := tensorrt.Config{Device: *device, Plugins: plugins, AllowHostCode: *vc, Logger: log}
+	node, err := b.Node(tcfg)
 	if err != nil {
 		return fmt.Errorf("engine build: %w", err)
 	}
-	onnx, err := os.ReadFile(*onnxPath)
-	if err != nil {
+	var (
+		repo *models.Repository
+		src  repoBuildSource
+		name string
+		onnx []byte
+	)
+	if *fromRepo != "" {
+		var closeRepo func()
+		if repo, closeRepo, err = openRepoForBuild(ctx, *natsURL, log); err != nil {
+			return fmt.Errorf("engine build: %w", err)
+		}
+		defer closeRepo()
+		if *push {
+			name = *planName
+			if name == "" && *out != "" {
+				name = filepath.Base(*out)
+			}
+			if name == "" {
+				name = planArtifactName(node, o)
+			}
+		}
+		if src, err = fetchBuildSource(ctx, repo, ref, *artifact, name); err != nil {
+			return fmt.Errorf("engine build: %w", err)
+		}
+		o.ONNXPath = src.Path
+		fmt.Fprintf(stdout, "building from %s %s: %s (sha256 %s, %s)\n", ref.Model, ref.Version, src.ONNX.Name,
+			src.ONNX.SHA256[:12], map[bool]string{true: "from the cache", false: "fetched"}[src.Cached])
+	} else {
+		o.ONNXPath = *onnxPath
+	}
+	if onnx, err = os.ReadFile(o.ONNXPath); err != nil {
 		return fmt.Errorf("engine build: reading the model: %w", err)
 	}
 	if o.TimingCache, err = readOptional(*timingCache); err != nil {
@@ -217,46 +299,117 @@ func engineBuild(ctx context.Context, args []string, stdout, stderr io.Writer, l
 		o.Calibration = cd
 	}
 
-	res, err := tensorrt.Build(ctx, onnx, o)
+	built, err := b.Build(ctx, onnx, o, tcfg, node)
 	if err != nil {
 		return fmt.Errorf("engine build: %w", err)
 	}
-	spec, err := tensorrt.Inspect(ctx, res.Plan, tensorrt.Config{Device: *device, Plugins: plugins, AllowHostCode: *vc, Logger: log})
-	if err != nil {
-		return fmt.Errorf("engine build: reading back the plan: %w", err)
-	}
-	gpu := node.GPU
-	driver := ""
-	if in, err := gpuinfo.Probe(); err == nil {
-		driver = in.DriverVersion
-	} else {
-		log.Warn("NVML unavailable: the manifest records no driver version", "err", err)
-	}
-	m := tensorrt.NewManifest(res, spec, o, onnx, tensorrt.BuiltOn{GPU: gpu, MIG: node.MIG, Driver: driver})
-	m.Build.TimingCache = *timingCache
-	mb, err := m.Marshal()
+	built.Manifest.Build.TimingCache = *timingCache
+	mb, err := built.Manifest.Marshal()
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(*out, res.Plan); err != nil {
+	planPath := *out
+	if planPath == "" {
+		// -push without -out: the plan goes to the repository only.
+		dir, err := os.MkdirTemp("", "jetinfer-engine-build-")
+		if err != nil {
+			return fmt.Errorf("engine build: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		planPath = filepath.Join(dir, name)
+	}
+	if err := writeAtomic(planPath, built.Plan); err != nil {
 		return fmt.Errorf("engine build: writing the plan: %w", err)
 	}
-	if err := writeAtomic(*out+".json", mb); err != nil {
+	if err := writeAtomic(planPath+".json", mb); err != nil {
 		return fmt.Errorf("engine build: writing the manifest: %w", err)
 	}
-	if *timingCache != "" && len(res.TimingCache) > 0 {
-		if err := writeAtomic(*timingCache, res.TimingCache); err != nil {
+	if *timingCache != "" && len(built.TimingCache) > 0 {
+		if err := writeAtomic(*timingCache, built.TimingCache); err != nil {
 			return fmt.Errorf("engine build: writing the timing cache: %w", err)
 		}
 	}
-	if *calibCache != "" && len(res.CalibrationCache) > 0 {
-		if err := writeAtomic(*calibCache, res.CalibrationCache); err != nil {
+	if *calibCache != "" && len(built.CalibrationCache) > 0 {
+		if err := writeAtomic(*calibCache, built.CalibrationCache); err != nil {
 			return fmt.Errorf("engine build: writing the calibration cache: %w", err)
 		}
 	}
-	fmt.Fprintf(stdout, "built %s (%d bytes, TensorRT %s, %s compute %s) and %s.json\n",
-		*out, len(res.Plan), res.TensorRT, gpu.Name, gpu.Compute, *out)
+	m := built.Manifest
+	if *out != "" {
+		fmt.Fprintf(stdout, "built %s (%d bytes, TensorRT %s, %s compute %s) and %s.json\n",
+			*out, len(built.Plan), m.TensorRT, m.GPU.Name, m.GPU.ComputeCapability, *out)
+	} else {
+		fmt.Fprintf(stdout, "built %s (%d bytes, TensorRT %s, %s compute %s)\n",
+			name, len(built.Plan), m.TensorRT, m.GPU.Name, m.GPU.ComputeCapability)
+	}
+	if !*push {
+		return nil
+	}
+	v, err := pushBuiltPlan(ctx, repo, ref, name, planPath, m)
+	if err != nil {
+		return fmt.Errorf("engine build: the plan was built (%s) but not pushed: %w", planPath, err)
+	}
+	a, _ := v.Artifact(name)
+	fmt.Fprintf(stdout, "pushed %s %s: %s (sha256 %s) and %s.json\n", v.Model, v.Version, a.Name, a.SHA256, a.Name)
 	return nil
+}
+
+// builtPlan is what a planBuilder produces: the plan, its manifest, and
+// the caches to save for the next build.
+type builtPlan struct {
+	Plan             []byte
+	Manifest         trt.Manifest
+	TimingCache      []byte
+	CalibrationCache []byte
+}
+
+// planBuilder is the TensorRT side of `jetinfer engine build`.
+type planBuilder interface {
+	// Available fails when this binary cannot build plans.
+	Available() error
+	// Node loads cfg's plugins and describes the GPU and TensorRT the
+	// plan will be built for.
+	Node(cfg tensorrt.Config) (trt.Node, error)
+	// Build builds the plan of onnx for node and describes it.
+	Build(ctx context.Context, onnx []byte, o tensorrt.BuildOptions, cfg tensorrt.Config, node trt.Node) (builtPlan, error)
+}
+
+// tensorRTBuilder builds with the linked TensorRT.
+type tensorRTBuilder struct{}
+
+func (tensorRTBuilder) Available() error {
+	if !tensorrt.Available {
+		return fmt.Errorf("%s: %w", tensorRTBuildHint, trt.ErrUnavailable)
+	}
+	return nil
+}
+
+func (tensorRTBuilder) Node(cfg tensorrt.Config) (trt.Node, error) {
+	if err := tensorrt.LoadPlugins(cfg.Device, cfg.Plugins); err != nil {
+		return trt.Node{}, err
+	}
+	// The GPU the plan is built on: CUDA device cfg.Device, UUID and MIG
+	// profile included, so that the manifest names that GPU.
+	return tensorrt.ThisNode(cfg)
+}
+
+func (tensorRTBuilder) Build(ctx context.Context, onnx []byte, o tensorrt.BuildOptions, cfg tensorrt.Config, node trt.Node) (builtPlan, error) {
+	res, err := tensorrt.Build(ctx, onnx, o)
+	if err != nil {
+		return builtPlan{}, err
+	}
+	spec, err := tensorrt.Inspect(ctx, res.Plan, cfg)
+	if err != nil {
+		return builtPlan{}, fmt.Errorf("reading back the plan: %w", err)
+	}
+	driver := ""
+	if in, err := gpuinfo.Probe(); err == nil {
+		driver = in.DriverVersion
+	} else if o.Logger != nil {
+		o.Logger.Warn("NVML unavailable: the manifest records no driver version", "err", err)
+	}
+	m := tensorrt.NewManifest(res, spec, o, onnx, tensorrt.BuiltOn{GPU: node.GPU, MIG: node.MIG, Driver: driver})
+	return builtPlan{Plan: res.Plan, Manifest: m, TimingCache: res.TimingCache, CalibrationCache: res.CalibrationCache}, nil
 }
 
 // readCalibrationBatch reads one calibration batch: an Arrow IPC request

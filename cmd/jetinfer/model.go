@@ -43,8 +43,8 @@ Subcommands:
 
 Connection and buckets from JETINFER_NATS_URL, JETINFER_NATS_* credentials,
 JETINFER_MODEL_BUCKET, JETINFER_ARTIFACT_BUCKET, JETINFER_MODEL_CACHE_DIR,
-JETINFER_MODEL_CHUNK_SIZE (bytes); the gate's engine from JETINFER_BACKEND,
-JETINFER_ORT_LIBRARY, JETINFER_GPU_DEVICE and its tolerance from
+JETINFER_MODEL_CACHE_BYTES (default 10GiB), JETINFER_MODEL_CHUNK_SIZE (bytes);
+the gate's engine from JETINFER_BACKEND, JETINFER_ORT_LIBRARY, JETINFER_GPU_DEVICE and its tolerance from
 JETINFER_GATE_RTOL / JETINFER_GATE_ATOL (default 0.01 / 0.001); model ls NAME
 reads live workers' versions from JETINFER_REPORT_BUCKET (default jetinfer_workers).
 `

@@ -31,6 +31,9 @@ type repoConfig struct {
 	ModelBucket    string `env:"MODEL_BUCKET"`
 	ArtifactBucket string `env:"ARTIFACT_BUCKET"`
 	CacheDir       string `env:"MODEL_CACHE_DIR"`
+	// CacheMaxBytes bounds the cache: least recently used entries no open
+	// engine needs are evicted beyond it (default 10GiB).
+	CacheMaxBytes worker.ByteSize `env:"MODEL_CACHE_BYTES"`
 	// ChunkSize overrides the Object Store chunk size of pushed artifacts
 	// (default 4 MiB, less where the server's max_payload is smaller).
 	ChunkSize uint32 `env:"MODEL_CHUNK_SIZE"`
@@ -39,7 +42,7 @@ type repoConfig struct {
 // open opens (creating when missing) the repository's buckets.
 func (c repoConfig) open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*models.Repository, error) {
 	return models.Open(ctx, js, models.Config{MetaBucket: c.ModelBucket, ArtifactBucket: c.ArtifactBucket,
-		CacheDir: c.CacheDir, ChunkSize: c.ChunkSize}, models.WithLogger(log))
+		CacheDir: c.CacheDir, CacheMaxBytes: int64(c.CacheMaxBytes), ChunkSize: c.ChunkSize}, models.WithLogger(log))
 }
 
 // thisNode is what this node offers a plan: the GPU TensorRT's loader

@@ -76,12 +76,16 @@ func (c *workerConfig) parseWith(name string, args []string, stderr io.Writer, e
 	fs.StringVar(&c.Engine.ModelPath, "model-path", c.Engine.ModelPath, "ONNX model file (JETINFER_MODEL_PATH)")
 	fs.StringVar(&c.Engine.Backend, "backend", c.Engine.Backend, "auto, tensorrt or onnxruntime (JETINFER_BACKEND)")
 	fs.StringVar(&c.Engine.PlanPath, "plan", c.Engine.PlanPath, "TensorRT plan; manifest at <plan>.json (JETINFER_PLAN_PATH)")
+	fs.StringVar(&c.Worker.ModelAlias, "model-alias", c.Worker.ModelAlias, "with -source repository: follow this alias of the model (canary, stable, ...) instead of its active version (JETINFER_MODEL_ALIAS)")
 	fs.StringVar(&c.Source, "source", c.Source, "where the engine comes from: file (--model-path, --plan) or repository (the model repository's active version) (JETINFER_MODEL_SOURCE)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if c.Source != sourceFile && c.Source != sourceRepository {
 		return fmt.Errorf("JETINFER_MODEL_SOURCE=%q: want %s or %s", c.Source, sourceFile, sourceRepository)
+	}
+	if c.Worker.ModelAlias != "" && c.Source != sourceRepository {
+		return fmt.Errorf("JETINFER_MODEL_ALIAS=%q needs JETINFER_MODEL_SOURCE=%s", c.Worker.ModelAlias, sourceRepository)
 	}
 	return c.Worker.Validate()
 }
@@ -178,8 +182,8 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 		if cfg.Worker.Executors == 0 && (node.TensorRT == "" || cfg.Engine.Backend == backend.ONNXRuntime) {
 			cfg.Worker.Executors = backend.Executors(backend.ONNXRuntime) // every version runs on ONNX Runtime here
 		}
-		log.Info("serving from the model repository", "model", cfg.Worker.Model, "node_gpu", node.GPU.Name,
-			"tensorrt", orDash(node.TensorRT), "cache_dir", repo.CacheDir())
+		log.Info("serving from the model repository", "model", cfg.Worker.Model, "alias", orDash(cfg.Worker.ModelAlias), "node_gpu", node.GPU.Name,
+			"tensorrt", orDash(node.TensorRT), "cache_dir", repo.CacheDir(), "cache_max_bytes", repo.CacheMaxBytes())
 		opts = append(opts, worker.WithSource(worker.Source{Repository: repo, Node: node, Open: engines.open}))
 	} else {
 		e, choice, closeEngine, err := openEngine(ctx, cfg.Engine, log)

@@ -94,8 +94,8 @@ func TestDefaultsWireKEDAToScheduler(t *testing.T) {
 
 // TestRepositoryPool pins what modelSource: repository renders: the
 // worker's source, a writable artifact cache on an emptyDir (the root
-// filesystem is read-only), and the pool's settings; a model overriding
-// it back to file gets none of it.
+// filesystem is read-only), and the pool's settings, an alias for a model
+// that follows one; a model overriding it back to file gets none of it.
 func TestRepositoryPool(t *testing.T) {
 	vals, err := valueSets(chartDir)
 	if err != nil {
@@ -123,12 +123,19 @@ func TestRepositoryPool(t *testing.T) {
 		switch model := env["JETINFER_MODEL"]; model {
 		case "digits":
 			if env["JETINFER_MODEL_SOURCE"] != "repository" || env["JETINFER_MODEL_CACHE_DIR"] == "" || !mounted ||
-				env["JETINFER_PINNED_WAIT"] != "1m" || env["JETINFER_GATE_RTOL"] != "0.02" {
+				env["JETINFER_PINNED_WAIT"] != "1m" || env["JETINFER_GATE_RTOL"] != "0.02" || env["JETINFER_MODEL_CACHE_BYTES"] != "1536MiB" {
 				t.Fatalf("digits worker: env %v, cache mounted %v", env, mounted)
+			}
+			if _, ok := env["JETINFER_MODEL_ALIAS"]; ok {
+				t.Fatalf("digits worker follows an alias: %v", env)
 			}
 			vol := slices.IndexFunc(d.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "artifact-cache" })
 			if vol < 0 || d.Spec.Template.Spec.Volumes[vol].EmptyDir == nil || d.Spec.Template.Spec.Volumes[vol].EmptyDir.SizeLimit.String() != "2Gi" {
 				t.Fatalf("artifact cache volume: %+v", d.Spec.Template.Spec.Volumes)
+			}
+		case "tagger":
+			if env["JETINFER_MODEL_SOURCE"] != "repository" || env["JETINFER_MODEL_ALIAS"] != "stable" || !mounted {
+				t.Fatalf("tagger worker: env %v, cache mounted %v; want the repository, following alias stable", env, mounted)
 			}
 		case "legacy":
 			if _, ok := env["JETINFER_MODEL_SOURCE"]; ok || mounted {
@@ -138,8 +145,8 @@ func TestRepositoryPool(t *testing.T) {
 			t.Fatalf("worker for unknown model %q", model)
 		}
 	}
-	if found != 2 {
-		t.Fatalf("%d worker Deployments, want 2", found)
+	if found != 3 {
+		t.Fatalf("%d worker Deployments, want 3", found)
 	}
 }
 
@@ -202,6 +209,9 @@ func TestRenderRejectsBadValues(t *testing.T) {
 		"max below min":          {"models": []any{map[string]any{"name": "a", "minReplicas": 3, "maxReplicas": 2}}},
 		"keda without scheduler": {"scheduler": map[string]any{"enabled": false}},
 		"unknown model source":   {"worker": map[string]any{"modelSource": "s3"}},
+		"alias on a file pool":   {"models": []any{map[string]any{"name": "a", "minReplicas": 0, "maxReplicas": 1, "modelAlias": "canary"}}},
+		"alias not a name": {"worker": map[string]any{"modelSource": "repository"},
+			"models": []any{map[string]any{"name": "a", "minReplicas": 0, "maxReplicas": 1, "modelAlias": "Canary!"}}},
 	}
 	for name, vals := range cases {
 		if _, err := renderChart(chartDir, vals); err == nil {

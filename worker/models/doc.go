@@ -11,7 +11,8 @@
 // version, aliases such as "stable" and "canary", refusing to remove the
 // active or an aliased version, a content-addressed
 // on-disk cache per node in which every entry is verified against its
-// recorded digest before use, and the per-node choice of artifact
+// recorded digest before use and which is bounded by evicting the least
+// recently used entries that no open engine pins (cache.go), and the per-node choice of artifact
 // (Repository.Resolve): the best TensorRT plan whose manifest fits this
 // node's GPU and TensorRT version (the rules are trt.Manifest's), else the
 // ONNX model, with the reason each other artifact was skipped.

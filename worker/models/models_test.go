@@ -2,6 +2,7 @@ package models_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -535,4 +537,155 @@ func TestLargeArtifactRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAliasTargetAndWatch: Target reads the version an alias names with
+// the versions it named before (most recent last, each once), "active"
+// is the active version, and WatchAlias sends every move of the alias
+// and keeps watching after the alias is deleted and set again.
+func TestAliasTargetAndWatch(t *testing.T) {
+	e := newEnv(t, 8<<20)
+	ctx := t.Context()
+	for _, v := range []string{"1", "2", "3"} {
+		if _, err := e.repo.Push(ctx, "digits", v, []models.Upload{{Kind: models.KindONNX, Path: repoFile("testdata", "models", "digits.onnx")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.repo.Target(ctx, "digits", "canary"); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("target of an alias never set: %v, want ErrNotFound", err)
+	}
+	if _, err := e.repo.Target(ctx, "digits", "Canary!"); err == nil {
+		t.Fatal("an invalid alias name was accepted")
+	}
+	if _, err := e.repo.Promote(ctx, "digits", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := e.repo.Target(ctx, "digits", "active"); err != nil || a.Version != "1" {
+		t.Fatalf("target of alias active = %+v, %v; want the active version 1", a, err)
+	}
+	watchCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	updates, err := e.repo.WatchAlias(watchCtx, "digits", "canary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() string {
+		t.Helper()
+		select {
+		case a := <-updates:
+			return a.Version
+		case <-time.After(10 * time.Second):
+			t.Fatal("no alias record within 10 s")
+			return ""
+		}
+	}
+	for _, v := range []string{"1", "2", "1", "3"} {
+		if err := e.repo.SetAlias(ctx, "digits", "canary", v); err != nil {
+			t.Fatal(err)
+		}
+		// The watch keeps only the latest record: read each before the next.
+		if got := next(); got != v {
+			t.Fatalf("watch sent version %s, want %s", got, v)
+		}
+	}
+	a, err := e.repo.Target(ctx, "digits", "canary")
+	if err != nil || a.Version != "3" || !slices.Equal(a.Previous, []string{"2", "1"}) || a.At.IsZero() {
+		t.Fatalf("target of canary = %+v, %v; want version 3, previously [2 1]", a, err)
+	}
+	// After a promotion (another key) and a deletion, the next move is
+	// sent.
+	if _, err := e.repo.Promote(ctx, "digits", "3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.repo.DeleteAlias(ctx, "digits", "canary"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.repo.Target(ctx, "digits", "canary"); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("target of a deleted alias: %v, want ErrNotFound", err)
+	}
+	if err := e.repo.SetAlias(ctx, "digits", "canary", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); got != "2" {
+		t.Fatalf("after a promotion, a deletion and a move to 2 the watch sent %s", got)
+	}
+}
+
+// TestCacheEvictsLeastRecentlyUsed bounds the cache at 100 KiB and fetches
+// 40 KiB artifacts: each fetch beyond the bound evicts the least recently
+// used entry (a cache hit counts as a use), never a pinned one nor the
+// one just fetched, even when that one alone exceeds the bound.
+func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	ns := startServer(t, 8<<20)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := t.TempDir()
+	repo, err := models.Open(t.Context(), js, models.Config{CacheDir: cache, CacheMaxBytes: 100 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	arts := map[string]models.Artifact{}
+	for _, tc := range []struct {
+		version string
+		size    int
+	}{{"1", 40 << 10}, {"2", 40 << 10}, {"3", 40 << 10}, {"4", 40 << 10}, {"5", 40 << 10}, {"big", 150 << 10}} {
+		b := make([]byte, tc.size)
+		_, _ = rand.Read(b)
+		path := filepath.Join(t.TempDir(), "model.onnx")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		v, err := repo.Push(ctx, "m", tc.version, []models.Upload{{Kind: models.KindONNX, Path: path}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		arts[tc.version] = v.Artifacts[0]
+	}
+	fetch := func(v string) {
+		t.Helper()
+		if _, _, err := repo.Fetch(ctx, arts[v]); err != nil {
+			t.Fatalf("fetching %s: %v", v, err)
+		}
+	}
+	inCache := func(want ...string) {
+		t.Helper()
+		var got []string
+		for _, v := range []string{"1", "2", "3", "4", "5", "big"} {
+			if _, err := os.Stat(filepath.Join(cache, "sha256", arts[v].SHA256)); err == nil {
+				got = append(got, v)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("cache holds versions %v, want %v", got, want)
+		}
+	}
+	fetch("1")
+	fetch("2")
+	fetch("1") // a hit: 2 is now the least recently used
+	fetch("3") // 120 KiB > 100 KiB
+	inCache("1", "3")
+
+	unpin := repo.Pin(arts["1"].SHA256)
+	fetch("3")
+	fetch("4") // 1 is the oldest but pinned
+	inCache("1", "4")
+	unpin()
+	unpin() // a second call does nothing
+	fetch("5")
+	inCache("4", "5")
+
+	// An entry larger than the bound is kept (it is about to be used);
+	// everything unpinned goes.
+	unpin = repo.Pin(arts["5"].SHA256)
+	defer unpin()
+	fetch("big")
+	inCache("5", "big")
 }

@@ -115,6 +115,10 @@ type Config struct {
 	CacheDir string
 	// Replicas of both buckets when they are created (default 1).
 	Replicas int
+	// CacheMaxBytes bounds the cache: after a fetch, least recently used
+	// entries not pinned (Repository.Pin) are removed until it fits
+	// (default DefaultCacheMaxBytes).
+	CacheMaxBytes int64
 	// ChunkSize overrides the chunk size artifacts are written with
 	// (default ChunkSize, or less where the server's max_payload is
 	// smaller). Benchmarks compare chunk sizes with it.
@@ -129,6 +133,7 @@ type Repository struct {
 	chunk uint32
 	log   *slog.Logger
 	now   func() time.Time
+	pins  cachePins
 }
 
 // Option configures a Repository.
@@ -147,6 +152,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, opts ...Optio
 	}
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
+	}
+	if cfg.CacheMaxBytes <= 0 {
+		cfg.CacheMaxBytes = DefaultCacheMaxBytes
 	}
 	if cfg.CacheDir == "" {
 		dir, err := os.UserCacheDir()
@@ -720,9 +728,26 @@ func (r *Repository) WatchActive(ctx context.Context, model string) (<-chan Acti
 	if err := CheckName(model, ""); err != nil {
 		return nil, err
 	}
-	w, err := r.meta.Watch(ctx, activeKey(model), jetstream.IgnoreDeletes())
+	return r.watchKey(ctx, activeKey(model), func(e jetstream.KeyValueEntry) (Active, bool) {
+		if e.Operation() != jetstream.KeyValuePut {
+			return Active{}, false
+		}
+		var a Active
+		if err := json.Unmarshal(e.Value(), &a); err != nil {
+			r.log.Warn("ignoring an undecodable active version record", "model", model, "err", err)
+			return Active{}, false
+		}
+		return a, true
+	})
+}
+
+// watchKey sends decode's record of key's current value and of every
+// change until ctx ends, keeping only the latest (see WatchActive);
+// records decode declines are skipped.
+func (r *Repository) watchKey(ctx context.Context, key string, decode func(jetstream.KeyValueEntry) (Active, bool)) (<-chan Active, error) {
+	w, err := r.meta.Watch(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("watching the active version of %s: %w", model, err)
+		return nil, fmt.Errorf("watching %s: %w", key, err)
 	}
 	out := make(chan Active, 1)
 	go func() {
@@ -742,9 +767,8 @@ func (r *Repository) WatchActive(ctx context.Context, model string) (<-chan Acti
 			if e == nil {
 				continue // the end of the current values
 			}
-			var a Active
-			if err := json.Unmarshal(e.Value(), &a); err != nil {
-				r.log.Warn("ignoring an undecodable active version record", "model", model, "err", err)
+			a, ok := decode(e)
+			if !ok {
 				continue
 			}
 			for sent := false; !sent; {

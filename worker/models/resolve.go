@@ -155,7 +155,8 @@ func rank(arts []Artifact) []Artifact {
 // broker, verified and stored in the cache. A corrupt cache entry is
 // removed and fetched again; a fetched object whose SHA-256 or size
 // differs from the recorded one is an error matching ErrCorrupt and is
-// not cached.
+// not cached. Storing a new entry may evict others (see Pin); the entry
+// returned is the most recently used one.
 func (r *Repository) Fetch(ctx context.Context, art Artifact) (path string, cached bool, err error) {
 	if _, err := hex.DecodeString(art.SHA256); err != nil || len(art.SHA256) != 2*sha256.Size {
 		return "", false, fmt.Errorf("fetching %s: recorded sha256 %q is not a hex SHA-256: %w", art.Object, art.SHA256, ErrCorrupt)
@@ -164,6 +165,7 @@ func (r *Repository) Fetch(ctx context.Context, art Artifact) (path string, cach
 	path = filepath.Join(dir, art.SHA256)
 	switch sum, size, err := hashFile(path); {
 	case err == nil && sum == art.SHA256 && size == art.Size:
+		touch(path)
 		return path, true, nil
 	case err == nil:
 		r.log.Warn("corrupt artifact cache entry; fetching again", "path", path, "sha256", sum, "size", size,
@@ -217,5 +219,6 @@ func (r *Repository) Fetch(ctx context.Context, art Artifact) (path string, cach
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return "", false, fmt.Errorf("writing cache entry: %w", err)
 	}
+	r.evict(art.SHA256)
 	return path, false, nil
 }

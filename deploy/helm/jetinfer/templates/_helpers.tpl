@@ -115,6 +115,14 @@ jetinfer.dev/model: {{ . }}
 {{- if not (has (default $.Values.worker.modelSource .modelSource) (list "file" "repository")) }}
 {{- fail (printf "models: %s: modelSource %q must be file or repository" .name (default $.Values.worker.modelSource .modelSource)) }}
 {{- end }}
+{{- with .modelAlias }}
+{{- if not (regexMatch "^[a-z][a-z0-9_-]{0,63}$" (toString .)) }}
+{{- fail (printf "models: modelAlias %q must be a lower-case alias name (a-z 0-9 _ -, starting with a letter)" (toString .)) }}
+{{- end }}
+{{- end }}
+{{- if and .modelAlias (ne (default $.Values.worker.modelSource .modelSource) "repository") }}
+{{- fail (printf "models: %s: modelAlias needs modelSource repository" .name) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
