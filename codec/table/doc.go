@@ -14,9 +14,13 @@
 // fast as pqarrow's list reader; pqarrow reads the other columns.
 //
 // A Writer writes result bodies, in the order given, with kept input
-// columns beside them, to a Parquet file (row groups of RowGroupRows
-// rows, the Arrow schema stored so that pyarrow restores the tensor
-// extension type) or an Arrow IPC file. It buffers at most one row group.
+// columns beside them, to a Parquet file (row groups of at most
+// RowGroupRows rows or RowGroupBytes bytes, the Arrow schema stored so
+// that pyarrow restores the tensor extension type) or an Arrow IPC file.
+// It buffers at most one row group. When every column is flat or a list
+// of flat elements (score's outputs), it computes the Parquet levels
+// itself and writes each row group column by column (rowGroups), about
+// 1.4 times as fast as pqarrow's general writer, which writes the others.
 //
 // Both allocate Arrow buffers from a pool of freed buffers by default
 // (Options.Mem, Create's mem), and a Reader reuses the request bodies

@@ -75,7 +75,8 @@ type Writer struct {
 	format Format
 	mem    memory.Allocator
 	f      *os.File
-	pw     *pqarrow.FileWriter
+	pw     *pqarrow.FileWriter // Parquet with columns rowGroups does not write
+	rg     *rowGroups
 	fw     *ipc.FileWriter
 	schema *arrow.Schema // nil until the first successful result (or Close)
 	nkeep  int           // kept columns at the front of schema
@@ -373,7 +374,11 @@ func (w *Writer) open(schema *arrow.Schema, nkeep int) error {
 			parquet.WithDictionaryDefault(false), // half the CPU on model outputs (BenchmarkWriterParquet)
 			parquet.WithMaxRowGroupLength(RowGroupRows),
 			parquet.WithAllocator(w.mem))
-		w.pw, err = pqarrow.NewFileWriter(schema, w.f, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(w.mem)))
+		if useRowGroups(schema) {
+			w.rg, err = newRowGroups(schema, w.f, props)
+		} else {
+			w.pw, err = pqarrow.NewFileWriter(schema, w.f, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(w.mem)))
+		}
 	default:
 		w.fw, err = ipc.NewFileWriter(w.f, ipc.WithSchema(schema), ipc.WithAllocator(w.mem))
 	}
@@ -385,9 +390,12 @@ func (w *Writer) open(schema *arrow.Schema, nkeep int) error {
 
 func (w *Writer) write(rec arrow.RecordBatch) error {
 	var err error
-	if w.pw != nil {
+	switch {
+	case w.rg != nil:
+		err = w.rg.write(rec)
+	case w.pw != nil:
 		err = w.pw.WriteBuffered(rec)
-	} else {
+	default:
 		err = w.fw.Write(rec)
 	}
 	if err != nil {
@@ -415,6 +423,9 @@ func (w *Writer) Close() error {
 	}
 	err = errors.Join(err, w.dropSpill())
 	switch {
+	case w.rg != nil:
+		err = errors.Join(err, w.rg.Close()) // closes w.f too
+		w.f = nil
 	case w.pw != nil:
 		err = errors.Join(err, w.pw.Close()) // closes w.f too
 		w.f = nil
