@@ -9,7 +9,9 @@
 // triggers pointing at the scheduler's hint endpoint and the model's
 // consumer, a grace period that covers the worker's drain timeout. Last it
 // loads deploy/compose.yaml as `docker compose config` would (schema,
-// interpolation, files it refers to). Then it checks the observability
+// interpolation, files it refers to), and checks that the GPU image's
+// runtime stage installs every TensorRT library the tensorrt build links.
+// Then it checks the observability
 // artifacts: deploy/prometheus/alerts.yaml is parsed and validated with
 // Prometheus's own rule and PromQL packages (what `promtool check rules`
 // runs), deploy/grafana/jetinfer.json is decoded and every query parsed as
@@ -29,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 func main() {
@@ -64,6 +67,13 @@ func main() {
 		fmt.Println("ok   compose.yaml: schema-valid, files it refers to exist")
 	}
 	deployDir := filepath.Dir(filepath.Dir(dir))
+	total++
+	if pkgs, err := checkGPUImage(filepath.Join(deployDir, "..", "trt", "tensorrt", "cgo.go"), filepath.Join(deployDir, "Dockerfile.gpu")); err != nil {
+		failed++
+		fmt.Printf("FAIL Dockerfile.gpu: %v\n", err)
+	} else {
+		fmt.Printf("ok   Dockerfile.gpu: the runtime stage installs and holds %s\n", strings.Join(pkgs, ", "))
+	}
 	total++
 	if err := checkObservability(deployDir); err != nil {
 		failed++
