@@ -20,6 +20,7 @@ import (
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
+	"github.com/jetinfer/jetinfer/trt/backend"
 	"github.com/jetinfer/jetinfer/worker"
 	"github.com/jetinfer/jetinfer/worker/client"
 	"github.com/jetinfer/jetinfer/worker/wire"
@@ -78,11 +79,11 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	}
 	defer nc.Close()
 
-	eng, closeEngine, err := openONNX(ctx, *ortLib, *modelPath, *threads)
+	eng, err := backend.OpenONNX(ctx, backend.Config{ORTLibrary: *ortLib, ModelPath: *modelPath, IntraOpThreads: *threads})
 	if err != nil {
 		return err
 	}
-	defer closeEngine()
+	defer func() { _ = eng.Close() }()
 	w, err := worker.New(nc, eng, worker.Config{Model: "digits"}, worker.WithLogger(log))
 	if err != nil {
 		return err

@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetinfer/jetinfer/trt/backend"
-	"github.com/jetinfer/jetinfer/trt/onnxrt"
 	"github.com/jetinfer/jetinfer/worker"
 )
 
@@ -222,25 +221,6 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log
 		log.Warn("draining NATS connection", "err", err)
 	}
 	return nil
-}
-
-// openONNX loads the ONNX Runtime library and the model at path. The
-// returned function closes both.
-func openONNX(ctx context.Context, lib, path string, threads int) (*onnxrt.Engine, func(), error) {
-	libPath, err := onnxrt.FindLibrary(lib)
-	if err != nil {
-		return nil, nil, fmt.Errorf("loading ONNX Runtime (set JETINFER_ORT_LIBRARY to the library's path): %w", err)
-	}
-	rt, err := onnxrt.NewRuntime(libPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	eng, err := rt.LoadFile(ctx, path, onnxrt.Options{IntraOpThreads: threads})
-	if err != nil {
-		_ = rt.Close()
-		return nil, nil, fmt.Errorf("loading model %s: %w", path, err)
-	}
-	return eng, func() { _ = eng.Close(); _ = rt.Close() }, nil
 }
 
 // natsConfig holds connection settings and credentials, from JETINFER_NATS_*.
