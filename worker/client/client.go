@@ -274,6 +274,13 @@ func (c *Client) Results(ctx context.Context, job string, fn func(Result) bool) 
 // resultBufferBytes bounds the result bytes the client buffers ahead of fn.
 const resultBufferBytes = 16 << 20
 
+// resultConsumerIdle is how long the server keeps a results reader's
+// ordered consumer once nothing pulls from it (nats.go's default is five
+// minutes, for a consumer no client will use again). A reader paused for
+// longer loses nothing: the ordered consumer is recreated from the next
+// stream sequence.
+const resultConsumerIdle = 30 * time.Second
+
 // results reads the result stream on filter from stream sequence
 // startSeq (0: the first) on.
 func (c *Client) results(ctx context.Context, filter string, startSeq uint64, fn func(Result) bool) error {
@@ -289,6 +296,9 @@ func (c *Client) results(ctx context.Context, filter string, startSeq uint64, fn
 // occurs.
 func (c *Client) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig, fn func(Result) bool) error {
 	filter := strings.Join(cfg.FilterSubjects, ",")
+	if cfg.InactiveThreshold == 0 {
+		cfg.InactiveThreshold = resultConsumerIdle
+	}
 	cons, err := c.js.OrderedConsumer(ctx, c.cfg.ResultStream, cfg)
 	if err != nil {
 		return fmt.Errorf("reading results on %s: %w", filter, err)

@@ -247,9 +247,40 @@ func TestSubmitCollectsInOrder(t *testing.T) {
 	if row != len(ids) {
 		t.Fatalf("%d rows back, want %d", row, len(ids))
 	}
-	// Again: every result is stored, nothing is published.
+	// Again: every result is stored, nothing is published. The results
+	// are read through consumers the server drops within 30 s of the last
+	// pull, not nats.go's default of five minutes.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := false
 	st, err := c.Run(context.Background(), client.Job{Name: "order", Fingerprint: fingerprintOf(t, c, "order")},
-		client.Bodies(bodies, nil), func(int, client.Part, client.Result) error { return nil })
+		client.Bodies(bodies, nil), func(int, client.Part, client.Result) error {
+			if checked {
+				return nil
+			}
+			checked = true
+			s, err := js.Stream(context.Background(), wire.DefaultResultStream)
+			if err != nil {
+				return err
+			}
+			list := s.ListConsumers(context.Background())
+			n := 0
+			for ci := range list.Info() {
+				n++
+				if ci.Config.InactiveThreshold <= 0 || ci.Config.InactiveThreshold > 30*time.Second {
+					t.Errorf("consumer %s on the result stream idles %v before the server drops it, want ≤ 30s", ci.Name, ci.Config.InactiveThreshold)
+				}
+			}
+			if n == 0 {
+				t.Error("no consumer on the result stream while results are read")
+			}
+			return list.Err()
+		})
+	if !checked {
+		t.Error("the re-run handed no result")
+	}
 	if err != nil || st.Published != 0 || st.Requests != len(bodies) {
 		t.Fatalf("re-run: %+v, %v; want %d requests, none published", st, err, len(bodies))
 	}
