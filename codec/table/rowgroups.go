@@ -41,7 +41,7 @@ type rowGroups struct {
 	bytes  int64
 	def    []int16 // levels of the column being written
 	rep    []int16
-	fixedK int     // fixed-shape levels cached in fixedDef/fixedRep: k positions per row
+	fixedK int     // fixed-shape levels cached in fixDef/fixRep: k positions per row
 	fixedD int16   // and the present-element definition level
 	fixDef []int16 // cached levels of rows of fixedK present elements
 	fixRep []int16
@@ -196,7 +196,7 @@ func (g *rowGroups) column(cw file.ColumnChunkWriter, i int, col arrow.Array) er
 	first, last := int64(offs[0]), int64(offs[len(offs)-1])
 	values := array.NewSlice(l.ListValues(), first, last)
 	defer values.Release()
-	def, rep := g.listLevels(l, info.DefLevel, info.RepeatedAncestorDefLevel)
+	def, rep := g.listLevels(l, offs, info.DefLevel, info.RepeatedAncestorDefLevel)
 	return pqarrow.WriteArrowToColumn(g.ctx, cw, values, def, rep, true)
 }
 
@@ -225,9 +225,9 @@ func (g *rowGroups) flatLevels(col arrow.Array) []int16 {
 // column whose elements are flat and nullable (as listField makes them):
 // maxDef for a present element, maxDef-1 for a null one, nonEmpty-1 for
 // an empty list and nonEmpty-2 for a null list. Rows of a fixed number
-// of present elements, a tensor column's, take cached levels.
-func (g *rowGroups) listLevels(l *array.List, maxDef, nonEmpty int16) (def, rep []int16) {
-	offs := l.Offsets()[l.Data().Offset():][:l.Len()+1] // Offsets() is the whole buffer, not the slice's
+// of present elements, a tensor column's, take cached levels. offs
+// are l's own n+1 offsets.
+func (g *rowGroups) listLevels(l *array.List, offs []int32, maxDef, nonEmpty int16) (def, rep []int16) {
 	n := l.Len()
 	k := 0
 	if n > 0 {
