@@ -1,10 +1,16 @@
 package table
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"slices"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -14,6 +20,8 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/apache/arrow-go/v18/parquet/schema"
+	"golang.org/x/sync/semaphore"
 )
 
 // RowGroupBytes bounds the Arrow data the Writer holds for one Parquet row
@@ -21,29 +29,80 @@ import (
 // whichever comes first, so wide rows do not grow the writer's memory.
 const RowGroupBytes = 64 << 20
 
+// maxRowGroupEncoders caps how many row groups a Parquet Writer encodes at
+// once (fewer on fewer cores: runtime.GOMAXPROCS).
+const maxRowGroupEncoders = 4
+
+// encodingBytes bounds the Arrow data of the row groups handed to encoders
+// and not yet written to the file (a row group larger than this waits
+// until it encodes alone).
+const encodingBytes = RowGroupBytes
+
 // rowGroups writes a Parquet file whose columns are all flat (numbers,
 // strings, booleans, ...) or lists of flat elements, which is what score's
-// outputs are: the levels of such columns are computed here in one pass
-// (for fixed-shape tensors, copied from a cache), and each row group is
-// written column after column straight to the file once its rows are
-// held as Arrow batches. pqarrow's general writer walks every column's
-// nesting per batch and buffers encoded pages of all columns until the
-// row group ends; this does the same work in about half the CPU
+// outputs are. The levels of such columns are computed here in one pass
+// (for fixed-shape tensors, copied from a cache). Rows are held as Arrow
+// batches until a row group is full; the group is then encoded on its own
+// goroutine, into a one-row-group Parquet file in memory, while the next
+// fills, up to maxRowGroupEncoders at once. An appender goroutine copies
+// each group's column chunks to the file in order and moves their offsets
+// in the group's metadata to where they now stand; Close writes the
+// footer of all the groups. The file is byte for byte the one a single
+// file.Writer writes (TestRowGroupsParallelSameBytes).
+//
+// Memory: the filling group (≤ RowGroupBytes of Arrow data), the groups
+// being encoded or waiting to be appended (≤ encodingBytes of Arrow data,
+// or one larger group) and their encoded bytes.
+//
+// pqarrow's general writer walks every column's nesting per batch and
+// buffers encoded pages of all columns until the row group ends; this
+// does the same work in about half the CPU on one core
 // (BenchmarkWriterParquet). Columns of any other shape go through
 // pqarrow.FileWriter (useRowGroups says which).
 type rowGroups struct {
-	wr     *file.Writer
-	ctx    context.Context
-	nulls  []bool // per column: the field is nullable
-	lists  []bool // per column: a list of flat elements
-	held   []arrow.RecordBatch
-	rows   int64
-	bytes  int64
-	def    []int16 // levels of the column being written
+	out   io.Writer
+	root  *schema.GroupNode
+	props *parquet.WriterProperties
+	meta  metadata.KeyValueMetadata
+	nulls []bool // per column: the field is nullable
+	lists []bool // per column: a list of flat elements
+	held  []arrow.RecordBatch
+	rows  int64
+	bytes int64
+
+	encoders chan *groupEncoder // idle encoders
+	budget   *semaphore.Weighted
+	order    chan *encodedGroup // groups in file order, to the appender
+	appended chan struct{}      // closed when the appender has ended
+	bufs     chan []byte        // encoded groups' buffers, for reuse
+
+	// The appender's state; read by others only after appended is
+	// closed, except err (mu).
+	pos    int64                  // bytes written to out
+	groups int                    // row groups written
+	footer *metadata.FileMetaData // the file's metadata: every group written so far
+	mu     sync.Mutex
+	err    error // the first error encoding or writing a group
+}
+
+// encodedGroup is one row group being encoded: a whole Parquet file of
+// that one group, and its metadata.
+type encodedGroup struct {
+	done   chan struct{} // closed when file, meta and err are set
+	file   []byte
+	meta   *metadata.FileMetaData
+	err    error
+	weight int64 // of the budget
+}
+
+// groupEncoder encodes row groups, one at a time, with its own scratch.
+type groupEncoder struct {
+	ctx    context.Context // pqarrow's write context: its buffers are per encoder
+	def    []int16         // levels of the column being written
 	rep    []int16
-	fixedK int     // fixed-shape levels cached in fixDef/fixRep: k positions per row
-	fixedD int16   // and the present-element definition level
-	fixDef []int16 // cached levels of rows of fixedK present elements
+	fixedK int   // fixed-shape levels cached in fixDef/fixRep: k positions per row
+	fixedD int16 // and the present-element definition level
+	fixDef []int16
 	fixRep []int16
 }
 
@@ -71,26 +130,28 @@ func flat(t arrow.DataType) bool {
 	return true
 }
 
-// newRowGroups writes schema's Parquet file to w. The Arrow schema is
-// stored in the file's metadata (ARROW:schema) as pqarrow stores it, so
-// readers get the same Arrow types and field metadata back.
-func newRowGroups(schema *arrow.Schema, w io.Writer, props *parquet.WriterProperties) (*rowGroups, error) {
+// newRowGroups writes schema's Parquet file to w (which Close closes when
+// it is an io.Closer). The Arrow schema is stored in the file's metadata
+// (ARROW:schema) as pqarrow stores it, so readers get the same Arrow
+// types and field metadata back. props must not enable page indexes,
+// bloom filters or encryption (score's do not).
+func newRowGroups(arrowSchema *arrow.Schema, w io.Writer, props *parquet.WriterProperties) (*rowGroups, error) {
 	arrowProps := pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(props.Allocator()))
-	pqschema, err := pqarrow.ToParquet(schema, props, arrowProps)
+	pqschema, err := pqarrow.ToParquet(arrowSchema, props, arrowProps)
 	if err != nil {
 		return nil, fmt.Errorf("parquet schema: %w", err)
 	}
 	// As pqarrow stores it: the schema's own metadata, then the schema
 	// with list elements named "element" like the Parquet columns.
 	meta := metadata.KeyValueMetadata{}
-	sm := schema.Metadata()
+	sm := arrowSchema.Metadata()
 	for i, k := range sm.Keys() {
 		if err := meta.Append(k, sm.Values()[i]); err != nil {
 			return nil, err
 		}
 	}
-	stored := make([]arrow.Field, schema.NumFields())
-	for i, f := range schema.Fields() {
+	stored := make([]arrow.Field, arrowSchema.NumFields())
+	for i, f := range arrowSchema.Fields() {
 		if lt, ok := f.Type.(*arrow.ListType); ok {
 			elem := lt.ElemField()
 			elem.Name = "element"
@@ -102,21 +163,48 @@ func newRowGroups(schema *arrow.Schema, w io.Writer, props *parquet.WriterProper
 	if err := meta.Append("ARROW:schema", base64.StdEncoding.EncodeToString(ser)); err != nil {
 		return nil, err
 	}
-	wr, err := file.NewParquetWriterWithError(w, pqschema.Root(), file.WithWriterProps(props), file.WithWriteMetadata(meta))
-	if err != nil {
-		return nil, err
-	}
-	g := &rowGroups{wr: wr, ctx: pqarrow.NewArrowWriteContext(context.Background(), &arrowProps)}
-	for _, f := range schema.Fields() {
+	g := &rowGroups{out: w, root: pqschema.Root(), props: props, meta: meta}
+	for _, f := range arrowSchema.Fields() {
 		_, isList := f.Type.(*arrow.ListType)
 		g.nulls = append(g.nulls, f.Nullable)
 		g.lists = append(g.lists, isList)
 	}
+	// The footer starts as an empty file's: schema, key-value metadata,
+	// column orders, no row group.
+	empty, err := g.newFile(io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	if err := empty.Close(); err != nil {
+		return nil, err
+	}
+	if g.footer, err = empty.FileMetadata(); err != nil {
+		return nil, err
+	}
+	if _, err := io.WriteString(w, "PAR1"); err != nil {
+		return nil, err
+	}
+	g.pos = 4
+	n := max(1, min(runtime.GOMAXPROCS(0), maxRowGroupEncoders))
+	g.encoders = make(chan *groupEncoder, n)
+	for range n {
+		g.encoders <- &groupEncoder{ctx: pqarrow.NewArrowWriteContext(context.Background(), &arrowProps)}
+	}
+	g.budget = semaphore.NewWeighted(encodingBytes)
+	g.order = make(chan *encodedGroup, n)
+	g.bufs = make(chan []byte, n+1)
+	g.appended = make(chan struct{})
+	go g.appendGroups()
 	return g, nil
 }
 
-// write holds rec's rows for the current row group, writing the group
-// each time it reaches RowGroupRows rows or RowGroupBytes bytes.
+// newFile starts a Parquet file of the output's schema on w.
+func (g *rowGroups) newFile(w io.Writer) (*file.Writer, error) {
+	return file.NewParquetWriterWithError(w, g.root, file.WithWriterProps(g.props), file.WithWriteMetadata(g.meta))
+}
+
+// write holds rec's rows for the current row group, handing the group to
+// an encoder each time it reaches RowGroupRows rows or RowGroupBytes bytes.
 func (g *rowGroups) write(rec arrow.RecordBatch) error {
 	perRow := int64(0)
 	for _, c := range rec.Columns() {
@@ -144,28 +232,94 @@ func (g *rowGroups) write(rec arrow.RecordBatch) error {
 	return nil
 }
 
-// flush writes the held batches as one row group and releases them.
+// failed returns the first error of an encoder or the appender.
+func (g *rowGroups) failed() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+func (g *rowGroups) fail(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err == nil {
+		g.err = err
+	}
+}
+
+// flush hands the held batches, one row group, to an idle encoder; it
+// waits for one, and for the group's share of encodingBytes.
 func (g *rowGroups) flush() error {
 	if len(g.held) == 0 {
-		return nil
+		return g.failed()
 	}
-	defer func() {
-		for _, r := range g.held {
-			r.Release()
-		}
-		g.held, g.rows, g.bytes = g.held[:0], 0, 0
-	}()
-	rg, err := g.wr.AppendRowGroupChecked()
-	if err != nil {
+	held := slices.Clone(g.held)
+	clear(g.held)
+	weight := min(g.bytes, encodingBytes)
+	g.held, g.rows, g.bytes = g.held[:0], 0, 0
+	if err := g.failed(); err != nil {
+		release(held)
 		return err
 	}
+	_ = g.budget.Acquire(context.Background(), weight) // never fails without a deadline
+	e := <-g.encoders
+	eg := &encodedGroup{done: make(chan struct{}), weight: weight}
+	var buf []byte
+	select {
+	case buf = <-g.bufs:
+	default:
+	}
+	go func() {
+		defer func() { g.encoders <- e }()
+		defer close(eg.done)
+		defer release(held)
+		eg.file, eg.meta, eg.err = e.encode(g, held, buf)
+	}()
+	g.order <- eg
+	return nil
+}
+
+func release(recs []arrow.RecordBatch) {
+	for _, r := range recs {
+		r.Release()
+	}
+}
+
+// encode writes held as the one row group of a Parquet file in buf's
+// memory and returns the file and its metadata.
+func (e *groupEncoder) encode(g *rowGroups, held []arrow.RecordBatch, buf []byte) ([]byte, *metadata.FileMetaData, error) {
+	b := bytes.NewBuffer(buf[:0])
+	wr, err := g.newFile(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	rg, err := wr.AppendRowGroupChecked()
+	if err == nil {
+		err = e.writeGroup(rg, g, held)
+	}
+	if err != nil {
+		_ = wr.Close() // releases its buffers; the file is dropped
+		return nil, nil, err
+	}
+	if err := wr.Close(); err != nil {
+		return nil, nil, err
+	}
+	meta, err := wr.FileMetadata()
+	if err != nil {
+		return nil, nil, err
+	}
+	return b.Bytes(), meta, nil
+}
+
+// writeGroup writes held's columns, one after another, to rg and closes it.
+func (e *groupEncoder) writeGroup(rg file.SerialRowGroupWriter, g *rowGroups, held []arrow.RecordBatch) error {
 	for i := range g.nulls {
 		cw, err := rg.NextColumn()
 		if err != nil {
 			return err
 		}
-		for _, rec := range g.held {
-			if err := g.column(cw, i, rec.Column(i)); err != nil {
+		for _, rec := range held {
+			if err := e.column(cw, g.nulls[i], g.lists[i], rec.Column(i)); err != nil {
 				return fmt.Errorf("column %s: %w", rec.Schema().Field(i).Name, err)
 			}
 		}
@@ -173,17 +327,83 @@ func (g *rowGroups) flush() error {
 	return rg.Close()
 }
 
-// column writes one batch's column i to cw.
-func (g *rowGroups) column(cw file.ColumnChunkWriter, i int, col arrow.Array) error {
+// appendGroups copies the encoded groups' column chunks to the file in
+// order, as each is done, and adds their metadata to the footer.
+func (g *rowGroups) appendGroups() {
+	defer close(g.appended)
+	for eg := range g.order {
+		<-eg.done
+		err := eg.err
+		if err == nil && g.failed() == nil {
+			err = g.appendGroup(eg)
+		}
+		if err != nil {
+			g.fail(err)
+		}
+		g.budget.Release(eg.weight)
+		if eg.file != nil {
+			select {
+			case g.bufs <- eg.file[:0]:
+			default:
+			}
+		}
+	}
+}
+
+// appendGroup writes the column chunks of eg's file (everything between
+// its leading magic and its footer) at the end of the output, moves the
+// offsets in its row group's metadata by the distance, numbers the group,
+// and adds it to the footer.
+func (g *rowGroups) appendGroup(eg *encodedGroup) error {
+	n := len(eg.file)
+	if n < 12 {
+		return fmt.Errorf("encoded row group: %d bytes", n)
+	}
+	footerLen := int(binary.LittleEndian.Uint32(eg.file[n-8:]))
+	if footerLen > n-12 {
+		return fmt.Errorf("encoded row group: footer of %d bytes in %d", footerLen, n)
+	}
+	chunks := eg.file[4 : n-8-footerLen]
+	delta := g.pos - 4
+	for _, rg := range eg.meta.RowGroups {
+		if rg.FileOffset != nil {
+			*rg.FileOffset += delta
+		}
+		ordinal := int16(g.groups) // as file.Writer numbers them
+		rg.Ordinal = &ordinal
+		for _, c := range rg.Columns {
+			if c.OffsetIndexOffset != nil || c.ColumnIndexOffset != nil || c.MetaData == nil || c.MetaData.BloomFilterOffset != nil {
+				return errors.New("encoded row group: page indexes and bloom filters are not supported")
+			}
+			c.FileOffset += delta
+			c.MetaData.DataPageOffset += delta
+			if p := c.MetaData.DictionaryPageOffset; p != nil {
+				*p += delta
+			}
+			if p := c.MetaData.IndexPageOffset; p != nil {
+				*p += delta
+			}
+		}
+		g.groups++
+	}
+	if _, err := g.out.Write(chunks); err != nil {
+		return err
+	}
+	g.pos += int64(len(chunks))
+	return g.footer.AppendRowGroups(eg.meta)
+}
+
+// column writes one batch's column to cw.
+func (e *groupEncoder) column(cw file.ColumnChunkWriter, nullable, list bool, col arrow.Array) error {
 	if col.Len() == 0 {
 		return nil
 	}
-	if !g.lists[i] {
+	if !list {
 		var def []int16
-		if g.nulls[i] {
-			def = g.flatLevels(col)
+		if nullable {
+			def = e.flatLevels(col)
 		}
-		return pqarrow.WriteArrowToColumn(g.ctx, cw, col, def, nil, g.nulls[i])
+		return pqarrow.WriteArrowToColumn(e.ctx, cw, col, def, nil, nullable)
 	}
 	l := col.(*array.List)
 	info := cw.LevelInfo()
@@ -196,29 +416,29 @@ func (g *rowGroups) column(cw file.ColumnChunkWriter, i int, col arrow.Array) er
 	first, last := int64(offs[0]), int64(offs[len(offs)-1])
 	values := array.NewSlice(l.ListValues(), first, last)
 	defer values.Release()
-	def, rep := g.listLevels(l, offs, info.DefLevel, info.RepeatedAncestorDefLevel)
-	return pqarrow.WriteArrowToColumn(g.ctx, cw, values, def, rep, true)
+	def, rep := e.listLevels(l, offs, info.DefLevel, info.RepeatedAncestorDefLevel)
+	return pqarrow.WriteArrowToColumn(e.ctx, cw, values, def, rep, true)
 }
 
 // flatLevels returns the definition levels of a nullable flat column:
 // 1 where a value is present, 0 where it is null.
-func (g *rowGroups) flatLevels(col arrow.Array) []int16 {
+func (e *groupEncoder) flatLevels(col arrow.Array) []int16 {
 	n := col.Len()
-	g.def = resize(g.def, n)
+	e.def = resize(e.def, n)
 	if col.NullN() == 0 {
-		for j := range g.def {
-			g.def[j] = 1
+		for j := range e.def {
+			e.def[j] = 1
 		}
-		return g.def
+		return e.def
 	}
 	bits, off := col.NullBitmapBytes(), col.Data().Offset()
-	for j := range g.def {
-		g.def[j] = 0
+	for j := range e.def {
+		e.def[j] = 0
 		if bitutil.BitIsSet(bits, off+j) {
-			g.def[j] = 1
+			e.def[j] = 1
 		}
 	}
-	return g.def
+	return e.def
 }
 
 // listLevels returns the definition and repetition levels of a list
@@ -227,7 +447,7 @@ func (g *rowGroups) flatLevels(col arrow.Array) []int16 {
 // an empty list and nonEmpty-2 for a null list. Rows of a fixed number
 // of present elements, a tensor column's, take cached levels. offs
 // are l's own n+1 offsets.
-func (g *rowGroups) listLevels(l *array.List, offs []int32, maxDef, nonEmpty int16) (def, rep []int16) {
+func (e *groupEncoder) listLevels(l *array.List, offs []int32, maxDef, nonEmpty int16) (def, rep []int16) {
 	n := l.Len()
 	k := 0
 	if n > 0 {
@@ -238,41 +458,41 @@ func (g *rowGroups) listLevels(l *array.List, offs []int32, maxDef, nonEmpty int
 		fixed = int(offs[j]-offs[j-1]) == k
 	}
 	if fixed {
-		if g.fixedK != k || g.fixedD != maxDef || len(g.fixDef) < n*k {
-			g.fixedK, g.fixedD = k, maxDef
-			g.fixDef, g.fixRep = resize(g.fixDef, n*k), resize(g.fixRep, n*k)
-			for j := range g.fixDef {
-				g.fixDef[j] = maxDef
-				g.fixRep[j] = 1
+		if e.fixedK != k || e.fixedD != maxDef || len(e.fixDef) < n*k {
+			e.fixedK, e.fixedD = k, maxDef
+			e.fixDef, e.fixRep = resize(e.fixDef, n*k), resize(e.fixRep, n*k)
+			for j := range e.fixDef {
+				e.fixDef[j] = maxDef
+				e.fixRep[j] = 1
 				if j%k == 0 {
-					g.fixRep[j] = 0
+					e.fixRep[j] = 0
 				}
 			}
 		}
-		return g.fixDef[:n*k], g.fixRep[:n*k]
+		return e.fixDef[:n*k], e.fixRep[:n*k]
 	}
-	g.def, g.rep = g.def[:0], g.rep[:0]
+	e.def, e.rep = e.def[:0], e.rep[:0]
 	vals := l.ListValues()
 	for j := range n {
-		switch s, e := int(offs[j]), int(offs[j+1]); {
+		switch start, end := int(offs[j]), int(offs[j+1]); {
 		case l.IsNull(j):
-			g.def, g.rep = append(g.def, nonEmpty-2), append(g.rep, 0)
-		case s == e:
-			g.def, g.rep = append(g.def, nonEmpty-1), append(g.rep, 0)
+			e.def, e.rep = append(e.def, nonEmpty-2), append(e.rep, 0)
+		case start == end:
+			e.def, e.rep = append(e.def, nonEmpty-1), append(e.rep, 0)
 		default:
-			for v := s; v < e; v++ {
+			for v := start; v < end; v++ {
 				d, r := maxDef, int16(1)
 				if vals.IsNull(v) {
 					d = maxDef - 1
 				}
-				if v == s {
+				if v == start {
 					r = 0
 				}
-				g.def, g.rep = append(g.def, d), append(g.rep, r)
+				e.def, e.rep = append(e.def, d), append(e.rep, r)
 			}
 		}
 	}
-	return g.def, g.rep
+	return e.def, e.rep
 }
 
 // resize returns s with length n, reusing its array when it is large
@@ -284,12 +504,33 @@ func resize(s []int16, n int) []int16 {
 	return s[:n]
 }
 
-// Close writes the held rows and the file's footer, and closes the
-// file's writer (and the io.Writer when it is an io.Closer).
+// Close hands on the held rows, waits for every group to be written,
+// writes the footer and closes the file's writer (when an io.Closer).
 func (g *rowGroups) Close() error {
 	err := g.flush()
-	if cerr := g.wr.Close(); err == nil {
-		err = cerr
+	close(g.order)
+	<-g.appended
+	if err == nil {
+		err = g.err
 	}
+	if err == nil {
+		err = g.writeFooter()
+	}
+	if c, ok := g.out.(io.Closer); ok {
+		err = errors.Join(err, c.Close())
+	}
+	return err
+}
+
+// writeFooter writes the file's metadata, its length and the magic.
+func (g *rowGroups) writeFooter() error {
+	var b bytes.Buffer
+	if _, err := g.footer.WriteTo(&b, nil); err != nil {
+		return fmt.Errorf("parquet footer: %w", err)
+	}
+	n := b.Len()
+	b.Write(binary.LittleEndian.AppendUint32(nil, uint32(n)))
+	b.WriteString("PAR1")
+	_, err := g.out.Write(b.Bytes())
 	return err
 }

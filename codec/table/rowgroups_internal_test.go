@@ -1,7 +1,11 @@
 package table
 
 import (
+	"bytes"
+	"strings"
+
 	"context"
+	"github.com/apache/arrow-go/v18/parquet/compress"
 	"os"
 	"path/filepath"
 	"testing"
@@ -222,5 +226,113 @@ func TestUseRowGroups(t *testing.T) {
 		if got := useRowGroups(s); got != c.want {
 			t.Errorf("useRowGroups(%s) = %v, want %v", c.typ, got, c.want)
 		}
+	}
+}
+
+// TestRowGroupsParallelSameBytes writes five row groups through rowGroups
+// (encoded concurrently, copied into the file, offsets moved) and the same
+// groups through one file.Writer with the same column encoder: the two
+// files must be byte for byte equal, footer included.
+func TestRowGroupsParallelSameBytes(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	sizes := []int{RowGroupRows, RowGroupRows, RowGroupRows, RowGroupRows, 999}
+	var groups []arrow.RecordBatch
+	first := 0
+	for _, n := range sizes {
+		groups = append(groups, outputBatch(mem, first, n))
+		first += n
+	}
+	defer release(groups)
+	schema := groups[0].Schema()
+	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Snappy), parquet.WithDictionaryDefault(false),
+		parquet.WithMaxRowGroupLength(RowGroupRows), parquet.WithAllocator(mem))
+
+	var ours bytes.Buffer
+	g, err := newRowGroups(schema, &ours, props)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range groups {
+		if err := g.write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var serial bytes.Buffer
+	wr, err := g.newFile(&serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &groupEncoder{ctx: pqarrow.NewArrowWriteContext(context.Background(), nil)}
+	for _, b := range groups {
+		rg, err := wr.AppendRowGroupChecked()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.writeGroup(rg, g, []arrow.RecordBatch{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ours.Bytes(), serial.Bytes()) {
+		i := 0
+		for i < min(ours.Len(), serial.Len()) && ours.Bytes()[i] == serial.Bytes()[i] {
+			i++
+		}
+		t.Fatalf("rowGroups wrote %d bytes, one file.Writer %d; first difference at byte %d", ours.Len(), serial.Len(), i)
+	}
+	pf, err := file.NewParquetReader(bytes.NewReader(ours.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pf.NumRowGroups() != len(sizes) || pf.NumRows() != int64(first) {
+		t.Errorf("%d row groups of %d rows in all, want %d of %d", pf.NumRowGroups(), pf.NumRows(), len(sizes), first)
+	}
+}
+
+// TestRowGroupsEncodingError: an error while a row group is encoded on
+// its own goroutine comes back from a later write or from Close, and the
+// file gets no footer.
+func TestRowGroupsEncodingError(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	// A null list that holds elements cannot be written.
+	lb := array.NewListBuilder(mem, arrow.PrimitiveTypes.Int32)
+	defer lb.Release()
+	lb.Append(true)
+	lb.ValueBuilder().(*array.Int32Builder).Append(1)
+	good := lb.NewListArray()
+	defer good.Release()
+	data := array.NewData(good.DataType(), 1, []*memory.Buffer{memory.NewBufferBytes([]byte{0}), good.Data().Buffers()[1]},
+		[]arrow.ArrayData{good.ListValues().Data()}, 1, 0)
+	defer data.Release()
+	bad := array.NewListData(data)
+	defer bad.Release()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "tokens", Type: good.DataType(), Nullable: true}}, nil)
+	rec := array.NewRecordBatch(schema, []arrow.Array{bad}, 1)
+	defer rec.Release()
+	var out bytes.Buffer
+	g, err := newRowGroups(schema, &out, parquet.NewWriterProperties(parquet.WithAllocator(mem)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.flush(); err != nil {
+		t.Fatal(err) // handed on; the error comes later
+	}
+	err = g.Close()
+	if err == nil || !strings.Contains(err.Error(), "a null list with 1 elements") {
+		t.Fatalf("Close: %v, want the null list's error", err)
+	}
+	if bytes.HasSuffix(out.Bytes(), []byte("PAR1")) && out.Len() > 4 {
+		t.Errorf("a footer was written after the error (%d bytes)", out.Len())
 	}
 }
