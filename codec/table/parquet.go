@@ -57,7 +57,7 @@ func newParquetSource(pf *file.Reader, path string, opts Options) (*parquetSourc
 	for _, sf := range fr.Manifest.Fields {
 		if dc := newDirectColumn(pf, sf, perRow[sf.Field.Name], opts.Mem); dc != nil {
 			s.from = append(s.from, -1-len(s.direct))
-			s.direct = append(s.direct, dc)
+			s.direct = append(s.direct, dc.over(0, pf.NumRowGroups(), 0))
 			fields = append(fields, arrow.Field{Name: sf.Field.Name, Type: dc.typ, Nullable: sf.Field.Nullable, Metadata: sf.Field.Metadata})
 			continue
 		}
@@ -137,14 +137,14 @@ func (s *parquetSource) next(ctx context.Context) (arrow.RecordBatch, error) {
 		r, err := s.rr.Read()
 		if r == nil {
 			if err == nil {
-				err = io.EOF
+				err = s.finish()
 			}
 			return nil, err
 		}
 		rec, n = r, r.NumRows()
 	} else {
 		if s.left == 0 {
-			return nil, io.EOF
+			return nil, s.finish()
 		}
 		n = min(s.batch, s.left)
 		s.left -= n
@@ -176,6 +176,17 @@ func (s *parquetSource) next(ctx context.Context) (arrow.RecordBatch, error) {
 	return array.NewRecordBatch(s.schema, cols, n), nil
 }
 
+// finish checks the direct columns at the end of the file; io.EOF when
+// they are fine.
+func (s *parquetSource) finish() error {
+	for _, d := range s.direct {
+		if err := d.finish(); err != nil {
+			return err
+		}
+	}
+	return io.EOF
+}
+
 func (s *parquetSource) close() error {
 	if s.rr != nil {
 		s.rr.Release()
@@ -201,12 +212,24 @@ type directColumn struct {
 	present int16 // definition level of a present (possibly null) value
 	typ     *arrow.FixedSizeListType
 	mem     memory.Allocator
+
+	// The reading state, set by over; newDirectColumn's column has none.
 	rg      int // row group of cr
+	end     int // the row group after the last one to read
 	cr      file.ColumnChunkReader
 	defs    []int16
 	reps    []int16
-	row     int64  // rows read so far, for errors
+	row     int64  // the file's row to read next, for errors
 	rowReps []byte // the repetition levels of a row, as bytes
+}
+
+// over returns a directColumn reading d's column in row groups
+// [first, end), whose first row is the file's row row.
+func (d *directColumn) over(first, end int, row int64) *directColumn {
+	c := *d
+	c.rg, c.end, c.row = first, end, row
+	c.cr, c.defs, c.reps, c.rowReps = nil, nil, nil, nil
+	return &c
 }
 
 func int16Bytes(s []int16) []byte {
@@ -277,7 +300,13 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 				}
 				d.rg++
 			}
-			if d.rg >= d.f.NumRowGroups() {
+			if d.rg >= d.end {
+				if d.end < d.f.NumRowGroups() && got > 0 {
+					// The rows go on in the next row group, which another
+					// directColumn reads: some row here is short. This is
+					// the error reading on would report.
+					return nil, d.rowError(reps[:got])
+				}
 				return nil, fmt.Errorf("column %q: %d of %d values at the end of the file (rows of other lengths?)", d.name, got, need)
 			}
 			cr, err := d.f.RowGroup(d.rg).Column(d.col)
@@ -332,6 +361,23 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 	data := array.NewData(d.typ, int(n), []*memory.Buffer{nil}, []arrow.ArrayData{values}, 0, 0)
 	defer data.Release()
 	return array.MakeFromData(data), nil
+}
+
+// finish checks, once every row of d's row groups is read, that no
+// values are left after the last row (a row longer than its shape): read
+// on in the same directColumn, they would start the next batch and fail
+// its row check; after the file's last row nothing else would see them.
+func (d *directColumn) finish() error {
+	if d.cr == nil {
+		return nil
+	}
+	if d.cr.HasNext() {
+		return fmt.Errorf("column %q: row %d has more than %d values, as its shape needs", d.name, d.row-1, d.k)
+	}
+	if err := d.cr.Err(); err != nil {
+		return fmt.Errorf("reading column %q: %w", d.name, err)
+	}
+	return nil
 }
 
 // read reads up to levels levels into dst (values packed, nulls left
