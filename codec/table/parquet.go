@@ -17,18 +17,11 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 )
 
-// parquetSource reads the record batches of one Parquet file: batches of
-// RowsPerRequest rows counted from the file's first row (the last one
-// shorter), across row groups. Tensor columns (Parquet lists sent with a
-// shape, see directColumn) are read straight from their column chunks;
-// pqarrow reads the others.
-type parquetSource struct {
-	plan *parquetPlan
-	rows *groupReader
-}
-
-// parquetPlan says how the columns of one Parquet file are read. It is
-// set up when the file is opened and only read after.
+// parquetPlan says how the columns of one Parquet file are read. Every
+// decoder of the file uses it at once, so nothing in it changes after
+// newParquetPlan: f and fr are shared for reading only (file.Reader reads
+// with ReadAt; the column readers fr makes, a set per groupReader, hold
+// the reading state).
 type parquetPlan struct {
 	f      *file.Reader
 	fr     *pqarrow.FileReader
@@ -40,26 +33,6 @@ type parquetPlan struct {
 	mem    memory.Allocator
 }
 
-// openParquet opens path; columns named in direct (input name → elements
-// per row) that qualify are read by a directColumn.
-func openParquet(path string, opts Options) (*parquetSource, *arrow.Schema, error) {
-	pf, err := file.OpenParquetFile(path, false)
-	if err != nil {
-		return nil, nil, fmt.Errorf("opening Parquet file %s: %w", path, err)
-	}
-	p, err := newParquetPlan(pf, path, opts)
-	if err != nil {
-		pf.Close()
-		return nil, nil, err
-	}
-	rows, err := newGroupReader(p, 0, pf.NumRowGroups(), 0)
-	if err != nil {
-		pf.Close()
-		return nil, nil, fmt.Errorf("reading Parquet file %s: %w", path, err)
-	}
-	return &parquetSource{plan: p, rows: rows}, p.schema, nil
-}
-
 // newParquetPlan works out which columns of pf a directColumn reads and
 // which pqarrow reads.
 func newParquetPlan(pf *file.Reader, path string, opts Options) (*parquetPlan, error) {
@@ -68,6 +41,9 @@ func newParquetPlan(pf *file.Reader, path string, opts Options) (*parquetPlan, e
 		return nil, fmt.Errorf("reading Parquet schema of %s: %w", path, err)
 	}
 	p := &parquetPlan{f: pf, fr: fr, batch: int64(opts.RowsPerRequest), mem: opts.Mem}
+	// Decoders share pf: parse its writer version now, which its row
+	// group readers otherwise set on first use (FileMetaData.WriterVersion).
+	pf.WriterVersion()
 	var fields []arrow.Field
 	perRow := opts.directColumns()
 	for _, sf := range fr.Manifest.Fields {
@@ -132,15 +108,6 @@ func (o Options) directColumns() map[string]int64 {
 	return out
 }
 
-func (s *parquetSource) next(context.Context) (arrow.RecordBatch, error) {
-	return s.rows.next()
-}
-
-func (s *parquetSource) close() error {
-	s.rows.release()
-	return s.plan.f.Close()
-}
-
 // groupReader reads the rows of row groups [first, end) of a file in
 // batches that end where the file's batches of plan.batch rows end: the
 // file's own batches when it reads every row group, their parts in the
@@ -183,7 +150,7 @@ func newGroupReader(p *parquetPlan, first, end int, row int64) (*groupReader, er
 func (g *groupReader) next() (arrow.RecordBatch, error) {
 	if g.left == 0 {
 		for _, d := range g.direct {
-			if err := d.finish(); err != nil {
+			if err := d.finish(g.row%g.plan.batch == 0); err != nil {
 				return nil, err
 			}
 		}
@@ -419,18 +386,38 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 }
 
 // finish checks, once every row of d's row groups is read, that no
-// values are left after the last row (a row longer than its shape): read
-// on in the same directColumn, they would start the next batch and fail
-// its row check; after the file's last row nothing else would see them.
-func (d *directColumn) finish() error {
+// values are left after the last row (a row longer than its shape). It
+// reports them as reading on into the next row group in the same batch
+// would have (the row's values counted), or, when the batch ended with
+// the row group (batchEnd), as the next batch would have.
+func (d *directColumn) finish(batchEnd bool) error {
 	if d.cr == nil {
 		return nil
 	}
-	if d.cr.HasNext() {
-		return fmt.Errorf("column %q: row %d has more than %d values, as its shape needs", d.name, d.row-1, d.k)
+	extra := 0
+	var vals []byte
+	for d.cr.HasNext() {
+		if batchEnd {
+			return fmt.Errorf("column %q: row %d has more than %d values, as its shape needs", d.name, d.row-1, d.k)
+		}
+		n := len(d.defs) // at least k: next read a row
+		if vals == nil {
+			vals = make([]byte, n*d.width)
+		}
+		lv, _, err := d.read(n, vals, d.defs[:n], d.reps[:n])
+		if err != nil {
+			return fmt.Errorf("reading column %q: %w", d.name, err)
+		}
+		if lv == 0 {
+			break
+		}
+		extra += int(lv)
 	}
 	if err := d.cr.Err(); err != nil {
 		return fmt.Errorf("reading column %q: %w", d.name, err)
+	}
+	if extra > 0 {
+		return fmt.Errorf("column %q: row %d has %d values, its shape needs %d", d.name, d.row-1, d.k+extra, d.k)
 	}
 	return nil
 }
