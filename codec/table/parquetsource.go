@@ -21,7 +21,8 @@ const maxParquetDecoders = 4
 
 // parquetAheadBytes bounds the decoded Arrow data (RecordBytes) of the
 // batches a parquetSource holds ready ahead of its reader, give or take
-// one batch per decoder (see parquetSource).
+// one batch per decoder (see parquetSource): room for the row groups
+// after the one being read to be decoded meanwhile.
 const parquetAheadBytes = 32 << 20
 
 // parquetSource reads the record batches of one Parquet file: batches of
@@ -39,12 +40,14 @@ const parquetAheadBytes = 32 << 20
 // (a copy of at most one batch per row group boundary). With one row
 // group or one decoder a single task reads the whole file.
 //
-// Memory: the batches waiting in the queues hold at most
-// parquetAheadBytes plus one batch per decoder, as a decoder starts on a
-// batch only while less than parquetAheadBytes wait, or when its task is
-// the one next reads and none of that task's batches wait. So the task
-// next waits for can always go on, whatever later tasks hold and however
-// small the budget. Besides, each decoder holds the compressed column
+// Memory: the task next reads from decodes one batch ahead of it, as
+// readAhead does: its decoder starts on a batch when none of the task's
+// wait. The decoders of later tasks start on one while the batches
+// waiting in all queues hold less than parquetAheadBytes. So the batches
+// waiting hold at most parquetAheadBytes plus one batch per decoder; the
+// task next waits for can always go on, whatever later tasks hold and
+// however small the budget; and a file read in a single task holds no
+// more than before. Besides, each decoder holds the compressed column
 // chunks it reads of its row group (arrow-go reads a column chunk whole)
 // and a page's decompressed data per column: up to one row group per
 // decoder, where a single task holds one.
@@ -176,13 +179,14 @@ func (s *parquetSource) decodeTask(i int) {
 	}
 }
 
-// mayDecode waits until task i may decode a batch (see parquetSource);
-// false when the source stops.
+// mayDecode waits until task i may decode a batch: when none of its
+// batches wait if next reads from it, else while the batches waiting
+// hold less than the budget. False when the source stops.
 func (s *parquetSource) mayDecode(i int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for !s.stopped {
-		if s.ahead < s.budget || i == s.cur && len(s.tasks[i].ready) == 0 {
+		if i == s.cur && len(s.tasks[i].ready) == 0 || i != s.cur && s.ahead < s.budget {
 			return true
 		}
 		s.changed.Wait()
