@@ -15,8 +15,9 @@ import (
 // maxParquetDecoders caps the goroutines that decode the row groups of
 // one Parquet file at once; a file gets min(GOMAXPROCS, this many). One
 // decodes about 3.4M rows/s of the digits input, less than a worker of 8
-// executors takes; four are enough on 16 cores and leave the rest to
-// encoding the requests and to the engine.
+// executors takes; four take at most a quarter of a 16-core host, leaving
+// the rest to cutting and encoding the requests (one goroutine) and to
+// the engine.
 const maxParquetDecoders = 4
 
 // parquetAheadBytes bounds the decoded Arrow data (RecordBytes) of the
@@ -107,7 +108,8 @@ func openParquet(path string, opts Options) (*parquetSource, *arrow.Schema, erro
 	return startParquet(p, decoders, budget), p.schema, nil
 }
 
-// startParquet starts decoders goroutines decoding the file of p.
+// startParquet starts decoding the file of p in up to decoders
+// goroutines, each row group a task when there are several of both.
 func startParquet(p *parquetPlan, decoders, budget int) *parquetSource {
 	s := &parquetSource{plan: p, rows: p.f.NumRows(), budget: budget}
 	s.changed = sync.NewCond(&s.mu)
