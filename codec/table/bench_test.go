@@ -51,9 +51,21 @@ func digitsLike(n int) arrow.RecordBatch {
 // BenchmarkReaderParquet is the read side of `jetinfer score`: Parquet
 // row groups in, request bodies of at most DefaultMaxBytes out.
 func BenchmarkReaderParquet(b *testing.B) {
+	benchReaderParquet(b, 64<<10)
+}
+
+// BenchmarkReaderParquet8RowGroups reads the same rows from 8 row groups,
+// enough to keep maxParquetDecoders goroutines busy.
+func BenchmarkReaderParquet8RowGroups(b *testing.B) {
+	benchReaderParquet(b, benchRows/8)
+}
+
+// benchReaderParquet reads benchRows rows from a Parquet file of row
+// groups of rowGroup rows.
+func benchReaderParquet(b *testing.B, rowGroup int64) {
 	path := filepath.Join(b.TempDir(), "in.parquet")
 	rec := digitsLike(benchRows)
-	writeParquet(b, path, rec, 64<<10)
+	writeParquet(b, path, rec, rowGroup)
 	rec.Release()
 	opts := table.Options{Columns: []string{"id", "pixels"}, Keep: []string{"id", "label"},
 		Shapes: map[string][]int64{"pixels": {8, 8}}}

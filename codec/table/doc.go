@@ -1,13 +1,16 @@
 // Package table turns tables into request bodies and result bodies back
 // into a table: it is what `jetinfer score` reads and writes.
 //
-// A Reader reads Parquet files (arrow-go's parquet/pqarrow, row groups
-// read as a stream), Arrow IPC files and Arrow IPC streams, in order,
-// selects and renames columns onto engine inputs, gives FixedSizeList
-// columns a tensor shape (arrow.fixed_shape_tensor) where asked, and cuts
-// the rows into request bodies of at most Options.RowsPerRequest rows and
-// Options.MaxBytes bytes, whatever the input's own batching. List columns
-// pass through as ragged inputs. It holds one input batch at a time.
+// A Reader reads Parquet files (arrow-go's parquet/pqarrow), Arrow IPC
+// files and Arrow IPC streams, in order, selects and renames columns onto
+// engine inputs, gives FixedSizeList columns a tensor shape
+// (arrow.fixed_shape_tensor) where asked, and cuts the rows into request
+// bodies of at most Options.RowsPerRequest rows and Options.MaxBytes
+// bytes, whatever the input's own batching. List columns pass through as
+// ragged inputs. It cuts one input batch at a time while other
+// goroutines decode the next, a bounded number of bytes ahead; those of
+// a Parquet file decode up to four of its row groups at once, and the
+// batches still come in the file's order, cut as one goroutine would.
 // Parquet list columns sent with a shape (and not kept) whose values are
 // float32, float64, int32 or int64 are read straight from their column
 // chunks into the tensor's FixedSizeList (directColumn), five times as

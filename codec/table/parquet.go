@@ -17,70 +17,48 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 )
 
-// parquetSource reads the record batches of one Parquet file. Tensor
-// columns (Parquet lists sent with a shape, see directColumn) are read
-// straight from their column chunks; pqarrow reads the others.
-type parquetSource struct {
+// parquetPlan says how the columns of one Parquet file are read. Every
+// decoder of the file uses it at once, so nothing in it changes after
+// newParquetPlan: f and fr are shared for reading only (file.Reader reads
+// with ReadAt; the column readers fr makes, a set per groupReader, hold
+// the reading state).
+type parquetPlan struct {
 	f      *file.Reader
-	rr     pqarrow.RecordReader // the other columns; nil when there are none
-	direct []*directColumn
-	schema *arrow.Schema // every top-level column, in the file's order
-	from   []int         // per schema field: index in rr's batch, or -1-i for direct[i]
-	batch  int64         // rows per batch when rr is nil
-	left   int64         // rows not yet read when rr is nil
+	fr     *pqarrow.FileReader
+	leaves []int           // leaf columns pqarrow reads
+	direct []*directColumn // columns read directly, without reading state (see directColumn.over)
+	schema *arrow.Schema   // every top-level column, in the file's order
+	from   []int           // per schema field: index among pqarrow's fields, or -1-i for direct[i]
+	batch  int64           // rows per batch
+	mem    memory.Allocator
 }
 
-// openParquet opens path; columns named in direct (input name → elements
-// per row) that qualify are read by a directColumn.
-func openParquet(path string, opts Options) (*parquetSource, *arrow.Schema, error) {
-	pf, err := file.OpenParquetFile(path, false)
-	if err != nil {
-		return nil, nil, fmt.Errorf("opening Parquet file %s: %w", path, err)
-	}
-	s, err := newParquetSource(pf, path, opts)
-	if err != nil {
-		pf.Close()
-		return nil, nil, err
-	}
-	return s, s.schema, nil
-}
-
-func newParquetSource(pf *file.Reader, path string, opts Options) (*parquetSource, error) {
-	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: int64(opts.RowsPerRequest)}, opts.Mem)
+// newParquetPlan works out which columns of pf a directColumn reads and
+// which pqarrow reads.
+func newParquetPlan(pf *file.Reader, path string, opts Options) (*parquetPlan, error) {
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, opts.Mem)
 	if err != nil {
 		return nil, fmt.Errorf("reading Parquet schema of %s: %w", path, err)
 	}
-	s := &parquetSource{f: pf, batch: int64(opts.RowsPerRequest), left: pf.NumRows()}
+	p := &parquetPlan{f: pf, fr: fr, batch: int64(opts.RowsPerRequest), mem: opts.Mem}
+	// Decoders share pf: parse its writer version now, which its row
+	// group readers otherwise set on first use (FileMetaData.WriterVersion).
+	pf.WriterVersion()
 	var fields []arrow.Field
-	var leaves []int // leaf columns pqarrow reads
 	perRow := opts.directColumns()
 	for _, sf := range fr.Manifest.Fields {
 		if dc := newDirectColumn(pf, sf, perRow[sf.Field.Name], opts.Mem); dc != nil {
-			s.from = append(s.from, -1-len(s.direct))
-			s.direct = append(s.direct, dc)
+			p.from = append(p.from, -1-len(p.direct))
+			p.direct = append(p.direct, dc)
 			fields = append(fields, arrow.Field{Name: sf.Field.Name, Type: dc.typ, Nullable: sf.Field.Nullable, Metadata: sf.Field.Metadata})
 			continue
 		}
-		s.from = append(s.from, len(leaves)) // fixed below: index among pqarrow's fields
+		p.from = append(p.from, len(p.from)-len(p.direct))
 		fields = append(fields, *sf.Field)
-		leaves = appendLeaves(leaves, sf)
+		p.leaves = appendLeaves(p.leaves, sf)
 	}
-	if len(s.direct) == 0 || len(leaves) > 0 {
-		rr, err := fr.GetRecordReader(context.Background(), leaves, nil)
-		if err != nil {
-			return nil, fmt.Errorf("reading Parquet file %s: %w", path, err)
-		}
-		s.rr = rr
-	}
-	n := 0
-	for i := range s.from {
-		if s.from[i] >= 0 {
-			s.from[i] = n
-			n++
-		}
-	}
-	s.schema = arrow.NewSchema(fields, nil)
-	return s, nil
+	p.schema = arrow.NewSchema(fields, nil)
+	return p, nil
 }
 
 func appendLeaves(dst []int, sf pqarrow.SchemaField) []int {
@@ -130,30 +108,56 @@ func (o Options) directColumns() map[string]int64 {
 	return out
 }
 
-func (s *parquetSource) next(ctx context.Context) (arrow.RecordBatch, error) {
-	var rec arrow.RecordBatch
-	var n int64
-	if s.rr != nil {
-		r, err := s.rr.Read()
-		if r == nil {
-			if err == nil {
-				err = io.EOF
-			}
+// groupReader reads the rows of row groups [first, end) of a file in
+// batches that end where the file's batches of plan.batch rows end: the
+// file's own batches when it reads every row group, their parts in the
+// row groups when not.
+type groupReader struct {
+	plan   *parquetPlan
+	cols   []*pqarrow.ColumnReader // the columns pqarrow reads, in plan order
+	direct []*directColumn
+	row    int64 // the file's row to read next
+	left   int64 // rows not yet read
+}
+
+// newGroupReader returns a groupReader over row groups [first, end),
+// whose first row is the file's row row.
+func newGroupReader(p *parquetPlan, first, end int, row int64) (*groupReader, error) {
+	g := &groupReader{plan: p, row: row}
+	groups := make([]int, 0, end-first)
+	for rg := first; rg < end; rg++ {
+		groups = append(groups, rg)
+		g.left += p.f.MetaData().RowGroup(rg).NumRows()
+	}
+	if g.left == 0 {
+		return g, nil // nothing to read (and pqarrow wants a row group)
+	}
+	for _, d := range p.direct {
+		g.direct = append(g.direct, d.over(first, end, row))
+	}
+	if len(p.leaves) > 0 {
+		cols, _, err := p.fr.GetFieldReaders(context.Background(), p.leaves, groups)
+		if err != nil {
 			return nil, err
 		}
-		rec, n = r, r.NumRows()
-	} else {
-		if s.left == 0 {
-			return nil, io.EOF
+		g.cols = cols
+	}
+	return g, nil
+}
+
+// next reads the next batch; io.EOF after the last, once the direct
+// columns' last rows are checked (directColumn.finish).
+func (g *groupReader) next() (arrow.RecordBatch, error) {
+	if g.left == 0 {
+		for _, d := range g.direct {
+			if err := d.finish(g.row%g.plan.batch == 0); err != nil {
+				return nil, err
+			}
 		}
-		n = min(s.batch, s.left)
-		s.left -= n
+		return nil, io.EOF
 	}
-	if len(s.direct) == 0 {
-		rec.Retain()
-		return rec, nil
-	}
-	cols := make([]arrow.Array, len(s.from))
+	n := min(g.left, g.plan.batch-g.row%g.plan.batch)
+	cols := make([]arrow.Array, len(g.plan.from))
 	defer func() {
 		for _, c := range cols {
 			if c != nil {
@@ -161,26 +165,55 @@ func (s *parquetSource) next(ctx context.Context) (arrow.RecordBatch, error) {
 			}
 		}
 	}()
-	for i, from := range s.from {
+	for i, from := range g.plan.from {
+		var err error
 		if from >= 0 {
-			cols[i] = rec.Column(from)
-			cols[i].Retain()
-			continue
+			cols[i], err = readColumn(g.cols[from], n, g.plan.mem)
+		} else {
+			cols[i], err = g.direct[-1-from].next(context.Background(), n)
 		}
-		c, err := s.direct[-1-from].next(ctx, n)
 		if err != nil {
 			return nil, err
 		}
-		cols[i] = c
 	}
-	return array.NewRecordBatch(s.schema, cols, n), nil
+	g.row += n
+	g.left -= n
+	return array.NewRecordBatch(g.plan.schema, cols, n), nil
 }
 
-func (s *parquetSource) close() error {
-	if s.rr != nil {
-		s.rr.Release()
+// readColumn reads the next n rows of a column pqarrow reads as one array.
+func readColumn(c *pqarrow.ColumnReader, n int64, mem memory.Allocator) (arrow.Array, error) {
+	name := c.Field().Name
+	chunked, err := c.NextBatch(n)
+	if err != nil {
+		return nil, fmt.Errorf("reading column %q: %w", name, err)
 	}
-	return s.f.Close()
+	defer chunked.Release()
+	var a arrow.Array
+	switch chunks := chunked.Chunks(); len(chunks) {
+	case 0:
+		return nil, fmt.Errorf("column %q: no rows left, %d to read", name, n)
+	case 1:
+		a = chunks[0]
+		a.Retain()
+	default:
+		if a, err = array.Concatenate(chunks, mem); err != nil {
+			return nil, fmt.Errorf("reading column %q: %w", name, err)
+		}
+	}
+	if int64(a.Len()) != n {
+		a.Release()
+		return nil, fmt.Errorf("column %q: read %d rows, want %d", name, a.Len(), n)
+	}
+	return a, nil
+}
+
+// release releases the column readers.
+func (g *groupReader) release() {
+	for _, c := range g.cols {
+		c.Release()
+	}
+	g.cols = nil
 }
 
 // directColumn reads a Parquet list column whose rows all hold k values
@@ -201,12 +234,24 @@ type directColumn struct {
 	present int16 // definition level of a present (possibly null) value
 	typ     *arrow.FixedSizeListType
 	mem     memory.Allocator
+
+	// The reading state, set by over; newDirectColumn's column has none.
 	rg      int // row group of cr
+	end     int // the row group after the last one to read
 	cr      file.ColumnChunkReader
 	defs    []int16
 	reps    []int16
-	row     int64  // rows read so far, for errors
+	row     int64  // the file's row to read next, for errors
 	rowReps []byte // the repetition levels of a row, as bytes
+}
+
+// over returns a directColumn reading d's column in row groups
+// [first, end), whose first row is the file's row row.
+func (d *directColumn) over(first, end int, row int64) *directColumn {
+	c := *d
+	c.rg, c.end, c.row = first, end, row
+	c.cr, c.defs, c.reps, c.rowReps = nil, nil, nil, nil
+	return &c
 }
 
 func int16Bytes(s []int16) []byte {
@@ -277,7 +322,13 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 				}
 				d.rg++
 			}
-			if d.rg >= d.f.NumRowGroups() {
+			if d.rg >= d.end {
+				if d.end < d.f.NumRowGroups() && got > 0 {
+					// The rows go on in the next row group, which another
+					// directColumn reads: some row here is short. This is
+					// the error reading on would report.
+					return nil, d.rowError(reps[:got])
+				}
 				return nil, fmt.Errorf("column %q: %d of %d values at the end of the file (rows of other lengths?)", d.name, got, need)
 			}
 			cr, err := d.f.RowGroup(d.rg).Column(d.col)
@@ -332,6 +383,43 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 	data := array.NewData(d.typ, int(n), []*memory.Buffer{nil}, []arrow.ArrayData{values}, 0, 0)
 	defer data.Release()
 	return array.MakeFromData(data), nil
+}
+
+// finish checks, once every row of d's row groups is read, that no
+// values are left after the last row (a row longer than its shape). It
+// reports them as reading on into the next row group in the same batch
+// would have (the row's values counted), or, when the batch ended with
+// the row group (batchEnd), as the next batch would have.
+func (d *directColumn) finish(batchEnd bool) error {
+	if d.cr == nil {
+		return nil
+	}
+	extra := 0
+	var vals []byte
+	for d.cr.HasNext() {
+		if batchEnd {
+			return fmt.Errorf("column %q: row %d has more than %d values, as its shape needs", d.name, d.row-1, d.k)
+		}
+		n := len(d.defs) // at least k: next read a row
+		if vals == nil {
+			vals = make([]byte, n*d.width)
+		}
+		lv, _, err := d.read(n, vals, d.defs[:n], d.reps[:n])
+		if err != nil {
+			return fmt.Errorf("reading column %q: %w", d.name, err)
+		}
+		if lv == 0 {
+			break
+		}
+		extra += int(lv)
+	}
+	if err := d.cr.Err(); err != nil {
+		return fmt.Errorf("reading column %q: %w", d.name, err)
+	}
+	if extra > 0 {
+		return fmt.Errorf("column %q: row %d has %d values, its shape needs %d", d.name, d.row-1, d.k+extra, d.k)
+	}
+	return nil
 }
 
 // read reads up to levels levels into dst (values packed, nulls left

@@ -204,3 +204,39 @@ func TestParquetTensorRowErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestParquetTensorLongLastRow checks that values left after the file's
+// last row (a last row longer than its shape) are an error too, not
+// dropped: no later batch reads them.
+func TestParquetTensorLongLastRow(t *testing.T) {
+	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32), Nullable: true}}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	lb := b.Field(0).(*array.ListBuilder)
+	for i := range 100 {
+		lb.Append(true)
+		lb.ValueBuilder().(*array.Float32Builder).AppendValues(make([]float32, 6+i/99), nil)
+	}
+	rec := b.NewRecordBatch()
+	b.Release()
+	path := filepath.Join(t.TempDir(), "in.parquet")
+	writeParquet(t, path, rec, 64)
+	rec.Release()
+	r, err := table.Open([]string{path}, table.Options{Shapes: map[string][]int64{"v": {6}}, RowsPerRequest: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	const want = `column "v": row 99 has 7 values, its shape needs 6`
+	for {
+		_, err := r.Next(context.Background())
+		if errors.Is(err, io.EOF) {
+			t.Fatalf("read to the end; want %q", want)
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("error %q, want it to contain %q", err, want)
+			}
+			return
+		}
+	}
+}

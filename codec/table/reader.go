@@ -52,6 +52,11 @@ type Options struct {
 	MaxBytes int
 	// Mem allocates Arrow buffers (default: a pool of freed buffers).
 	Mem memory.Allocator
+
+	// For tests: goroutines decoding a Parquet file (default
+	// min(GOMAXPROCS, maxParquetDecoders); 1 reads it in one task) and
+	// their byte budget (default parquetAheadBytes).
+	decoders, aheadBytes int
 }
 
 // Chunk is one request's worth of input rows.
@@ -62,9 +67,12 @@ type Chunk struct {
 }
 
 // Reader reads Parquet and Arrow IPC files in order and cuts their rows
-// into request bodies. It holds one input record batch at a time (for
-// Parquet: at most RowsPerRequest rows per read), so its memory does not
-// depend on the input's size. It is not safe for concurrent use.
+// into request bodies. It cuts one input record batch at a time (for
+// Parquet: RowsPerRequest rows) while the next are decoded in other
+// goroutines: one batch ahead for Arrow IPC; for Parquet, row groups
+// decoded by up to maxParquetDecoders goroutines at once, about
+// parquetAheadBytes of batches ahead (see parquetSource). So its memory
+// does not depend on the input's size. It is not safe for concurrent use.
 type Reader struct {
 	opts    Options
 	paths   []string
@@ -83,8 +91,9 @@ type Reader struct {
 }
 
 // readAheadBatches is how many decoded input batches a Reader keeps
-// ready beyond the one it cuts: decoding the next batch (Parquet pages,
-// IPC messages) overlaps with cutting and encoding the current one.
+// ready beyond the one it cuts from an Arrow IPC file or stream:
+// decoding the next batch overlaps with cutting and encoding the current
+// one. (Parquet sources decode ahead by themselves: parquetSource.)
 const readAheadBatches = 1
 
 // readAhead is a batchSource that decodes src's batches in its own
@@ -438,7 +447,7 @@ func (r *Reader) advance(ctx context.Context) error {
 			}
 			r.fileIdx = r.next
 			r.next++
-			r.src = startReadAhead(src)
+			r.src = src
 			if err := r.plan(schema); err != nil {
 				return err
 			}
@@ -648,7 +657,8 @@ func countRows(path string) (int64, error) {
 	return f.NumRows(), nil
 }
 
-// openFile opens one input file as a batch source.
+// openFile opens one input file as a batch source that decodes ahead of
+// its user.
 func openFile(path string, opts Options) (batchSource, *arrow.Schema, error) {
 	pq, err := isParquet(path)
 	if err != nil {
@@ -668,7 +678,7 @@ func openFile(path string, opts Options) (batchSource, *arrow.Schema, error) {
 			f.Close()
 			return nil, nil, fmt.Errorf("reading Arrow file %s: %w", path, err)
 		}
-		return &ipcFileSource{f: f, fr: fr}, fr.Schema(), nil
+		return startReadAhead(&ipcFileSource{f: f, fr: fr}), fr.Schema(), nil
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
@@ -679,7 +689,7 @@ func openFile(path string, opts Options) (batchSource, *arrow.Schema, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("reading %s as Parquet, Arrow IPC file or stream: %w", path, err)
 	}
-	return &ipcStreamSource{f: f, sr: sr}, sr.Schema(), nil
+	return startReadAhead(&ipcStreamSource{f: f, sr: sr}), sr.Schema(), nil
 }
 
 type ipcFileSource struct {
