@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 )
 
@@ -48,10 +50,10 @@ const parquetAheadBytes = 32 << 20
 // waiting hold at most parquetAheadBytes plus one batch per decoder; the
 // task next waits for can always go on, whatever later tasks hold and
 // however small the budget; and a file read in a single task holds no
-// more than before. Besides, each decoder holds the compressed column
-// chunks it reads of its row group (arrow-go reads a column chunk whole)
-// and a page's decompressed data per column: up to one row group per
-// decoder, where a single task holds one.
+// more than before. Besides, each decoder holds, per column it reads, a
+// 1 MiB read buffer of the column chunk (chunks are not read whole) and
+// a page, compressed and decompressed: a few MiB per decoder whatever
+// the row groups' size.
 //
 // Errors reach next in file order: a task's error comes after every
 // batch of the tasks before it, and of its own before the error. After
@@ -88,7 +90,12 @@ type rowTask struct {
 // (input name → elements per row) that qualify are read by a
 // directColumn.
 func openParquet(path string, opts Options) (*parquetSource, *arrow.Schema, error) {
-	pf, err := file.OpenParquetFile(path, false)
+	// Column chunks are read 1 MiB at a time, not whole: several
+	// decoders each holding a whole chunk of a large row group (pyarrow
+	// writes 1Mi-row groups) would hold hundreds of MiB.
+	rp := parquet.NewReaderProperties(memory.DefaultAllocator) // page buffers: arrow-go never frees them, the collector does
+	rp.BufferedStreamEnabled, rp.BufferSize = true, 1<<20
+	pf, err := file.OpenParquetFile(path, false, file.WithReadProps(rp))
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening Parquet file %s: %w", path, err)
 	}

@@ -258,7 +258,7 @@ func (g *rowGroups) flush() error {
 	weight := min(g.bytes, encodingBytes)
 	g.held, g.rows, g.bytes = g.held[:0], 0, 0
 	if err := g.failed(); err != nil {
-		release(held)
+		releaseAll(held)
 		return err
 	}
 	_ = g.budget.Acquire(context.Background(), weight) // never fails without a deadline
@@ -272,17 +272,11 @@ func (g *rowGroups) flush() error {
 	go func() {
 		defer func() { g.encoders <- e }()
 		defer close(eg.done)
-		defer release(held)
+		defer releaseAll(held)
 		eg.file, eg.meta, eg.err = e.encode(g, held, buf)
 	}()
 	g.order <- eg
 	return nil
-}
-
-func release(recs []arrow.RecordBatch) {
-	for _, r := range recs {
-		r.Release()
-	}
 }
 
 // encode writes held as the one row group of a Parquet file in buf's

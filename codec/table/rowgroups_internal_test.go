@@ -243,7 +243,7 @@ func TestRowGroupsParallelSameBytes(t *testing.T) {
 		groups = append(groups, outputBatch(mem, first, n))
 		first += n
 	}
-	defer release(groups)
+	defer releaseAll(groups)
 	schema := groups[0].Schema()
 	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Snappy), parquet.WithDictionaryDefault(false),
 		parquet.WithMaxRowGroupLength(RowGroupRows), parquet.WithAllocator(mem))
