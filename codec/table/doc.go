@@ -20,10 +20,13 @@
 // columns beside them, to a Parquet file (row groups of at most
 // RowGroupRows rows or RowGroupBytes bytes, the Arrow schema stored so
 // that pyarrow restores the tensor extension type) or an Arrow IPC file.
-// It buffers at most one row group. When every column is flat or a list
-// of flat elements (score's outputs), it computes the Parquet levels
-// itself and writes each row group column by column (rowGroups), about
-// 1.4 times as fast as pqarrow's general writer, which writes the others.
+// When every column is flat or a list of flat elements (score's
+// outputs), it computes the Parquet levels itself (rowGroups), about 1.4
+// times as fast as pqarrow's general writer, which writes the others, and
+// encodes up to four row groups at once on goroutines of its own, each
+// into memory, copying them into the file in order (the same bytes as one
+// goroutine writes); it holds the row group filling and those being
+// encoded, a bounded number of bytes.
 //
 // Both allocate Arrow buffers from a pool of freed buffers by default
 // (Options.Mem, Create's mem), and a Reader reuses the request bodies
