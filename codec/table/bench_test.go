@@ -55,7 +55,7 @@ func BenchmarkReaderParquet(b *testing.B) {
 }
 
 // BenchmarkReaderParquet8RowGroups reads the same rows from 8 row groups,
-// enough to keep maxParquetDecoders goroutines busy.
+// enough to keep rowGroupWorkers() goroutines busy.
 func BenchmarkReaderParquet8RowGroups(b *testing.B) {
 	benchReaderParquet(b, benchRows/8)
 }

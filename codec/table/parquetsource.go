@@ -14,13 +14,19 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 )
 
-// maxParquetDecoders caps the goroutines that decode the row groups of
-// one Parquet file at once; a file gets min(GOMAXPROCS, this many). One
-// decodes about 3.4M rows/s of the digits input, less than a worker of 8
-// executors takes; four take at most a quarter of a 16-core host, leaving
-// the rest to cutting and encoding the requests (one goroutine) and to
-// the engine.
-const maxParquetDecoders = 4
+// rowGroupWorkers is how many goroutines decode the row groups of one
+// Parquet file at once, and how many encode a Parquet output's row
+// groups: one per four cores (GOMAXPROCS), at least one and at most four.
+// One decodes about 3.4M rows/s of the digits input, and encodes about
+// as many output rows, less than a worker of 8 executors takes on 16
+// cores; four each leave the rest of such a host to cutting and encoding
+// the requests (one goroutine) and to the engine. On fewer cores, where
+// score shares them with a worker and the server (`make bench-score`),
+// more goroutines only cost memory and collector time: on 2 cores, 2
+// decoders and 2 encoders took 20 % more CPU time for the same job.
+func rowGroupWorkers() int {
+	return max(1, min(runtime.GOMAXPROCS(0)/4, 4))
+}
 
 // parquetAheadBytes bounds the decoded Arrow data (RecordBytes) of the
 // batches a parquetSource holds ready ahead of its reader, give or take
@@ -106,7 +112,7 @@ func openParquet(path string, opts Options) (*parquetSource, *arrow.Schema, erro
 	}
 	decoders := opts.decoders
 	if decoders <= 0 {
-		decoders = min(runtime.GOMAXPROCS(0), maxParquetDecoders)
+		decoders = rowGroupWorkers()
 	}
 	budget := opts.aheadBytes
 	if budget <= 0 {

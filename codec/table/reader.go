@@ -54,7 +54,7 @@ type Options struct {
 	Mem memory.Allocator
 
 	// For tests: goroutines decoding a Parquet file (default
-	// min(GOMAXPROCS, maxParquetDecoders); 1 reads it in one task) and
+	// rowGroupWorkers(); 1 reads it in one task) and
 	// their byte budget (default parquetAheadBytes).
 	decoders, aheadBytes int
 }
@@ -70,7 +70,7 @@ type Chunk struct {
 // into request bodies. It cuts one input record batch at a time (for
 // Parquet: RowsPerRequest rows) while the next are decoded in other
 // goroutines: one batch ahead for Arrow IPC; for Parquet, row groups
-// decoded by up to maxParquetDecoders goroutines at once, about
+// decoded by up to rowGroupWorkers() goroutines at once, about
 // parquetAheadBytes of batches ahead (see parquetSource). So its memory
 // does not depend on the input's size. It is not safe for concurrent use.
 type Reader struct {

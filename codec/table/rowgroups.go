@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"slices"
 	"sync"
 
@@ -29,10 +28,6 @@ import (
 // whichever comes first, so wide rows do not grow the writer's memory.
 const RowGroupBytes = 64 << 20
 
-// maxRowGroupEncoders caps how many row groups a Parquet Writer encodes at
-// once (fewer on fewer cores: runtime.GOMAXPROCS).
-const maxRowGroupEncoders = 4
-
 // encodingBytes bounds the Arrow data of the row groups handed to encoders
 // and not yet written to the file (a row group larger than this waits
 // until it encodes alone).
@@ -44,7 +39,7 @@ const encodingBytes = RowGroupBytes
 // (for fixed-shape tensors, copied from a cache). Rows are held as Arrow
 // batches until a row group is full; the group is then encoded on its own
 // goroutine, into a one-row-group Parquet file in memory, while the next
-// fills, up to maxRowGroupEncoders at once. An appender goroutine copies
+// fills, up to rowGroupWorkers at once. An appender goroutine copies
 // each group's column chunks to the file in order and moves their offsets
 // in the group's metadata to where they now stand; Close writes the
 // footer of all the groups. The file is byte for byte the one a single
@@ -134,8 +129,9 @@ func flat(t arrow.DataType) bool {
 // it is an io.Closer). The Arrow schema is stored in the file's metadata
 // (ARROW:schema) as pqarrow stores it, so readers get the same Arrow
 // types and field metadata back. props must not enable page indexes,
-// bloom filters or encryption (score's do not).
-func newRowGroups(arrowSchema *arrow.Schema, w io.Writer, props *parquet.WriterProperties) (*rowGroups, error) {
+// bloom filters or encryption (score's do not). Up to encoders row groups
+// (0: rowGroupWorkers) are encoded at once.
+func newRowGroups(arrowSchema *arrow.Schema, w io.Writer, props *parquet.WriterProperties, encoders int) (*rowGroups, error) {
 	arrowProps := pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(props.Allocator()))
 	pqschema, err := pqarrow.ToParquet(arrowSchema, props, arrowProps)
 	if err != nil {
@@ -185,7 +181,10 @@ func newRowGroups(arrowSchema *arrow.Schema, w io.Writer, props *parquet.WriterP
 		return nil, err
 	}
 	g.pos = 4
-	n := max(1, min(runtime.GOMAXPROCS(0), maxRowGroupEncoders))
+	n := encoders
+	if n <= 0 {
+		n = rowGroupWorkers()
+	}
 	g.encoders = make(chan *groupEncoder, n)
 	for range n {
 		g.encoders <- &groupEncoder{ctx: pqarrow.NewArrowWriteContext(context.Background(), &arrowProps)}

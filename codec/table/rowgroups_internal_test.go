@@ -108,7 +108,7 @@ func TestRowGroupsMatchPqarrow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := newRowGroups(schema, f, props)
+	g, err := newRowGroups(schema, f, props, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestRowGroupsParallelSameBytes(t *testing.T) {
 		parquet.WithMaxRowGroupLength(RowGroupRows), parquet.WithAllocator(mem))
 
 	var ours bytes.Buffer
-	g, err := newRowGroups(schema, &ours, props)
+	g, err := newRowGroups(schema, &ours, props, 4) // four at once, whatever the cores
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func TestRowGroupsEncodingError(t *testing.T) {
 	rec := array.NewRecordBatch(schema, []arrow.Array{bad}, 1)
 	defer rec.Release()
 	var out bytes.Buffer
-	g, err := newRowGroups(schema, &out, parquet.NewWriterProperties(parquet.WithAllocator(mem)))
+	g, err := newRowGroups(schema, &out, parquet.NewWriterProperties(parquet.WithAllocator(mem)), 2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -375,7 +375,7 @@ func (w *Writer) open(schema *arrow.Schema, nkeep int) error {
 			parquet.WithMaxRowGroupLength(RowGroupRows),
 			parquet.WithAllocator(w.mem))
 		if useRowGroups(schema) {
-			w.rg, err = newRowGroups(schema, w.f, props)
+			w.rg, err = newRowGroups(schema, w.f, props, 0)
 		} else {
 			w.pw, err = pqarrow.NewFileWriter(schema, w.f, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(w.mem)))
 		}
