@@ -200,7 +200,8 @@ func TestBenchScore(t *testing.T) {
 		hwm := filepath.Join(dir, fmt.Sprintf("hwm.%d", i+1))
 		cmd.Env = append(os.Environ(), "JETINFER_TEST_MAIN=1", "JETINFER_TEST_HWM_FILE="+hwm)
 		if prof := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prof != "" {
-			cmd.Env = append(cmd.Env, fmt.Sprintf("JETINFER_TEST_CPUPROFILE=%s.%d", prof, i+1))
+			cmd.Env = append(cmd.Env, fmt.Sprintf("JETINFER_TEST_CPUPROFILE=%s.%d", prof, i+1),
+				fmt.Sprintf("JETINFER_TEST_MEMPROFILE=%s.%d.allocs", prof, i+1))
 		}
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -50,6 +50,13 @@ func TestMain(m *testing.M) {
 		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
 		pprof.StopCPUProfile()
+		if path := os.Getenv("JETINFER_TEST_MEMPROFILE"); path != "" {
+			// Allocations over the whole run (go tool pprof -sample_index=alloc_space).
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				_ = f.Close()
+			}
+		}
 		if path := os.Getenv("JETINFER_TEST_HWM_FILE"); path != "" {
 			// Peak RSS of this process image: the rusage a parent reads
 			// also counts the parent's RSS, which the child shared
