@@ -10,7 +10,7 @@
 // ragged inputs. It cuts one input batch at a time while other
 // goroutines decode the next, a bounded number of bytes ahead; those of
 // a Parquet file decode up to four of its row groups at once (one per
-// four cores), and the
+// eight cores), and the
 // batches still come in the file's order, cut as one goroutine would.
 // Parquet list columns sent with a shape (and not kept) whose values are
 // float32, float64, int32 or int64 are read straight from their column
@@ -24,7 +24,7 @@
 // When every column is flat or a list of flat elements (score's
 // outputs), it computes the Parquet levels itself (rowGroups), about 1.4
 // times as fast as pqarrow's general writer, which writes the others, and
-// encodes up to four row groups at once (one per four cores) on
+// encodes up to four row groups at once (one per eight cores) on
 // goroutines of its own, each
 // into memory, copying them into the file in order (the same bytes as one
 // goroutine writes); it holds the row group filling and those being

@@ -16,16 +16,15 @@ import (
 
 // rowGroupWorkers is how many goroutines decode the row groups of one
 // Parquet file at once, and how many encode a Parquet output's row
-// groups: one per four cores (GOMAXPROCS), at least one and at most four.
-// One decodes about 3.4M rows/s of the digits input, and encodes about
-// as many output rows, less than a worker of 8 executors takes on 16
-// cores; four each leave the rest of such a host to cutting and encoding
-// the requests (one goroutine) and to the engine. On fewer cores, where
-// score shares them with a worker and the server (`make bench-score`),
-// more goroutines only cost memory and collector time: on 2 cores, 2
-// decoders and 2 encoders took 20 % more CPU time for the same job.
+// groups: one per eight cores (GOMAXPROCS), at least one and at most
+// four. One decodes about 3.4M rows/s of the digits input, and encodes
+// about as many output rows. On a 16-core host shared with an 8-executor
+// worker (`make bench-score`), two of each made the interrupted-and-
+// resumed job as fast as four did, with a third of the extra CPU time and
+// no more peak RSS than one of each; on 2 cores, two of each took 20 %
+// more CPU time than one for the same job (docs/benchmarks.md).
 func rowGroupWorkers() int {
-	return max(1, min(runtime.GOMAXPROCS(0)/4, 4))
+	return max(1, min(runtime.GOMAXPROCS(0)/8, 4))
 }
 
 // parquetAheadBytes bounds the decoded Arrow data (RecordBytes) of the
