@@ -66,7 +66,8 @@ const parquetAheadBytes = 32 << 20
 type parquetSource struct {
 	plan    *parquetPlan
 	rows    int64               // rows in the file
-	sent    int64               // rows next gave out
+	sent    int64               // rows next gave out, counted from the file's first
+	first   int64               // the first row next gives out
 	parts   []arrow.RecordBatch // the first parts of the batch next is joining
 	budget  int                 // parquetAheadBytes, or less in tests
 	tasks   []rowTask
@@ -91,10 +92,11 @@ type rowTask struct {
 	done       bool                // every batch is in ready, or err is set
 }
 
-// openParquet opens path and starts decoding it; columns named in direct
+// openParquet opens path and starts decoding it from the row group that
+// holds the batch of row from (0: the whole file); columns named in direct
 // (input name → elements per row) that qualify are read by a
 // directColumn.
-func openParquet(path string, opts Options) (*parquetSource, *arrow.Schema, error) {
+func openParquet(path string, opts Options, from int64) (*parquetSource, *arrow.Schema, error) {
 	// Column chunks are read 1 MiB at a time, not whole: several
 	// decoders each holding a whole chunk of a large row group (pyarrow
 	// writes 1Mi-row groups) would hold hundreds of MiB.
@@ -117,20 +119,32 @@ func openParquet(path string, opts Options) (*parquetSource, *arrow.Schema, erro
 	if budget <= 0 {
 		budget = parquetAheadBytes
 	}
-	return startParquet(p, decoders, budget), p.schema, nil
+	return startParquet(p, decoders, budget, from), p.schema, nil
 }
 
 // startParquet starts decoding the file of p in up to decoders
-// goroutines, each row group a task when there are several of both.
-func startParquet(p *parquetPlan, decoders, budget int) *parquetSource {
+// goroutines, each row group a task when there are several of both. It
+// starts at the row group holding the first row of from's batch (batches
+// are counted from the file's first row), so that the batches from there
+// are those of a whole read; first says that group's first row.
+func startParquet(p *parquetPlan, decoders, budget int, from int64) *parquetSource {
 	s := &parquetSource{plan: p, rows: p.f.NumRows(), budget: budget}
 	s.changed = sync.NewCond(&s.mu)
 	groups := p.f.NumRowGroups()
-	if decoders <= 1 || groups <= 1 {
-		s.tasks = []rowTask{{first: 0, end: groups}}
+	first, row := 0, int64(0)
+	for first < groups {
+		n := p.f.MetaData().RowGroup(first).NumRows()
+		if row+n > from-from%p.batch {
+			break
+		}
+		row += n
+		first++
+	}
+	s.sent, s.first = row, row
+	if decoders <= 1 || groups-first <= 1 {
+		s.tasks = []rowTask{{first: first, end: groups, row: row}}
 	} else {
-		var row int64
-		for rg := range groups {
+		for rg := first; rg < groups; rg++ {
 			s.tasks = append(s.tasks, rowTask{first: rg, end: rg + 1, row: row})
 			row += p.f.MetaData().RowGroup(rg).NumRows()
 		}
@@ -241,7 +255,7 @@ func (s *parquetSource) next(ctx context.Context) (arrow.RecordBatch, error) {
 		s.mu.Unlock()
 	})
 	defer stop()
-	want := min(s.plan.batch, s.rows-s.sent)
+	want := min(s.plan.batch-s.sent%s.plan.batch, s.rows-s.sent) // a batch ends on the file's grid
 	if want == 0 {
 		rec, err := s.take(ctx)
 		if err == nil {

@@ -306,7 +306,7 @@ func TestParquetSourceBatches(t *testing.T) {
 		opts.Keep = nil
 		opts.Mem = memory.DefaultAllocator
 		opts.decoders = decoders
-		s, _, err := openParquet(path, opts)
+		s, _, err := openParquet(path, opts, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

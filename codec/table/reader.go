@@ -53,10 +53,22 @@ type Options struct {
 	// Mem allocates Arrow buffers (default: a pool of freed buffers).
 	Mem memory.Allocator
 
+	// Start, when set, makes the Reader go on from a Position another
+	// Reader of the same files and options gave (Checkpoint): it cuts the
+	// same chunks that one cut after it.
+	Start *Position
+
 	// For tests: goroutines decoding a Parquet file (default
 	// rowGroupWorkers(); 1 reads it in one task) and
 	// their byte budget (default parquetAheadBytes).
 	decoders, aheadBytes int
+}
+
+// Position is where a Reader stands between two chunks (Checkpoint).
+type Position struct {
+	File    int   `json:"file"`     // index of the file in the Reader's paths
+	Row     int64 `json:"row"`      // rows of that file before the next chunk
+	RowSize int   `json:"row_size"` // the body bytes per row the Reader had learned
 }
 
 // Chunk is one request's worth of input rows.
@@ -87,6 +99,9 @@ type Reader struct {
 	rows    int64             // total input rows, -1 when unknown
 	rowSize int               // estimated body bytes per row (0: not yet known)
 	fileIdx int
+	fileRow int64       // rows of the open file before cur
+	skip    int64       // rows of the open file still to skip (Options.Start)
+	mixed   bool        // cur holds rows given back by cut: no Checkpoint until the next batch
 	free    chan []byte // bodies given back by Recycle
 }
 
@@ -186,6 +201,12 @@ func Open(paths []string, opts Options) (*Reader, error) {
 		opts.Mem = &poolAllocator{}
 	}
 	r := &Reader{opts: opts, paths: paths, rows: 0, free: make(chan []byte, recycledBodies)}
+	if st := opts.Start; st != nil {
+		if st.File < 0 || st.File >= len(paths) || st.Row < 0 || st.RowSize < 0 {
+			return nil, fmt.Errorf("opening input at %+v: not a position in %d files", *st, len(paths))
+		}
+		r.next, r.rowSize = st.File, st.RowSize
+	}
 	for _, p := range paths {
 		n, err := countRows(p)
 		if err != nil {
@@ -217,6 +238,61 @@ func (r *Reader) Recycle(body []byte) {
 // Rows returns the number of input rows, or -1 when some input does not
 // say without being read (Arrow IPC streams).
 func (r *Reader) Rows() int64 { return r.rows }
+
+// Checkpoint returns where the Reader stands after the last chunk it
+// returned: a Reader opened at that Position (Options.Start) cuts the
+// chunks this one cuts next. It is false while the Reader cuts rows a
+// chunk cut in half gave back (until the input batch they came from is
+// used up): no Position says how they were batched.
+func (r *Reader) Checkpoint() (Position, bool) {
+	if r.mixed {
+		return Position{}, false
+	}
+	if r.src == nil && r.cur == nil {
+		// Before the first file or between two: the next file's start.
+		return Position{File: min(r.next, len(r.paths)-1), RowSize: r.rowSize}, r.next < len(r.paths)
+	}
+	row := r.fileRow
+	if r.cur != nil {
+		row += r.off
+	}
+	return Position{File: r.fileIdx, Row: row, RowSize: r.rowSize}, true
+}
+
+// NextRows returns the kept columns (Chunk.Keep) of the next n rows, and
+// no body: for rows whose requests need none (a resumed job's finished
+// ones, whose row counts are known).
+func (r *Reader) NextRows(ctx context.Context, n int) (Chunk, error) {
+	var parts []arrow.RecordBatch
+	defer func() {
+		for _, p := range parts {
+			p.Release()
+		}
+	}()
+	for got := 0; got < n; {
+		if r.cur == nil || r.off >= r.cur.NumRows() {
+			if err := r.advance(ctx); err != nil {
+				if errors.Is(err, io.EOF) {
+					return Chunk{}, fmt.Errorf("input ended %d rows before the end of a finished request of %d", n-got, n)
+				}
+				return Chunk{}, err
+			}
+			continue
+		}
+		k := min(int64(n-got), r.cur.NumRows()-r.off)
+		parts = append(parts, r.cur.NewSlice(r.off, r.off+k))
+		r.off += k
+		got += int(k)
+	}
+	c := Chunk{Rows: n}
+	if len(r.keep) > 0 {
+		var err error
+		if c.Keep, err = r.keepOf(parts); err != nil {
+			return Chunk{}, err
+		}
+	}
+	return c, nil
+}
 
 // Next returns the next chunk, or io.EOF after the last row.
 func (r *Reader) Next(ctx context.Context) (Chunk, error) {
@@ -307,6 +383,17 @@ func (r *Reader) pushBack(back []arrow.RecordBatch) {
 	if len(back) == 0 {
 		return
 	}
+	// cur becomes the rows given back and the rest of cur: it starts
+	// that many rows before where the Reader stood (in an earlier file,
+	// maybe: fileRow is right again once cur is used up).
+	pos := r.fileRow
+	if r.cur != nil {
+		pos += r.off
+	}
+	for _, b := range back {
+		pos -= b.NumRows()
+	}
+	r.fileRow, r.mixed = pos, true
 	if r.cur != nil && r.off < r.cur.NumRows() {
 		back = append(back, r.cur.NewSlice(r.off, r.cur.NumRows()))
 	}
@@ -433,19 +520,27 @@ func (r *Reader) keepOf(parts []arrow.RecordBatch) (arrow.RecordBatch, error) {
 // needed; io.EOF after the last.
 func (r *Reader) advance(ctx context.Context) error {
 	if r.cur != nil {
+		r.fileRow += r.cur.NumRows()
 		r.cur.Release()
 		r.cur = nil
 	}
+	r.mixed = false
 	for {
 		if r.src == nil {
 			if r.next >= len(r.paths) {
 				return io.EOF
 			}
-			src, schema, err := openFile(r.paths[r.next], r.opts)
+			var from int64
+			if st := r.opts.Start; st != nil && st.File == r.next {
+				from = st.Row
+				r.opts.Start = nil
+			}
+			src, schema, first, err := openFile(r.paths[r.next], r.opts, from)
 			if err != nil {
 				return err
 			}
 			r.fileIdx = r.next
+			r.fileRow, r.skip = first, from-first
 			r.next++
 			r.src = src
 			if err := r.plan(schema); err != nil {
@@ -468,7 +563,13 @@ func (r *Reader) advance(ctx context.Context) error {
 			rec.Release()
 			continue
 		}
-		r.cur, r.off = rec, 0
+		if n := rec.NumRows(); r.skip >= n { // rows before Options.Start
+			r.skip -= n
+			r.fileRow += n
+			rec.Release()
+			continue
+		}
+		r.cur, r.off, r.skip = rec, r.skip, 0
 		return nil
 	}
 }
@@ -658,15 +759,27 @@ func countRows(path string) (int64, error) {
 }
 
 // openFile opens one input file as a batch source that decodes ahead of
-// its user.
-func openFile(path string, opts Options) (batchSource, *arrow.Schema, error) {
+// its user, starting at or before row from (a Parquet file at the row
+// group of from's batch, other files at their start), and returns the
+// row its first batch starts at.
+func openFile(path string, opts Options, from int64) (batchSource, *arrow.Schema, int64, error) {
 	pq, err := isParquet(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	if pq {
-		return openParquet(path, opts)
+		s, schema, err := openParquet(path, opts, from)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		return s, schema, s.first, nil
 	}
+	src, schema, err := openIPC(path, opts)
+	return src, schema, 0, err
+}
+
+// openIPC opens an Arrow IPC file or stream as a batch source.
+func openIPC(path string, opts Options) (batchSource, *arrow.Schema, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening %s: %w", path, err)
