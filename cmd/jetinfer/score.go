@@ -150,6 +150,7 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 	if err != nil {
 		return err
 	}
+	var prev *client.JobRecord // the job's record, when resuming by name
 	if cfg.resume != "" {
 		rec, err := cl.LoadJob(ctx, cfg.resume)
 		if err != nil {
@@ -164,6 +165,7 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 		resumed.inputs = append(resumed.inputs, rfs.Args()...)
 		resumed.job, resumed.progress, resumed.wait = cfg.resume, cfg.progress, cfg.wait || resumed.wait
 		cfg, args = resumed, rec.Args
+		prev = &rec
 	}
 
 	files, err := table.Expand(cfg.inputs)
@@ -189,11 +191,32 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 	stored := storedArgs(args)
 	fmt.Fprintf(term, "score: job %s (interrupt with Ctrl-C; resume with: jetinfer score -resume %s)\n", job, job)
 
-	rd, err := table.Open(files, opts)
+	if prev == nil {
+		if rec, err := cl.LoadJob(ctx, job); err == nil {
+			prev = &rec
+		}
+	}
+	var resume *resumePoint
+	if prev != nil && prev.Fingerprint == fp {
+		resume = parseResume(prev.Resume)
+	}
+	rd, err := newScoreSource(files, opts, resume)
+	if err != nil && resume != nil {
+		log.Warn("reading the input from its start: cannot go on from the job's resume point", "err", err)
+		resume = nil
+		rd, err = newScoreSource(files, opts, nil)
+	}
 	if err != nil {
 		return err
 	}
 	defer rd.Close()
+	if resume != nil {
+		rows := 0
+		for _, c := range resume.Cuts {
+			rows += c.Rows * c.Count
+		}
+		fmt.Fprintf(term, "score: resuming: %d requests (%d rows) finished before are not read again\n", resume.Requests, rows)
+	}
 	w, err := table.Create(cfg.out, table.Format(cfg.format), nil)
 	if err != nil {
 		return err
@@ -217,7 +240,7 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 		spec.Deadline = time.Now().Add(cfg.deadline)
 	}
 	bar.start(rd.Rows())
-	st, runErr := cl.Run(ctx, spec, tableSource{rd}, func(_ int, p client.Part, r client.Result) error {
+	st, runErr := cl.Run(ctx, spec, rd, func(_ int, p client.Part, r client.Result) error {
 		keep, _ := p.Keep.(arrow.RecordBatch)
 		if keep != nil {
 			defer keep.Release()
@@ -287,30 +310,20 @@ func storedArgs(args []string) []string {
 	return out
 }
 
+// cutVersion changes whenever table.Reader cuts the same input into other
+// requests (2: Parquet columns neither sent nor kept are not read, and no
+// longer count in the first estimate of bytes per row).
+const cutVersion = "cuts-2"
+
 // settingsFingerprint adds what shapes the requests to the input
 // fingerprint: another setting makes another job.
 func settingsFingerprint(input string, cfg scoreConfig, opts table.Options) string {
 	h := sha256.New()
+	// cutVersion names how the Reader cuts requests: a job started by a
+	// jetinfer that cut otherwise is another job, never resumed with
+	// request numbers that name other rows.
+	fmt.Fprintf(h, "%s\x00", cutVersion)
 	fmt.Fprintf(h, "%s\x00%s\x00%q\x00%q\x00%s\x00%d\x00%d\x00%s\x00%d", input, cfg.Model, opts.Columns, opts.Keep,
 		cfg.shapes, opts.RowsPerRequest, opts.MaxBytes, cfg.version, cfg.priority)
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// tableSource adapts a table.Reader to client.Source (and
-// client.Recycler: the reader reuses request bodies).
-type tableSource struct{ r *table.Reader }
-
-func (s tableSource) Recycle(body []byte) { s.r.Recycle(body) }
-
-func (s tableSource) Next(ctx context.Context) (client.Part, error) {
-	c, err := s.r.Next(ctx)
-	if err != nil {
-		return client.Part{}, err
-	}
-	p := client.Part{Body: c.Body, Rows: c.Rows}
-	if c.Keep != nil {
-		p.Keep = c.Keep
-		p.Held = table.RecordBytes(c.Keep)
-	}
-	return p, nil
 }

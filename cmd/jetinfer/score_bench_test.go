@@ -76,7 +76,8 @@ func TestBenchScore(t *testing.T) {
 		t.Fatal(err)
 	}
 	maxBytes := int(min(nc.MaxPayload(), int64(codec.DefaultLimits().MaxBodyBytes))) - 16<<10
-	rd, err := table.Open([]string{in}, table.Options{Columns: []string{"id", "pixels"}, Shapes: map[string][]int64{"pixels": {8, 8}}, MaxBytes: maxBytes})
+	rd, err := table.Open([]string{in}, table.Options{Columns: []string{"id", "pixels"}, Keep: []string{"id", "label"},
+		Shapes: map[string][]int64{"pixels": {8, 8}}, MaxBytes: maxBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +95,7 @@ func TestBenchScore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		c.Keep.Release()
 		if _, err := pub.Publish(context.Background(), client.Request{ID: client.RequestID("baseline", reqs), Job: "baseline", Body: c.Body}); err != nil {
 			t.Fatal(err)
 		}

@@ -470,6 +470,15 @@ func TestScoreResumesAfterInterrupt(t *testing.T) {
 	if rows != len(ids) || ok != len(ids) || resumed < 20*16 || resumed >= len(ids) {
 		t.Errorf("resumed run: rows=%d ok=%d resumed=%d; want %d rows, some but not all resumed", rows, ok, resumed, len(ids))
 	}
+	// It went on from the resume point the interrupted run recorded:
+	// the finished requests before it were not cut again.
+	var skipped, skippedRows int
+	if i := strings.Index(stderr.String(), "score: resuming: "); i < 0 {
+		t.Errorf("the resumed run did not start from a resume point:\n%s", stderr.String())
+	} else if _, err := sscanf(stderr.String()[i:], "score: resuming: %d requests (%d rows)", &skipped, &skippedRows); err != nil ||
+		skipped < 1 || skippedRows != skipped*16 || skippedRows > resumed {
+		t.Errorf("resume point: %d requests, %d rows (%v); want at least one 16-row request, at most the %d rows resumed", skipped, skippedRows, err, resumed)
+	}
 	d.checkOutput(t, out, ids)
 
 	// Re-running the original command finds every result stored.

@@ -46,7 +46,11 @@ func newParquetPlan(pf *file.Reader, path string, opts Options) (*parquetPlan, e
 	pf.WriterVersion()
 	var fields []arrow.Field
 	perRow := opts.directColumns()
+	need := opts.inputColumns()
 	for _, sf := range fr.Manifest.Fields {
+		if need != nil && !need[sf.Field.Name] {
+			continue // neither sent nor kept: not decoded
+		}
 		if dc := newDirectColumn(pf, sf, perRow[sf.Field.Name], opts.Mem); dc != nil {
 			p.from = append(p.from, -1-len(p.direct))
 			p.direct = append(p.direct, dc)
@@ -69,6 +73,23 @@ func appendLeaves(dst []int, sf pqarrow.SchemaField) []int {
 		dst = appendLeaves(dst, c)
 	}
 	return dst
+}
+
+// inputColumns returns the input columns the options send or keep; nil
+// when every column is sent (no Columns).
+func (o Options) inputColumns() map[string]bool {
+	if len(o.Columns) == 0 {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, c := range o.Columns {
+		in, _, _ := strings.Cut(strings.TrimSpace(c), "=")
+		out[in] = true
+	}
+	for _, k := range o.Keep {
+		out[strings.TrimSpace(k)] = true
+	}
+	return out
 }
 
 // directColumns returns the input columns to read as tensors, with their

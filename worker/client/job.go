@@ -26,6 +26,13 @@ type Part struct {
 	Rows int    // rows in Body
 	Keep any    // carried, untouched, to the Sink with the result (e.g. passthrough columns)
 	Held int    // bytes Keep holds until the Sink has it, counted against Job.HeldBytes
+	// Resume, when not nil, says where the Source can start again right
+	// after this part: Run keeps the last one handed to the Sink (every
+	// part before it was handed too) in the job record, JSON-encoded
+	// (JobRecord.Resume), for a later run of the job to read. A part
+	// with no Body is for a request whose result is stored (finished in
+	// an earlier run); Run fails on one whose result is not.
+	Resume any
 }
 
 // Source yields a job's requests in order. Next returns io.EOF after the
@@ -267,6 +274,7 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	rec.Requests, rec.DoneRequests, rec.DoneRows = st.TotalReqs, st.Requests, st.Rows
+	r.keepResume()
 	rec.FailedRows, rec.Updated = st.FailedRows, time.Now().UTC()
 	switch {
 	case err == nil:
@@ -327,6 +335,20 @@ type run struct {
 	kv       jetstream.KeyValue
 	rec      *JobRecord // collect: the job record, saved every recordEvery
 	saved    time.Time
+	resume   any // collect: the Resume of the last part handed on that had one
+}
+
+// keepResume puts the last Part.Resume handed on into the job record.
+func (r *run) keepResume() {
+	if r.resume == nil {
+		return
+	}
+	b, err := json.Marshal(r.resume)
+	if err != nil {
+		r.c.log.Warn("encoding the job's resume point", "job", r.job.Name, "err", err)
+		return
+	}
+	r.rec.Resume = b
 }
 
 // recordEvery is how often a run saves its progress in the job record.
@@ -357,6 +379,10 @@ func (r *run) publish(ctx context.Context, src Source) error {
 			return err
 		}
 		pd := pending{seq: seq, part: p, resumed: r.done[seq] > 0}
+		if !pd.resumed && p.Body == nil {
+			return fmt.Errorf("request %d has no body and no stored result: it was finished in an earlier run and its result is gone from stream %s (start the job again under another name)",
+				seq, r.c.cfg.ResultStream)
+		}
 		if pd.resumed {
 			r.recycle(p.Body)
 		} else {
@@ -625,12 +651,16 @@ func (r *run) hand(ctx context.Context, p pending, res Result) error {
 	if err := r.sink(p.seq, p.part, res); err != nil {
 		return fmt.Errorf("writing result %d: %w", p.seq, err)
 	}
+	if p.part.Resume != nil {
+		r.resume = p.part.Resume
+	}
 	if r.job.Progress != nil {
 		r.job.Progress(*st)
 	}
 	if now := time.Now(); now.Sub(r.saved) >= recordEvery {
 		r.saved = now
 		r.rec.DoneRequests, r.rec.DoneRows, r.rec.FailedRows, r.rec.Updated = st.Requests, st.Rows, st.FailedRows, now.UTC()
+		r.keepResume()
 		if err := r.c.putRecord(ctx, r.kv, *r.rec); err != nil {
 			r.c.log.Warn("saving job progress", "job", r.job.Name, "err", err)
 		}

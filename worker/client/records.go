@@ -39,6 +39,9 @@ type JobRecord struct {
 	FailedRows   int64     `json:"failed_rows"`
 	Created      time.Time `json:"created"`
 	Updated      time.Time `json:"updated"`
+	// Resume is where the job's Source can start again: the last
+	// Part.Resume the job handed on, as JSON (nil: none).
+	Resume json.RawMessage `json:"resume,omitempty"`
 }
 
 func (c *Client) jobKey(name string) string { return c.cfg.Model + "." + name }

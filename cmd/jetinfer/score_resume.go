@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/jetinfer/jetinfer/codec/table"
+	"github.com/jetinfer/jetinfer/worker/client"
+)
+
+// resumePoint is where a score job can start again (client.Part.Resume,
+// kept in the job record): after its first Requests requests, all of
+// them finished, at the input Position that followed them, with the
+// rows of each of those requests (run-length: Cuts). A later run of the
+// job publishes from Position at once and reads only the kept columns
+// of the finished requests' rows, instead of cutting the whole input
+// again to find where the unfinished requests begin.
+type resumePoint struct {
+	Requests int            `json:"requests"`
+	Position table.Position `json:"position"`
+	Cuts     []cutRun       `json:"cuts"`
+}
+
+// cutRun is Count requests of Rows rows each, in a row.
+type cutRun struct {
+	Rows  int `json:"rows"`
+	Count int `json:"count"`
+}
+
+// maxCutRuns bounds a resumePoint's Cuts (the job record is one KV value):
+// past it, parts carry no resume point and the record keeps the last.
+// Request sizes change only where the input's rows change size.
+const maxCutRuns = 4096
+
+// cutLog is the rows of each request cut so far, run-length encoded.
+type cutLog struct{ runs []cutRun }
+
+func (l *cutLog) add(rows int) {
+	if n := len(l.runs); n > 0 && l.runs[n-1].Rows == rows {
+		l.runs[n-1].Count++
+		return
+	}
+	l.runs = append(l.runs, cutRun{Rows: rows, Count: 1})
+}
+
+// mark returns the resume point after the requests cut so far, at pos;
+// nil past maxCutRuns. Runs before the last never change, so the mark
+// shares them and copies the last (add counts it up in place).
+func (l *cutLog) mark(requests int, pos table.Position) *resumeMark {
+	n := len(l.runs)
+	if n == 0 || n > maxCutRuns {
+		return nil
+	}
+	return &resumeMark{requests: requests, pos: pos, runs: l.runs[: n-1 : n-1], last: l.runs[n-1]}
+}
+
+// resumeMark is a resumePoint as parts carry it: encoded only when the
+// job record is saved.
+type resumeMark struct {
+	requests int
+	pos      table.Position
+	runs     []cutRun
+	last     cutRun
+}
+
+// MarshalJSON encodes the mark as a resumePoint.
+func (m *resumeMark) MarshalJSON() ([]byte, error) {
+	return json.Marshal(resumePoint{Requests: m.requests, Position: m.pos, Cuts: append(m.runs, m.last)})
+}
+
+// parseResume reads a job record's resume point; nil when there is none
+// or it does not add up.
+func parseResume(raw json.RawMessage) *resumePoint {
+	if len(raw) == 0 {
+		return nil
+	}
+	var p resumePoint
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil
+	}
+	n := 0
+	for _, c := range p.Cuts {
+		if c.Rows < 1 || c.Count < 1 {
+			return nil
+		}
+		n += c.Count
+	}
+	if n != p.Requests || p.Requests < 1 {
+		return nil
+	}
+	return &p
+}
+
+// scoreSource is score's client.Source: the finished requests before a
+// resume point first (row counts from the point, kept columns from their
+// own Reader, no body), then the requests the Reader cuts from the
+// point's position (or from the start), each with the resume point that
+// follows it.
+type scoreSource struct {
+	rd     *table.Reader
+	keep   *table.Reader // kept columns of the finished requests; nil when nothing is kept
+	prefix []int         // rows of each finished request before rd's start
+	cuts   cutLog
+	seq    int
+}
+
+// newScoreSource reads files from the start, or from after the finished
+// requests of resume (nil: none).
+func newScoreSource(files []string, opts table.Options, resume *resumePoint) (*scoreSource, error) {
+	s := &scoreSource{}
+	if resume != nil {
+		for _, c := range resume.Cuts {
+			for range c.Count {
+				s.prefix = append(s.prefix, c.Rows)
+				s.cuts.add(c.Rows)
+			}
+		}
+		if len(opts.Keep) > 0 {
+			// A Reader of the kept columns only: they are what it sends.
+			ko := table.Options{Columns: opts.Keep, Keep: opts.Keep, RowsPerRequest: opts.RowsPerRequest, MaxBytes: opts.MaxBytes, Mem: opts.Mem}
+			k, err := table.Open(files, ko)
+			if err != nil {
+				return nil, err
+			}
+			s.keep = k
+		}
+		start := resume.Position
+		opts.Start = &start
+	}
+	rd, err := table.Open(files, opts)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.rd = rd
+	return s, nil
+}
+
+// Rows returns the input's rows (-1: unknown).
+func (s *scoreSource) Rows() int64 {
+	if s.rd == nil {
+		return -1
+	}
+	return s.rd.Rows()
+}
+
+// Recycle gives a body back to the Reader.
+func (s *scoreSource) Recycle(body []byte) { s.rd.Recycle(body) }
+
+// Next returns the next request's part.
+func (s *scoreSource) Next(ctx context.Context) (client.Part, error) {
+	if s.seq < len(s.prefix) {
+		n := s.prefix[s.seq]
+		s.seq++
+		p := client.Part{Rows: n}
+		if s.keep != nil {
+			c, err := s.keep.NextRows(ctx, n)
+			if err != nil {
+				return client.Part{}, fmt.Errorf("kept columns of finished request %d: %w", s.seq-1, err)
+			}
+			p.Keep, p.Held = c.Keep, table.RecordBytes(c.Keep)
+		}
+		return p, nil
+	}
+	c, err := s.rd.Next(ctx)
+	if err != nil {
+		return client.Part{}, err
+	}
+	s.seq++
+	s.cuts.add(c.Rows)
+	p := client.Part{Body: c.Body, Rows: c.Rows}
+	if c.Keep != nil {
+		p.Keep, p.Held = c.Keep, table.RecordBytes(c.Keep)
+	}
+	if pos, ok := s.rd.Checkpoint(); ok {
+		if m := s.cuts.mark(s.seq, pos); m != nil {
+			p.Resume = m
+		}
+	}
+	return p, nil
+}
+
+// Close closes the readers.
+func (s *scoreSource) Close() error {
+	var err error
+	if s.keep != nil {
+		err = s.keep.Close()
+	}
+	if s.rd != nil {
+		err = errors.Join(err, s.rd.Close())
+	}
+	return err
+}
+
+var _ io.Closer = (*scoreSource)(nil)
