@@ -16,7 +16,10 @@
 // bucket keeps the job's name, fingerprint, arguments and progress;
 // running a job again publishes only the requests without a stored
 // result and reads the stored ones back, whether or not the duplicate
-// window has passed. Requests are published without waiting for each
+// window has passed. A Source may say where it can start again after a
+// part (Part.Resume): the record keeps the last such point handed on, so
+// that a later run can skip what came before it (parts without a Body,
+// for requests whose results are stored). Requests are published without waiting for each
 // PubAck; the PubAcks are awaited in order on another goroutine, and a
 // request whose publish failed or was not acknowledged in Config.Timeout
 // is published again (Publish: same Nats-Msg-Id, backoff); request bodies
