@@ -29,7 +29,9 @@ import (
 //     serving it takes it; once its deliveries account for at least
 //     Config.PinnedWait of such delays it is answered FAILED_PRECONDITION
 //     instead, so nothing loops forever;
-//   - a version the repository has but no worker serves: FAILED_PRECONDITION.
+//   - a version the repository has but no worker serves: FAILED_PRECONDITION,
+//     after being handed back for pinPromoteGrace (a promotion this worker
+//     has not seen yet).
 //
 // Without a repository (a worker serving a file) the same holds with "the
 // repository does not have it" read as "no live worker serves it":
@@ -41,6 +43,12 @@ const (
 	pinDelayMin = 250 * time.Millisecond
 	pinDelayMax = 5 * time.Second
 )
+
+// pinPromoteGrace is how long a request pinned to a version the
+// repository has but no worker serves is handed back before it is
+// answered FAILED_PRECONDITION: the version may have been promoted a
+// moment before this worker's view of the active version catches up.
+const pinPromoteGrace = 500 * time.Millisecond
 
 // pinStep is the hand-back delay step of a pinned request on its n-th
 // delivery (n ≥ 1): pinDelayMin doubled per delivery, at most
@@ -117,6 +125,12 @@ func (w *Worker) pinnedElsewhere(r *request, v string, g *generation) *outcome {
 		return &outcome{r: r, code: codec.CodeFailedPrecondition,
 			msg: fmt.Sprintf("model %s version %q: no worker serving it took the request in about %v of hand-backs (%d deliveries; this worker serves %q)",
 				model, v, w.cfg.PinnedWait, r.attempt, g.version)}
+	}
+	if inRepo && pinWaited(r.attempt) < pinPromoteGrace {
+		// Maybe promoted a moment ago: this worker has not seen the
+		// repository's new active version yet (a KV watch update in
+		// flight). Hand it back for a moment before failing it.
+		return &outcome{r: r, handBack: true, delay: pinDelay(r.attempt), reason: "pinned version not active yet"}
 	}
 	if inRepo {
 		return &outcome{r: r, code: codec.CodeFailedPrecondition,
