@@ -523,3 +523,74 @@ func TestRunBoundsHeldBytes(t *testing.T) {
 		t.Fatalf("up to %d parts out of the source at once; HeldBytes allows one, plus one waiting", m)
 	}
 }
+
+// TestRunLeavesCarriedRequestsOut runs a job whose first requests an
+// earlier run finished (their results stored, one of them an error) with
+// Job.Carried: the Source yields only the rest, the Sink gets only their
+// results (computed by a real worker), and the totals count the carried
+// requests as resumed.
+func TestRunLeavesCarriedRequestsOut(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	startWorker(t, nc)
+	bodies, _, _ := digitsBodies(t, 7)
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	const job, carried = "carried", 4
+	for seq := range carried {
+		m := nats.NewMsg(wire.ModelResultPrefix(wire.DefaultPrefix, "digits") + job + "." + fmt.Sprint(seq))
+		m.Header.Set(wire.HeaderRequestID, client.RequestID(job, seq))
+		status := codec.CodeOK
+		if seq == 1 {
+			status = codec.CodeInvalidArgument
+		}
+		m.Header.Set(wire.HeaderStatus, string(status))
+		m.Data = []byte("stored")
+		if _, err := js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows := make([]int, len(bodies))
+	for i := range rows {
+		rows[i] = 10 + i
+	}
+	carry := client.Carried{Requests: carried, Rows: 10 + 11 + 12 + 13, FailedRows: 11,
+		Errors: map[codec.Code]int{codec.CodeInvalidArgument: 1}}
+	var handed []int
+	st, err := c.Run(context.Background(), client.Job{Name: job, Fingerprint: "f", Rows: -1, Carried: carry},
+		client.Bodies(bodies[carried:], rows[carried:]), func(seq int, p client.Part, r client.Result) error {
+			handed = append(handed, seq)
+			if p.Rows != rows[seq] {
+				return fmt.Errorf("request %d handed with %d rows, want %d", seq, p.Rows, rows[seq])
+			}
+			res, err := r.Decode(codec.DefaultLimits())
+			if err != nil {
+				return fmt.Errorf("request %d: %s %q: %w", seq, r.Status, r.Body, err)
+			}
+			res.Release()
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := ascending(carried, len(bodies)); !slices.Equal(handed, want) {
+		t.Fatalf("handed requests %v, want %v", handed, want)
+	}
+	var all int64
+	for _, n := range rows {
+		all += int64(n)
+	}
+	if st.Requests != len(bodies) || st.Published != len(bodies)-carried || st.Rows != all ||
+		st.ResumedRows != carry.Rows || st.FailedRows != 11 || st.OKRows != all-11 ||
+		st.Errors[codec.CodeInvalidArgument] != 1 || st.TotalReqs != len(bodies) {
+		t.Fatalf("stats %+v, want %d requests (%d published), %d rows, %d resumed, 11 failed", st, len(bodies),
+			len(bodies)-carried, all, carry.Rows)
+	}
+	rec, err := c.LoadJob(context.Background(), job)
+	if err != nil || rec.State != client.StateDone || rec.Requests != len(bodies) || rec.DoneRows != all || rec.FailedRows != 11 {
+		t.Fatalf("job record %+v, %v", rec, err)
+	}
+}

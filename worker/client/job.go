@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -102,6 +103,21 @@ type Job struct {
 	// Waiting, when set, is told what Run waits for while it waits for a
 	// live worker.
 	Waiting func(what string)
+	// Carried is the start of the job that an earlier run finished and
+	// whose results the caller keeps itself (score carries the rows of
+	// its earlier output over): Run neither reads those requests from
+	// the Source nor hands their results to the Sink.
+	Carried Carried
+}
+
+// Carried is the finished start of a job that a run leaves out: its
+// first Requests requests, with the totals they count for in Stats (as
+// resumed rows).
+type Carried struct {
+	Requests   int
+	Rows       int64
+	FailedRows int64
+	Errors     map[codec.Code]int // error results by code
 }
 
 // Stats are a job run's running totals.
@@ -228,7 +244,13 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	if job.LiveTimeout <= 0 {
 		job.LiveTimeout = 5 * time.Second
 	}
-	st := Stats{Errors: map[codec.Code]int{}, TotalReqs: -1, TotalRows: job.Rows, Started: time.Now()}
+	if job.Carried.Requests < 0 || job.Carried.Rows < 0 || job.Carried.FailedRows < 0 || job.Carried.FailedRows > job.Carried.Rows {
+		return Stats{}, fmt.Errorf("job %s: carried totals %+v do not add up", job.Name, job.Carried)
+	}
+	st := Stats{Errors: map[codec.Code]int{}, TotalReqs: -1, TotalRows: job.Rows, Started: time.Now(),
+		Requests: job.Carried.Requests, Rows: job.Carried.Rows, ResumedRows: job.Carried.Rows,
+		OKRows: job.Carried.Rows - job.Carried.FailedRows, FailedRows: job.Carried.FailedRows}
+	maps.Copy(st.Errors, job.Carried.Errors)
 	if err := c.CheckWorker(ctx, job.LiveTimeout, job.Wait, job.Waiting); err != nil {
 		return st, err
 	}
@@ -361,7 +383,7 @@ const recordEvery = 2 * time.Second
 func (r *run) publish(ctx context.Context, src Source) error {
 	defer close(r.pending)
 	defer close(r.acks)
-	for seq := 0; ; seq++ {
+	for seq := r.job.Carried.Requests; ; seq++ {
 		select {
 		case r.slots <- struct{}{}:
 		case <-ctx.Done():
@@ -506,7 +528,7 @@ func seqOf(job, requestID string) (int, bool) {
 // Config.Timeout is read by subject too, and so is the result of a
 // request answered twice before the run (the last one counts).
 func (r *run) collect(ctx context.Context) error {
-	next := 0
+	next := r.job.Carried.Requests
 	var head *pending
 	var parked *Result
 	passed := map[int]bool{} // results dropped, read by subject at their turn
