@@ -357,8 +357,20 @@ func (g *rowGroups) appendGroup(eg *encodedGroup) error {
 		return fmt.Errorf("encoded row group: footer of %d bytes in %d", footerLen, n)
 	}
 	chunks := eg.file[4 : n-8-footerLen]
-	delta := g.pos - 4
-	for _, rg := range eg.meta.RowGroups {
+	if err := g.moveGroups(eg.meta, g.pos-4); err != nil {
+		return fmt.Errorf("encoded row group: %w", err)
+	}
+	if _, err := g.out.Write(chunks); err != nil {
+		return err
+	}
+	g.pos += int64(len(chunks))
+	return g.footer.AppendRowGroups(eg.meta)
+}
+
+// moveGroups moves the offsets in meta's row groups by delta bytes and
+// numbers them after the groups written so far.
+func (g *rowGroups) moveGroups(meta *metadata.FileMetaData, delta int64) error {
+	for _, rg := range meta.RowGroups {
 		if rg.FileOffset != nil {
 			*rg.FileOffset += delta
 		}
@@ -366,7 +378,7 @@ func (g *rowGroups) appendGroup(eg *encodedGroup) error {
 		rg.Ordinal = &ordinal
 		for _, c := range rg.Columns {
 			if c.OffsetIndexOffset != nil || c.ColumnIndexOffset != nil || c.MetaData == nil || c.MetaData.BloomFilterOffset != nil {
-				return errors.New("encoded row group: page indexes and bloom filters are not supported")
+				return errors.New("page indexes and bloom filters are not supported")
 			}
 			c.FileOffset += delta
 			c.MetaData.DataPageOffset += delta
@@ -379,11 +391,7 @@ func (g *rowGroups) appendGroup(eg *encodedGroup) error {
 		}
 		g.groups++
 	}
-	if _, err := g.out.Write(chunks); err != nil {
-		return err
-	}
-	g.pos += int64(len(chunks))
-	return g.footer.AppendRowGroups(eg.meta)
+	return nil
 }
 
 // column writes one batch's column to cw.

@@ -71,7 +71,8 @@ var errorFields = []arrow.Field{
 // the field metadata (ShapeMetadataKey). It is not safe for concurrent
 // use.
 type Writer struct {
-	path   string
+	path   string // where the output goes at Close
+	part   string // where it is written until then
 	format Format
 	mem    memory.Allocator
 	f      *os.File
@@ -88,11 +89,19 @@ type Writer struct {
 	spill       *os.File
 	spillW      *ipc.Writer
 	spillSchema *arrow.Schema
+	meta        *arrow.Metadata // SetMetadata's, on the output's schema
+	carry       *carried        // CarryOver's earlier output
 }
 
-// Create creates (truncates) path and returns a Writer in format (empty:
-// FormatOf(path)) whose Arrow buffers come from mem (nil: a pool of
-// freed buffers).
+// PartSuffix ends the name of the file a Writer writes until Close puts it
+// at its path.
+const PartSuffix = ".part"
+
+// Create returns a Writer of path in format (empty: FormatOf(path)) whose
+// Arrow buffers come from mem (nil: a pool of freed buffers). The Writer
+// writes path+PartSuffix and renames it to path at Close (replacing any
+// file there), so path holds either what was there before or a whole
+// output.
 func Create(path string, format Format, mem memory.Allocator) (*Writer, error) {
 	codec.RegisterTensorExtension()
 	if format == "" {
@@ -104,13 +113,14 @@ func Create(path string, format Format, mem memory.Allocator) (*Writer, error) {
 	if mem == nil {
 		mem = &poolAllocator{}
 	}
-	f, err := os.Create(path)
+	part := path + PartSuffix
+	f, err := os.Create(part)
 	if err != nil {
-		return nil, fmt.Errorf("creating %s: %w", path, err)
+		return nil, fmt.Errorf("creating %s: %w", part, err)
 	}
 	lim := codec.DefaultLimits()
 	lim.MaxBodyBytes = 1 << 30
-	return &Writer{path: path, format: format, mem: mem, f: f, lim: lim}, nil
+	return &Writer{path: path, part: part, format: format, mem: mem, f: f, lim: lim}, nil
 }
 
 // Rows returns the rows written so far, failed rows included.
@@ -255,6 +265,9 @@ func (w *Writer) writeFailed(rec arrow.RecordBatch) error {
 				col = lc
 			}
 		}
+		if f := w.schema.Field(i); !arrow.TypeEqual(col.DataType(), f.Type) {
+			return fmt.Errorf("failed request's kept column %s is %s, the output's %s", f.Name, col.DataType(), f.Type)
+		}
 		cols[i] = col
 	}
 	for i := w.nkeep; i < len(cols)-nerr; i++ {
@@ -365,6 +378,9 @@ func (w *Writer) dropSpill() error {
 // open fixes the schema (nkeep kept columns first), opens the file's
 // writer and writes the failed rows held until now.
 func (w *Writer) open(schema *arrow.Schema, nkeep int) error {
+	if w.meta != nil {
+		schema = arrow.NewSchema(schema.Fields(), w.meta)
+	}
 	w.schema, w.nkeep = schema, nkeep
 	var err error
 	switch w.format {
@@ -385,6 +401,11 @@ func (w *Writer) open(schema *arrow.Schema, nkeep int) error {
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", w.path, err)
 	}
+	if w.carry != nil {
+		if err := w.copyCarried(); err != nil {
+			return err
+		}
+	}
 	return w.replay()
 }
 
@@ -404,13 +425,21 @@ func (w *Writer) write(rec arrow.RecordBatch) error {
 	return nil
 }
 
-// Close finishes the file (footer, last row group). Failed rows still
-// held (no request succeeded) are written first, under a schema of the
-// kept and error columns only. A Writer that wrote nothing leaves an
-// empty file.
+// Close finishes the file (footer, last row group) and puts it at the
+// Writer's path. Failed rows still held (no request succeeded) are written
+// first, under the schema of the rows carried over or else of the kept and
+// error columns only. A Writer that wrote nothing leaves an empty file,
+// one that only carried rows over leaves the earlier output as it was, and
+// one that fails leaves what was at the path before.
 func (w *Writer) Close() error {
 	var err error
-	if w.schema == nil && w.spill != nil {
+	onlyCarried := false
+	switch {
+	case w.schema == nil && w.spill != nil && w.carry != nil:
+		err = w.open(w.carry.schema, w.spillSchema.NumFields()-len(errorFields))
+	case w.schema == nil && w.carry != nil:
+		onlyCarried = true
+	case w.schema == nil && w.spill != nil:
 		fields := w.spillSchema.Fields()
 		if w.format == Parquet {
 			for i, f := range fields {
@@ -434,6 +463,14 @@ func (w *Writer) Close() error {
 	}
 	if w.f != nil {
 		err = errors.Join(err, w.f.Close())
+	}
+	if w.carry != nil {
+		err = errors.Join(err, w.carry.f.Close())
+	}
+	if err != nil || onlyCarried {
+		err = errors.Join(err, os.Remove(w.part))
+	} else {
+		err = os.Rename(w.part, w.path)
 	}
 	if err != nil {
 		return fmt.Errorf("closing %s: %w", w.path, err)
