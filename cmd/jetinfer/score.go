@@ -200,41 +200,56 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 	if prev != nil && prev.Fingerprint == fp {
 		resume = parseResume(prev.Resume)
 	}
-	rd, err := newScoreSource(files, opts, resume)
-	if err != nil && resume != nil {
-		log.Warn("reading the input from its start: cannot go on from the job's resume point", "err", err)
-		resume = nil
-		rd, err = newScoreSource(files, opts, nil)
-	}
-	if err != nil {
-		return err
-	}
-	defer rd.Close()
-	if resume != nil {
-		rows := 0
-		for _, c := range resume.Cuts {
-			rows += c.Rows * c.Count
-		}
-		fmt.Fprintf(term, "score: resuming: %d requests (%d rows) finished before are not read again\n", resume.Requests, rows)
-	}
 	w, err := table.Create(cfg.out, table.Format(cfg.format), nil)
 	if err != nil {
 		return err
 	}
+	w.SetMetadata(map[string]string{outputJobKey: job, outputFingerprintKey: fp})
 	errorsPath := cfg.errorsPath
 	if errorsPath == "" {
 		errorsPath = cfg.out + ".errors.jsonl"
 	}
-	ef, err := os.Create(errorsPath)
+	// A resumed job carries the rows of its earlier output over when that
+	// output ends where the resume point does.
+	var carried client.Carried
+	if resume != nil {
+		var err error
+		if carried, err = carryOver(w, prev, resume, errorsPath); err != nil {
+			log.Info("writing the finished rows again: the earlier output is not carried over", "why", err)
+		}
+	}
+	rd, err := newScoreSource(files, opts, resume, carried.Requests > 0)
+	if err != nil && resume != nil && carried.Requests == 0 {
+		log.Warn("reading the input from its start: cannot go on from the job's resume point", "err", err)
+		resume = nil
+		rd, err = newScoreSource(files, opts, nil, false)
+	}
 	if err != nil {
 		_ = w.Close()
-		return fmt.Errorf("creating errors file: %w", err)
+		return err
+	}
+	defer rd.Close()
+	switch {
+	case carried.Requests > 0:
+		fmt.Fprintf(term, "score: resuming: %d requests (%d rows) finished before are carried over from %s\n", carried.Requests, carried.Rows, cfg.out)
+	case resume != nil:
+		fmt.Fprintf(term, "score: resuming: %d requests (%d rows) finished before are not read again\n", resume.Requests, resume.rows())
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if carried.FailedRows > 0 {
+		flags = os.O_WRONLY | os.O_APPEND // the carried rows' errors are in it
+	}
+	ef, err := os.OpenFile(errorsPath, flags, 0o644)
+	if err != nil {
+		_ = w.Close()
+		return fmt.Errorf("opening errors file: %w", err)
 	}
 	bar := newProgress(term, cfg.interval)
 	spec := client.Job{
 		Name: job, Fingerprint: fp, Args: stored, Rows: rd.Rows(), Window: cfg.window, Wait: cfg.wait,
 		Priority: cfg.priority, Version: cfg.version, Errors: ef, Progress: bar.update,
 		Waiting: func(what string) { log.Info("waiting for a worker", "model", cfg.Model, "why", what) },
+		Carried: carried,
 	}
 	if cfg.deadline > 0 {
 		spec.Deadline = time.Now().Add(cfg.deadline)

@@ -208,6 +208,10 @@ func TestBenchScore(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		before := info.State.Msgs
+		resInfo, err := res.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -223,7 +227,7 @@ func TestBenchScore(t *testing.T) {
 				}
 			}()
 		}
-		err := cmd.Wait()
+		err = cmd.Wait()
 		took := time.Since(start)
 		total += took
 		// VmHWM of the child's own image (rusage's maxrss would include
@@ -245,6 +249,9 @@ func TestBenchScore(t *testing.T) {
 		logf("score run %d: %s, peak RSS %d MiB; %s / %s", i+1, took.Round(time.Millisecond), kib>>10,
 			strings.TrimSpace(stdout.String()), lines[len(lines)-1])
 		last = stdout.String()
+		rs := streamSpan(t, js, wire.DefaultResultStream, resInfo.State.LastSeq+1)
+		logf("score run %d timeline (ms from process start): results stored %s; exit at %d",
+			i+1, rs.since(start), took.Milliseconds())
 	}
 	cpu3 := benchCPU(t, wcmd.Process.Pid)
 	close(stopSampling)
@@ -265,6 +272,69 @@ func TestBenchScore(t *testing.T) {
 	fmt.Printf("score: rows=%d ok=%d ratio_vs_worker=%.2f rss_mib=%d resumed_rows=%d\n", gotRows, ok, ratio, rssKiB>>10, resumed)
 	if gotRows != n {
 		t.Errorf("score wrote %d rows, want %d", gotRows, n)
+	}
+}
+
+// span is when the first and the last of n messages were stored.
+type span struct {
+	n           int
+	first, last time.Time
+}
+
+// since formats the span relative to start.
+func (s span) since(start time.Time) string {
+	if s.n == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d from %d to %d", s.n, s.first.Sub(start).Milliseconds(), s.last.Sub(start).Milliseconds())
+}
+
+// streamSpan reads the store times of the messages of stream from
+// sequence from on (headers only).
+func streamSpan(t *testing.T, js jetstream.JetStream, stream string, from uint64) span {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sp span
+	if info.State.LastSeq < from {
+		return sp
+	}
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from, HeadersOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			md, err := msg.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sp.n == 0 {
+				sp.first = md.Timestamp
+			}
+			sp.last = md.Timestamp
+			sp.n++
+			if md.Sequence.Stream >= info.State.LastSeq {
+				return sp
+			}
+		}
+		if got == 0 {
+			return sp
+		}
 	}
 }
 

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
+	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/codec/table"
 	"github.com/jetinfer/jetinfer/worker/client"
 )
@@ -94,6 +97,83 @@ func parseResume(raw json.RawMessage) *resumePoint {
 	return &p
 }
 
+// rows returns the rows of the requests before the point.
+func (p *resumePoint) rows() int64 {
+	var n int64
+	for _, c := range p.Cuts {
+		n += int64(c.Rows) * int64(c.Count)
+	}
+	return n
+}
+
+// Metadata keys of score's outputs: the job that wrote it, and its
+// fingerprint. A resumed job carries over an earlier output only when both
+// match.
+const (
+	outputJobKey         = "jetinfer.job"
+	outputFingerprintKey = "jetinfer.fingerprint"
+)
+
+// carryOver makes the rows of the job's earlier output (at w's path) the
+// first rows of w, when that output ends where resume does and the errors
+// file holds the errors of its failed rows, and returns what they count
+// for. It changes nothing when it returns an error.
+func carryOver(w *table.Writer, rec *client.JobRecord, resume *resumePoint, errorsPath string) (client.Carried, error) {
+	rows := resume.rows()
+	if rec.DoneRequests != resume.Requests || rec.DoneRows != rows {
+		return client.Carried{}, fmt.Errorf("the job record's %d finished requests (%d rows) are not its resume point's %d (%d rows)",
+			rec.DoneRequests, rec.DoneRows, resume.Requests, rows)
+	}
+	c := client.Carried{Requests: resume.Requests, Rows: rows, FailedRows: rec.FailedRows}
+	if rec.FailedRows > 0 {
+		errs, failed, err := readErrorsFile(errorsPath, resume.Requests)
+		if err != nil {
+			return client.Carried{}, err
+		}
+		if failed != rec.FailedRows {
+			return client.Carried{}, fmt.Errorf("errors file %s names %d failed rows, the job record %d", errorsPath, failed, rec.FailedRows)
+		}
+		c.Errors = errs
+	}
+	if err := w.CarryOver(rows); err != nil {
+		return client.Carried{}, err
+	}
+	return c, nil
+}
+
+// readErrorsFile reads score's errors file: the error results by code and
+// the rows they failed. Every line must be of a request before requests.
+func readErrorsFile(path string, requests int) (map[codec.Code]int, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading the errors file: %w", err)
+	}
+	defer f.Close()
+	errs := map[codec.Code]int{}
+	var failed int64
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Seq  int        `json:"seq"`
+			Rows int64      `json:"rows"`
+			Code codec.Code `json:"code"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			return nil, 0, fmt.Errorf("errors file %s: %w", path, err)
+		}
+		if line.Seq < 0 || line.Seq >= requests {
+			return nil, 0, fmt.Errorf("errors file %s names request %d, after the %d finished", path, line.Seq, requests)
+		}
+		errs[line.Code]++
+		failed += line.Rows
+	}
+	if err := sc.Err(); err != nil {
+		return nil, 0, fmt.Errorf("errors file %s: %w", path, err)
+	}
+	return errs, failed, nil
+}
+
 // scoreSource is score's client.Source: the finished requests before a
 // resume point first (row counts from the point, kept columns from their
 // own Reader, no body), then the requests the Reader cuts from the
@@ -108,17 +188,24 @@ type scoreSource struct {
 }
 
 // newScoreSource reads files from the start, or from after the finished
-// requests of resume (nil: none).
-func newScoreSource(files []string, opts table.Options, resume *resumePoint) (*scoreSource, error) {
+// requests of resume (nil: none). When carried, the finished requests are
+// left out (client.Job.Carried): its first part is the first unfinished
+// request.
+func newScoreSource(files []string, opts table.Options, resume *resumePoint, carried bool) (*scoreSource, error) {
 	s := &scoreSource{}
 	if resume != nil {
 		for _, c := range resume.Cuts {
 			for range c.Count {
-				s.prefix = append(s.prefix, c.Rows)
+				if !carried {
+					s.prefix = append(s.prefix, c.Rows)
+				}
 				s.cuts.add(c.Rows)
 			}
 		}
-		if len(opts.Keep) > 0 {
+		if carried {
+			s.seq = resume.Requests
+		}
+		if len(opts.Keep) > 0 && !carried {
 			// A Reader of the kept columns only: they are what it sends.
 			ko := table.Options{Columns: opts.Keep, Keep: opts.Keep, RowsPerRequest: opts.RowsPerRequest, MaxBytes: opts.MaxBytes, Mem: opts.Mem}
 			k, err := table.Open(files, ko)

@@ -436,9 +436,18 @@ func TestScoreWritesFailedRows(t *testing.T) {
 }
 
 func TestScoreResumesAfterInterrupt(t *testing.T) {
+	d := loadDigitsTable(t)
+	// The interrupted run's output is carried over; without it, the
+	// finished rows are written again from their stored results.
+	for _, keepOutput := range []bool{true, false} {
+		name := map[bool]string{true: "output kept", false: "output removed"}[keepOutput]
+		t.Run(name, func(t *testing.T) { testScoreResumes(t, d, keepOutput) })
+	}
+}
+
+func testScoreResumes(t *testing.T, d *digitsTable, keepOutput bool) {
 	ns := startTestServer(t)
 	startWorkerProcess(t, ns.ClientURL())
-	d := loadDigitsTable(t)
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in.parquet"), filepath.Join(dir, "out.parquet")
 	ids := d.writeParquet(t, in, 4, 256)
@@ -453,6 +462,12 @@ func TestScoreResumesAfterInterrupt(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "resume with: jetinfer score -resume score-") {
 		t.Errorf("no resume hint in:\n%s", stderr.String())
+	}
+
+	if !keepOutput {
+		if err := os.Remove(out); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// Resume by job name.
@@ -478,6 +493,9 @@ func TestScoreResumesAfterInterrupt(t *testing.T) {
 	} else if _, err := sscanf(stderr.String()[i:], "score: resuming: %d requests (%d rows)", &skipped, &skippedRows); err != nil ||
 		skipped < 1 || skippedRows != skipped*16 || skippedRows > resumed {
 		t.Errorf("resume point: %d requests, %d rows (%v); want at least one 16-row request, at most the %d rows resumed", skipped, skippedRows, err, resumed)
+	}
+	if carried := strings.Contains(stderr.String(), "finished before are carried over from "+out); carried != keepOutput {
+		t.Errorf("earlier output carried over: %v, want %v:\n%s", carried, keepOutput, stderr.String())
 	}
 	d.checkOutput(t, out, ids)
 
