@@ -28,7 +28,11 @@
 // goroutines of its own, each
 // into memory, copying them into the file in order (the same bytes as one
 // goroutine writes); it holds the row group filling and those being
-// encoded, a bounded number of bytes.
+// encoded, a bounded number of bytes. It writes PATH.part and renames it
+// to PATH at Close; CarryOver first copies the rows of an earlier output
+// at PATH (an interrupted run of the same job, recognised by its
+// SetMetadata entries and row count) to the front, Parquet column chunks
+// byte for byte.
 //
 // Both allocate Arrow buffers from a pool of freed buffers by default
 // (Options.Mem, Create's mem), and a Reader reuses the request bodies
