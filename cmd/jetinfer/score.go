@@ -200,6 +200,16 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 	if prev != nil && prev.Fingerprint == fp {
 		resume = parseResume(prev.Resume)
 	}
+	rd, err := newScoreSource(files, opts, resume)
+	if err != nil && resume != nil {
+		log.Warn("reading the input from its start: cannot go on from the job's resume point", "err", err)
+		resume = nil
+		rd, err = newScoreSource(files, opts, nil)
+	}
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
 	w, err := table.Create(cfg.out, table.Format(cfg.format), nil)
 	if err != nil {
 		return err
@@ -213,22 +223,12 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 	// output ends where the resume point does.
 	var carried client.Carried
 	if resume != nil {
-		var err error
 		if carried, err = carryOver(w, prev, resume, errorsPath); err != nil {
 			log.Info("writing the finished rows again: the earlier output is not carried over", "why", err)
+		} else {
+			rd.leaveOutFinished()
 		}
 	}
-	rd, err := newScoreSource(files, opts, resume, carried.Requests > 0)
-	if err != nil && resume != nil && carried.Requests == 0 {
-		log.Warn("reading the input from its start: cannot go on from the job's resume point", "err", err)
-		resume = nil
-		rd, err = newScoreSource(files, opts, nil, false)
-	}
-	if err != nil {
-		_ = w.Close()
-		return err
-	}
-	defer rd.Close()
 	switch {
 	case carried.Requests > 0:
 		fmt.Fprintf(term, "score: resuming: %d requests (%d rows) finished before are carried over from %s\n", carried.Requests, carried.Rows, cfg.out)

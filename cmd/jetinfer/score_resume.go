@@ -181,50 +181,43 @@ func readErrorsFile(path string, requests int) (map[codec.Code]int, int64, error
 // follows it.
 type scoreSource struct {
 	rd     *table.Reader
-	keep   *table.Reader // kept columns of the finished requests; nil when nothing is kept
-	prefix []int         // rows of each finished request before rd's start
+	files  []string
+	keepOp *table.Options // for keep, opened at the first finished request; nil when nothing is kept
+	keep   *table.Reader  // kept columns of the finished requests
+	prefix []int          // rows of each finished request before rd's start
 	cuts   cutLog
 	seq    int
 }
 
 // newScoreSource reads files from the start, or from after the finished
-// requests of resume (nil: none). When carried, the finished requests are
-// left out (client.Job.Carried): its first part is the first unfinished
-// request.
-func newScoreSource(files []string, opts table.Options, resume *resumePoint, carried bool) (*scoreSource, error) {
-	s := &scoreSource{}
+// requests of resume (nil: none).
+func newScoreSource(files []string, opts table.Options, resume *resumePoint) (*scoreSource, error) {
+	s := &scoreSource{files: files}
 	if resume != nil {
 		for _, c := range resume.Cuts {
 			for range c.Count {
-				if !carried {
-					s.prefix = append(s.prefix, c.Rows)
-				}
+				s.prefix = append(s.prefix, c.Rows)
 				s.cuts.add(c.Rows)
 			}
 		}
-		if carried {
-			s.seq = resume.Requests
-		}
-		if len(opts.Keep) > 0 && !carried {
+		if len(opts.Keep) > 0 {
 			// A Reader of the kept columns only: they are what it sends.
-			ko := table.Options{Columns: opts.Keep, Keep: opts.Keep, RowsPerRequest: opts.RowsPerRequest, MaxBytes: opts.MaxBytes, Mem: opts.Mem}
-			k, err := table.Open(files, ko)
-			if err != nil {
-				return nil, err
-			}
-			s.keep = k
+			s.keepOp = &table.Options{Columns: opts.Keep, Keep: opts.Keep, RowsPerRequest: opts.RowsPerRequest, MaxBytes: opts.MaxBytes, Mem: opts.Mem}
 		}
 		start := resume.Position
 		opts.Start = &start
 	}
 	rd, err := table.Open(files, opts)
 	if err != nil {
-		s.Close()
 		return nil, err
 	}
 	s.rd = rd
 	return s, nil
 }
+
+// leaveOutFinished makes the first unfinished request the first part:
+// the finished ones are carried over (client.Job.Carried).
+func (s *scoreSource) leaveOutFinished() { s.seq = len(s.prefix) }
 
 // Rows returns the input's rows (-1: unknown).
 func (s *scoreSource) Rows() int64 {
@@ -243,6 +236,13 @@ func (s *scoreSource) Next(ctx context.Context) (client.Part, error) {
 		n := s.prefix[s.seq]
 		s.seq++
 		p := client.Part{Rows: n}
+		if s.keep == nil && s.keepOp != nil {
+			k, err := table.Open(s.files, *s.keepOp)
+			if err != nil {
+				return client.Part{}, fmt.Errorf("kept columns of finished requests: %w", err)
+			}
+			s.keep = k
+		}
 		if s.keep != nil {
 			c, err := s.keep.NextRows(ctx, n)
 			if err != nil {
