@@ -257,39 +257,7 @@ func TestWriterParquetAndArrow(t *testing.T) {
 				t.Fatal(err)
 			}
 			for part := range 4 {
-				n := 4 + part
-				data := make([]byte, 0, n*2*4)
-				ids := array.NewInt64Builder(mem)
-				keepB := array.NewInt64Builder(mem)
-				for i := range n {
-					row := int64(part*100 + i)
-					ids.Append(row)
-					keepB.Append(-row)
-					for j := range 2 {
-						data = binary.LittleEndian.AppendUint32(data, math.Float32bits(float32(row)+float32(j)/2))
-					}
-				}
-				idArr := ids.NewArray()
-				ids.Release()
-				kArr := keepB.NewArray()
-				keepB.Release()
-				keep := array.NewRecordBatch(arrow.NewSchema([]arrow.Field{{Name: "neg", Type: arrow.PrimitiveTypes.Int64}}, nil), []arrow.Array{kArr}, int64(n))
-				kArr.Release()
-				if failed(part) || allFailed {
-					if err := w.WriteFailed(keep, n, "INVALID_ARGUMENT", fmt.Sprint("bad part ", part)); err != nil {
-						t.Fatal(err)
-					}
-				} else {
-					body, err := codec.EncodeResultBytes(nil, []trt.Tensor{{Name: "y", DType: trt.Float32, Shape: trt.Shape{int64(n), 2}, Data: data}}, idArr)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if got, err := w.Write(keep, body); err != nil || got != n {
-						t.Fatalf("Write = %d, %v; want %d rows", got, err, n)
-					}
-				}
-				idArr.Release()
-				keep.Release()
+				writePart(t, w, mem, part, failed(part) || allFailed)
 			}
 			if w.Rows() != 22 {
 				t.Errorf("Rows() = %d, want 22", w.Rows())
