@@ -224,6 +224,9 @@ type Result struct {
 	Body      []byte // Arrow IPC stream (empty for error results)
 	Header    nats.Header
 	Received  time.Time
+	// StreamSeq is the result's sequence in the result stream (0 when it
+	// was not read from the stream).
+	StreamSeq uint64
 }
 
 // OK reports whether the result is a success.
@@ -316,7 +319,11 @@ func (c *Client) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfi
 			}
 			return fmt.Errorf("reading results on %s: %w", filter, err)
 		}
-		if !fn(resultOf(msg.Headers(), msg.Data())) {
+		res := resultOf(msg.Headers(), msg.Data())
+		if md, err := msg.Metadata(); err == nil {
+			res.StreamSeq = md.Sequence.Stream
+		}
+		if !fn(res) {
 			return nil
 		}
 	}

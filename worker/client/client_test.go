@@ -594,3 +594,101 @@ func TestRunLeavesCarriedRequestsOut(t *testing.T) {
 		t.Fatalf("job record %+v, %v", rec, err)
 	}
 }
+
+// TestRunRecordsWhereResultsResume interrupts a job and checks the
+// record's ResultsFrom: past the results of finished requests, and at or
+// before every result of the unfinished ones (stored then or later). A
+// run that carries the finished requests over starts reading there and
+// still hands on every other request once.
+func TestRunRecordsWhereResultsResume(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	startWorker(t, nc)
+	bodies, _, _ := digitsBodies(t, 7)
+	rows := make([]int, len(bodies))
+	for i := range rows {
+		rows[i] = 7
+	}
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const job, stopAfter = "from", 10
+	job1 := client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: 8}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err = c.Run(ctx, job1, client.Bodies(bodies, rows), func(seq int, _ client.Part, _ client.Result) error {
+		if seq == stopAfter-1 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, client.ErrInterrupted) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	rec, err := c.LoadJob(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.DoneRequests < stopAfter || rec.DoneRequests >= len(bodies) || rec.ResultsFrom == 0 {
+		t.Fatalf("record after the interrupt: %d requests done, results from %d", rec.DoneRequests, rec.ResultsFrom)
+	}
+
+	carry := client.Carried{Requests: rec.DoneRequests, Rows: rec.DoneRows, FailedRows: rec.FailedRows}
+	var handed []int
+	job2 := client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: 8, Carried: carry}
+	st, err := c.Run(context.Background(), job2, client.Bodies(bodies[carry.Requests:], rows[carry.Requests:]),
+		func(seq int, _ client.Part, r client.Result) error {
+			handed = append(handed, seq)
+			res, err := r.Decode(codec.DefaultLimits())
+			if err != nil {
+				return fmt.Errorf("request %d: %s %q: %w", seq, r.Status, r.Error, err)
+			}
+			res.Release()
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := ascending(carry.Requests, len(bodies)); !slices.Equal(handed, want) {
+		t.Fatalf("resumed run handed %v, want %v", handed, want)
+	}
+	if st.Requests != len(bodies) || st.FailedRows != 0 {
+		t.Fatalf("resumed run stats %+v", st)
+	}
+
+	// Every stored result, with its stream sequence.
+	js, _ := jetstream.New(nc)
+	cons, err := js.OrderedConsumer(context.Background(), wire.DefaultResultStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{wire.ModelResultPrefix(wire.DefaultPrefix, "digits") + job + ".>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[int]uint64{} // request → stream sequence of its first result
+	for len(first) < len(bodies) {
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatalf("reading stored results (%d of %d requests seen): %v", len(first), len(bodies), err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seq int
+		if _, err := fmt.Sscanf(msg.Headers().Get(wire.HeaderRequestID), job+"-%d", &seq); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := first[seq]; !ok {
+			first[seq] = md.Sequence.Stream
+		}
+	}
+	if first[0] >= rec.ResultsFrom {
+		t.Errorf("request 0's result is at %d, ResultsFrom %d does not skip it", first[0], rec.ResultsFrom)
+	}
+	for seq := carry.Requests; seq < len(bodies); seq++ {
+		if first[seq] < rec.ResultsFrom {
+			t.Errorf("request %d (not finished at the interrupt) has a result at %d, before ResultsFrom %d",
+				seq, first[seq], rec.ResultsFrom)
+		}
+	}
+}

@@ -272,14 +272,19 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	}
 
 	r := &run{c: c, job: job, done: done, st: &st, sink: sink, kv: jobs, rec: &rec, saved: time.Now(),
-		slots:   make(chan struct{}, job.Window),
-		pending: make(chan pending, job.Window),
-		acks:    make(chan inflight, job.Window),
-		arrived: make(chan Result, min(job.Window, 16)),
-		unacked: semaphore.NewWeighted(int64(job.UnackedBytes)),
-		held:    semaphore.NewWeighted(int64(job.HeldBytes)),
-		ready:   map[int]Result{},
-		total:   -1,
+		firstSeen: map[int]uint64{},
+		slots:     make(chan struct{}, job.Window),
+		pending:   make(chan pending, job.Window),
+		acks:      make(chan inflight, job.Window),
+		arrived:   make(chan Result, min(job.Window, 16)),
+		unacked:   semaphore.NewWeighted(int64(job.UnackedBytes)),
+		held:      semaphore.NewWeighted(int64(job.HeldBytes)),
+		ready:     map[int]Result{},
+		total:     -1,
+	}
+	if job.Carried.Requests > 0 && job.Carried.Requests == rec.DoneRequests {
+		// The results of the carried requests are not needed again.
+		r.from = rec.ResultsFrom
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	r.recycler, _ = src.(Recycler)
@@ -296,6 +301,7 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	rec.Requests, rec.DoneRequests, rec.DoneRows = st.TotalReqs, st.Requests, st.Rows
+	rec.ResultsFrom = r.resultsFrom()
 	r.keepResume()
 	rec.FailedRows, rec.Updated = st.FailedRows, time.Now().UTC()
 	switch {
@@ -358,6 +364,33 @@ type run struct {
 	rec      *JobRecord // collect: the job record, saved every recordEvery
 	saved    time.Time
 	resume   any // collect: the Resume of the last part handed on that had one
+	// from is the result stream sequence notify starts at (0: the first).
+	from uint64
+	// collect: the stream sequence of the first result seen for each
+	// request not handed on yet, and of the last result seen (0: none;
+	// noSeq: a result came without one), for resultsFrom.
+	firstSeen map[int]uint64
+	lastSeen  uint64
+	noSeq     bool
+}
+
+// resultsFrom is where a later run that carries over the requests handed
+// on so far can start reading results (JobRecord.ResultsFrom): at the
+// first result seen of a request not handed on yet, else after the last
+// result seen. Results arrive in stream order, so every result not seen
+// yet comes later.
+func (r *run) resultsFrom() uint64 {
+	if r.noSeq {
+		return 0
+	}
+	if r.lastSeen == 0 {
+		return r.from
+	}
+	from := r.lastSeen + 1
+	for _, seq := range r.firstSeen {
+		from = min(from, seq)
+	}
+	return from
 }
 
 // keepResume puts the last Part.Resume handed on into the job record.
@@ -489,8 +522,7 @@ func (r *run) recycle(body []byte) {
 // result while results of the interrupted run were still being stored,
 // with nats-server 2.15.2.)
 func (r *run) notify(ctx context.Context) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{r.c.jobFilter(r.job.Name)}}
-	err := r.c.consume(ctx, cfg, func(res Result) bool {
+	err := r.c.results(ctx, r.c.jobFilter(r.job.Name), r.from, func(res Result) bool {
 		select {
 		case r.arrived <- res:
 			return true
@@ -543,6 +575,14 @@ func (r *run) collect(ctx context.Context) error {
 	// (a request answered twice).
 	arrive := func(res Result) {
 		seq, ok := seqOf(r.job.Name, res.RequestID)
+		if res.StreamSeq == 0 {
+			r.noSeq = true
+		} else if res.StreamSeq > r.lastSeen { // not a result parked and arriving again
+			r.lastSeen = res.StreamSeq
+			if _, seen := r.firstSeen[seq]; ok && seq >= next && !seen {
+				r.firstSeen[seq] = res.StreamSeq
+			}
+		}
 		switch {
 		case !ok || seq < next:
 		case r.done[seq] > 1:
@@ -650,6 +690,7 @@ func (r *run) collect(ctx context.Context) error {
 // hand passes one result to the sink and updates the totals.
 func (r *run) hand(ctx context.Context, p pending, res Result) error {
 	st := r.st
+	delete(r.firstSeen, p.seq)
 	st.Requests++
 	st.Rows += int64(p.part.Rows)
 	if p.resumed {
@@ -682,6 +723,7 @@ func (r *run) hand(ctx context.Context, p pending, res Result) error {
 	if now := time.Now(); now.Sub(r.saved) >= recordEvery {
 		r.saved = now
 		r.rec.DoneRequests, r.rec.DoneRows, r.rec.FailedRows, r.rec.Updated = st.Requests, st.Rows, st.FailedRows, now.UTC()
+		r.rec.ResultsFrom = r.resultsFrom()
 		r.keepResume()
 		if err := r.c.putRecord(ctx, r.kv, *r.rec); err != nil {
 			r.c.log.Warn("saving job progress", "job", r.job.Name, "err", err)

@@ -42,6 +42,11 @@ type JobRecord struct {
 	// Resume is where the job's Source can start again: the last
 	// Part.Resume the job handed on, as JSON (nil: none).
 	Resume json.RawMessage `json:"resume,omitempty"`
+	// ResultsFrom is the result stream's sequence from which every result
+	// of the requests after DoneRequests is stored (0: from the start). A
+	// run that carries the first DoneRequests requests over starts
+	// reading results there instead of reading the finished ones again.
+	ResultsFrom uint64 `json:"results_from,omitempty"`
 }
 
 func (c *Client) jobKey(name string) string { return c.cfg.Model + "." + name }
