@@ -41,6 +41,11 @@ import (
 // the worker run on CPU 0 in both phases and score on CPU 1 (taskset),
 // so that the worker has the same share with and without score beside
 // it, as where score runs on another machine than the workers.
+//
+// For experiments with non-default settings (docs/benchmarks.md):
+// JETINFER_BENCH_SCORE_FLAGS appends score flags, JETINFER_BENCH_SCORE_ENV
+// adds KEY=VALUE pairs (space-separated) to score's environment only, and
+// JETINFER_BENCH_SCORE_PROFILE writes CPU and allocation profiles.
 func TestBenchScore(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("JETINFER_BENCH_SCORE_ROWS"))
 	if n <= 0 {
@@ -155,6 +160,9 @@ func TestBenchScore(t *testing.T) {
 		args = append(args, extra...)
 		logf("score flags beyond the defaults: %s", strings.Join(extra, " "))
 	}
+	if extra := os.Getenv("JETINFER_BENCH_SCORE_ENV"); extra != "" {
+		logf("score environment beyond the defaults: %s", extra)
+	}
 	args = append(args, in)
 	var total time.Duration
 	var rssKiB int64
@@ -201,6 +209,8 @@ func TestBenchScore(t *testing.T) {
 		}
 		hwm := filepath.Join(dir, fmt.Sprintf("hwm.%d", i+1))
 		cmd.Env = append(os.Environ(), "JETINFER_TEST_MAIN=1", "JETINFER_TEST_HWM_FILE="+hwm)
+		// Environment for score alone (e.g. GOMAXPROCS), for experiments.
+		cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("JETINFER_BENCH_SCORE_ENV"))...)
 		if prof := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prof != "" {
 			cmd.Env = append(cmd.Env, fmt.Sprintf("JETINFER_TEST_CPUPROFILE=%s.%d", prof, i+1),
 				fmt.Sprintf("JETINFER_TEST_MEMPROFILE=%s.%d.allocs", prof, i+1))
