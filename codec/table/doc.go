@@ -24,12 +24,11 @@
 // When every column is flat or a list of flat elements (score's
 // outputs), it computes the Parquet levels itself (rowGroups), about 1.4
 // times as fast as pqarrow's general writer, which writes the others, and
-// encodes up to four row groups at once (one per eight cores) on
-// goroutines of its own, each
-// into memory, copying them into the file in order (the same bytes as one
-// goroutine writes); it holds the row group filling and those being
-// encoded, a bounded number of bytes. It writes PATH.part and renames it
-// to PATH at Close; CarryOver first copies the rows of an earlier output
+// encodes each row group batch by batch as its rows come, on a goroutine
+// of its own, into memory (up to four groups at once, one per eight
+// cores), copying them into the file in order (the same bytes as one
+// goroutine writes); what it holds is bounded in bytes. It writes
+// PATH.part and renames it to PATH at Close; CarryOver first copies the rows of an earlier output
 // at PATH (an interrupted run of the same job, recognised by its
 // SetMetadata entries and row count) to the front, Parquet column chunks
 // byte for byte.

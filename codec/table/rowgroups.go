@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -23,31 +22,35 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-// RowGroupBytes bounds the Arrow data the Writer holds for one Parquet row
-// group: a row group ends at RowGroupRows rows or at this many bytes,
-// whichever comes first, so wide rows do not grow the writer's memory.
+// RowGroupBytes bounds a Parquet row group's rows in Arrow bytes: a row
+// group ends at RowGroupRows rows or at this many bytes, whichever comes
+// first, so that wide rows do not grow a group encoded in memory.
 const RowGroupBytes = 64 << 20
 
-// encodingBytes bounds the Arrow data of the row groups handed to encoders
-// and not yet written to the file (a row group larger than this waits
-// until it encodes alone).
+// encodingBytes bounds the Arrow data handed to encoders and not yet
+// encoded (a batch larger than this waits until it encodes alone).
 const encodingBytes = RowGroupBytes
+
+// queuedBatches is how many batches a group's encoder may have waiting.
+const queuedBatches = 16
 
 // rowGroups writes a Parquet file whose columns are all flat (numbers,
 // strings, booleans, ...) or lists of flat elements, which is what score's
 // outputs are. The levels of such columns are computed here in one pass
-// (for fixed-shape tensors, copied from a cache). Rows are held as Arrow
-// batches until a row group is full; the group is then encoded on its own
-// goroutine, into a one-row-group Parquet file in memory, while the next
-// fills, up to rowGroupWorkers at once. An appender goroutine copies
-// each group's column chunks to the file in order and moves their offsets
-// in the group's metadata to where they now stand; Close writes the
-// footer of all the groups. The file is byte for byte the one a single
-// file.Writer writes (TestRowGroupsParallelSameBytes).
+// (for fixed-shape tensors, copied from a cache). Each row group is
+// encoded on its own goroutine, into a one-row-group Parquet file in
+// memory, batch by batch as its rows are written, so that little is left
+// to encode when the group or the file is closed; while one group's
+// encoder finishes, the next group's starts, up to rowGroupWorkers at
+// once. An appender goroutine copies each group's column chunks to the
+// file in order and moves their offsets in the group's metadata to where
+// they now stand; Close writes the footer of all the groups. The file is
+// byte for byte the one a single file.Writer writes
+// (TestRowGroupsParallelSameBytes).
 //
-// Memory: the filling group (≤ RowGroupBytes of Arrow data), the groups
-// being encoded or waiting to be appended (≤ encodingBytes of Arrow data,
-// or one larger group) and their encoded bytes.
+// Memory: the batches waiting for an encoder (≤ encodingBytes of Arrow
+// data, or one larger batch), and the encoded bytes of the groups being
+// encoded or waiting to be appended (at most rowGroupWorkers groups).
 //
 // pqarrow's general writer walks every column's nesting per batch and
 // buffers encoded pages of all columns until the row group ends; this
@@ -59,11 +62,9 @@ type rowGroups struct {
 	root  *schema.GroupNode
 	props *parquet.WriterProperties
 	meta  metadata.KeyValueMetadata
-	nulls []bool // per column: the field is nullable
-	lists []bool // per column: a list of flat elements
-	held  []arrow.RecordBatch
-	rows  int64
-	bytes int64
+	nulls []bool     // per column: the field is nullable
+	lists []bool     // per column: a list of flat elements
+	cur   *openGroup // the group being written, nil between groups
 
 	encoders chan *groupEncoder // idle encoders
 	budget   *semaphore.Weighted
@@ -83,11 +84,23 @@ type rowGroups struct {
 // encodedGroup is one row group being encoded: a whole Parquet file of
 // that one group, and its metadata.
 type encodedGroup struct {
-	done   chan struct{} // closed when file, meta and err are set
-	file   []byte
-	meta   *metadata.FileMetaData
-	err    error
-	weight int64 // of the budget
+	done chan struct{} // closed when file, meta and err are set
+	file []byte
+	meta *metadata.FileMetaData
+	err  error
+}
+
+// openGroup is the row group being written: its encoder takes the batches
+// as they come.
+type openGroup struct {
+	batches     chan queuedBatch
+	rows, bytes int64
+}
+
+// queuedBatch is a batch for an encoder and its share of the budget.
+type queuedBatch struct {
+	rec    arrow.RecordBatch
+	weight int64
 }
 
 // groupEncoder encodes row groups, one at a time, with its own scratch.
@@ -202,8 +215,9 @@ func (g *rowGroups) newFile(w io.Writer) (*file.Writer, error) {
 	return file.NewParquetWriterWithError(w, g.root, file.WithWriterProps(g.props), file.WithWriteMetadata(g.meta))
 }
 
-// write holds rec's rows for the current row group, handing the group to
-// an encoder each time it reaches RowGroupRows rows or RowGroupBytes bytes.
+// write hands rec's rows to the current row group's encoder, starting a
+// group when none is open and ending it at RowGroupRows rows or
+// RowGroupBytes bytes.
 func (g *rowGroups) write(rec arrow.RecordBatch) error {
 	perRow := int64(0)
 	for _, c := range rec.Columns() {
@@ -211,20 +225,26 @@ func (g *rowGroups) write(rec arrow.RecordBatch) error {
 	}
 	perRow /= max(rec.NumRows(), 1)
 	for off := int64(0); off < rec.NumRows(); {
-		n := min(rec.NumRows()-off, RowGroupRows-g.rows)
+		if err := g.failed(); err != nil {
+			return err
+		}
+		if g.cur == nil {
+			g.open()
+		}
+		n := min(rec.NumRows()-off, RowGroupRows-g.cur.rows)
 		part := rec
 		if n == rec.NumRows() {
 			rec.Retain()
 		} else {
 			part = rec.NewSlice(off, off+n)
 		}
-		g.held = append(g.held, part)
-		g.rows += n
-		g.bytes += perRow * n
-		if g.rows >= RowGroupRows || g.bytes >= RowGroupBytes {
-			if err := g.flush(); err != nil {
-				return err
-			}
+		weight := min(perRow*n, encodingBytes)
+		_ = g.budget.Acquire(context.Background(), weight) // never fails without a deadline
+		g.cur.batches <- queuedBatch{rec: part, weight: weight}
+		g.cur.rows += n
+		g.cur.bytes += perRow * n
+		if g.cur.rows >= RowGroupRows || g.cur.bytes >= RowGroupBytes {
+			g.flush()
 		}
 		off += n
 	}
@@ -246,49 +266,57 @@ func (g *rowGroups) fail(err error) {
 	}
 }
 
-// flush hands the held batches, one row group, to an idle encoder; it
-// waits for one, and for the group's share of encodingBytes.
-func (g *rowGroups) flush() error {
-	if len(g.held) == 0 {
-		return g.failed()
-	}
-	held := slices.Clone(g.held)
-	clear(g.held)
-	weight := min(g.bytes, encodingBytes)
-	g.held, g.rows, g.bytes = g.held[:0], 0, 0
-	if err := g.failed(); err != nil {
-		releaseAll(held)
-		return err
-	}
-	_ = g.budget.Acquire(context.Background(), weight) // never fails without a deadline
+// open starts a row group on an idle encoder (waiting for one) and queues
+// it for the appender.
+func (g *rowGroups) open() {
 	e := <-g.encoders
-	eg := &encodedGroup{done: make(chan struct{}), weight: weight}
+	eg := &encodedGroup{done: make(chan struct{})}
 	var buf []byte
 	select {
 	case buf = <-g.bufs:
 	default:
 	}
+	og := &openGroup{batches: make(chan queuedBatch, queuedBatches)}
 	go func() {
 		defer func() { g.encoders <- e }()
 		defer close(eg.done)
-		defer releaseAll(held)
-		eg.file, eg.meta, eg.err = e.encode(g, held, buf)
+		eg.file, eg.meta, eg.err = e.encode(g, og.batches, buf)
 	}()
 	g.order <- eg
-	return nil
+	g.cur = og
 }
 
-// encode writes held as the one row group of a Parquet file in buf's
-// memory and returns the file and its metadata.
-func (e *groupEncoder) encode(g *rowGroups, held []arrow.RecordBatch, buf []byte) ([]byte, *metadata.FileMetaData, error) {
+// flush ends the current row group, if any: its encoder finishes it.
+func (g *rowGroups) flush() {
+	if g.cur != nil {
+		close(g.cur.batches)
+		g.cur = nil
+	}
+}
+
+// encode writes the batches it is given, until the channel closes, as the
+// one row group of a Parquet file in buf's memory and returns the file
+// and its metadata. After an error it takes the remaining batches and
+// drops them.
+func (e *groupEncoder) encode(g *rowGroups, batches <-chan queuedBatch, buf []byte) ([]byte, *metadata.FileMetaData, error) {
 	b := bytes.NewBuffer(buf[:0])
 	wr, err := g.newFile(b)
-	if err != nil {
-		return nil, nil, err
-	}
-	rg, err := wr.AppendRowGroupChecked()
+	var rg file.BufferedRowGroupWriter
 	if err == nil {
-		err = e.writeGroup(rg, g, held)
+		rg, err = wr.AppendBufferedRowGroupChecked()
+	}
+	for qb := range batches {
+		if err == nil {
+			err = e.writeBatch(rg, g, qb.rec)
+		}
+		qb.rec.Release()
+		g.budget.Release(qb.weight)
+	}
+	if err == nil {
+		err = rg.Close()
+	}
+	if wr == nil {
+		return nil, nil, err
 	}
 	if err != nil {
 		_ = wr.Close() // releases its buffers; the file is dropped
@@ -304,20 +332,18 @@ func (e *groupEncoder) encode(g *rowGroups, held []arrow.RecordBatch, buf []byte
 	return b.Bytes(), meta, nil
 }
 
-// writeGroup writes held's columns, one after another, to rg and closes it.
-func (e *groupEncoder) writeGroup(rg file.SerialRowGroupWriter, g *rowGroups, held []arrow.RecordBatch) error {
+// writeBatch writes rec's columns to rg.
+func (e *groupEncoder) writeBatch(rg file.BufferedRowGroupWriter, g *rowGroups, rec arrow.RecordBatch) error {
 	for i := range g.nulls {
-		cw, err := rg.NextColumn()
+		cw, err := rg.Column(i)
 		if err != nil {
 			return err
 		}
-		for _, rec := range held {
-			if err := e.column(cw, g.nulls[i], g.lists[i], rec.Column(i)); err != nil {
-				return fmt.Errorf("column %s: %w", rec.Schema().Field(i).Name, err)
-			}
+		if err := e.column(cw, g.nulls[i], g.lists[i], rec.Column(i)); err != nil {
+			return fmt.Errorf("column %s: %w", rec.Schema().Field(i).Name, err)
 		}
 	}
-	return rg.Close()
+	return nil
 }
 
 // appendGroups copies the encoded groups' column chunks to the file in
@@ -333,7 +359,6 @@ func (g *rowGroups) appendGroups() {
 		if err != nil {
 			g.fail(err)
 		}
-		g.budget.Release(eg.weight)
 		if eg.file != nil {
 			select {
 			case g.bufs <- eg.file[:0]:
@@ -508,12 +533,10 @@ func resize(s []int16, n int) []int16 {
 // Close hands on the held rows, waits for every group to be written,
 // writes the footer and closes the file's writer (when an io.Closer).
 func (g *rowGroups) Close() error {
-	err := g.flush()
+	g.flush()
 	close(g.order)
 	<-g.appended
-	if err == nil {
-		err = g.err
-	}
+	err := g.err
 	if err == nil {
 		err = g.writeFooter()
 	}

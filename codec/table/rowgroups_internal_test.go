@@ -2,12 +2,11 @@ package table
 
 import (
 	"bytes"
-	"strings"
-
 	"context"
-	"github.com/apache/arrow-go/v18/parquet/compress"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -15,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/float16"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 )
@@ -230,8 +230,9 @@ func TestUseRowGroups(t *testing.T) {
 }
 
 // TestRowGroupsParallelSameBytes writes five row groups through rowGroups
-// (encoded concurrently, copied into the file, offsets moved) and the same
-// groups through one file.Writer with the same column encoder: the two
+// (each encoded batch by batch as it is written, groups concurrently,
+// copied into the file, offsets moved) and the same groups through one
+// file.Writer with the same column encoder, column after column: the two
 // files must be byte for byte equal, footer included.
 func TestRowGroupsParallelSameBytes(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
@@ -253,9 +254,19 @@ func TestRowGroupsParallelSameBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range groups {
-		if err := g.write(b); err != nil {
-			t.Fatal(err)
+	// Each group written in slices, as score's results come: its encoder
+	// takes them one by one.
+	const slice = 7000
+	pieces := make([][]arrow.RecordBatch, len(groups))
+	for i, b := range groups {
+		for lo := int64(0); lo < b.NumRows(); lo += slice {
+			pieces[i] = append(pieces[i], b.NewSlice(lo, min(lo+slice, b.NumRows())))
+		}
+		defer releaseAll(pieces[i])
+		for _, p := range pieces[i] {
+			if err := g.write(p); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if err := g.Close(); err != nil {
@@ -268,12 +279,12 @@ func TestRowGroupsParallelSameBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &groupEncoder{ctx: pqarrow.NewArrowWriteContext(context.Background(), nil)}
-	for _, b := range groups {
+	for i := range groups {
 		rg, err := wr.AppendRowGroupChecked()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := e.writeGroup(rg, g, []arrow.RecordBatch{b}); err != nil {
+		if err := writeSerialGroup(e, rg, g, pieces[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -325,9 +336,7 @@ func TestRowGroupsEncodingError(t *testing.T) {
 	if err := g.write(rec); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.flush(); err != nil {
-		t.Fatal(err) // handed on; the error comes later
-	}
+	g.flush() // handed on; the error comes later
 	err = g.Close()
 	if err == nil || !strings.Contains(err.Error(), "a null list with 1 elements") {
 		t.Fatalf("Close: %v, want the null list's error", err)
@@ -335,4 +344,21 @@ func TestRowGroupsEncodingError(t *testing.T) {
 	if bytes.HasSuffix(out.Bytes(), []byte("PAR1")) && out.Len() > 4 {
 		t.Errorf("a footer was written after the error (%d bytes)", out.Len())
 	}
+}
+
+// writeSerialGroup writes held's columns, one after another, to rg (a
+// serial row group, as one file.Writer writes) and closes it.
+func writeSerialGroup(e *groupEncoder, rg file.SerialRowGroupWriter, g *rowGroups, held []arrow.RecordBatch) error {
+	for i := range g.nulls {
+		cw, err := rg.NextColumn()
+		if err != nil {
+			return err
+		}
+		for _, rec := range held {
+			if err := e.column(cw, g.nulls[i], g.lists[i], rec.Column(i)); err != nil {
+				return fmt.Errorf("column %s: %w", rec.Schema().Field(i).Name, err)
+			}
+		}
+	}
+	return rg.Close()
 }
