@@ -202,6 +202,13 @@ func TestBenchScore(t *testing.T) {
 			}
 		}
 	}()
+	// Where each run's results start in the result stream, and when the
+	// run started: the timelines are read after both runs, so that the
+	// harness does no work between them (the worker would go on draining
+	// run 1's requests meanwhile, unaccounted).
+	var runFrom [3]uint64
+	var exits [2]time.Duration
+	var runStart [2]time.Time
 	for i, interrupt := range []bool{true, false} {
 		cmd := exec.Command(os.Args[0], args...)
 		if split {
@@ -223,6 +230,7 @@ func TestBenchScore(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
+		runFrom[i], runStart[i] = resInfo.State.LastSeq+1, start
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -259,9 +267,15 @@ func TestBenchScore(t *testing.T) {
 		logf("score run %d: %s, peak RSS %d MiB; %s / %s", i+1, took.Round(time.Millisecond), kib>>10,
 			strings.TrimSpace(stdout.String()), lines[len(lines)-1])
 		last = stdout.String()
-		rs := streamSpan(t, js, wire.DefaultResultStream, resInfo.State.LastSeq+1)
+		exits[i] = took
+	}
+	if end, err := res.Info(context.Background()); err == nil {
+		runFrom[2] = end.State.LastSeq + 1
+	}
+	for i := range 2 {
+		rs := streamSpan(t, js, wire.DefaultResultStream, runFrom[i], runFrom[i+1])
 		logf("score run %d timeline (ms from process start): results stored %s; exit at %d",
-			i+1, rs.since(start), took.Milliseconds())
+			i+1, rs.since(runStart[i]), exits[i].Milliseconds())
 	}
 	cpu3 := benchCPU(t, wcmd.Process.Pid)
 	close(stopSampling)
@@ -300,8 +314,8 @@ func (s span) since(start time.Time) string {
 }
 
 // streamSpan reads the store times of the messages of stream from
-// sequence from on (headers only).
-func streamSpan(t *testing.T, js jetstream.JetStream, stream string, from uint64) span {
+// sequence from up to (not including) sequence to (headers only).
+func streamSpan(t *testing.T, js jetstream.JetStream, stream string, from, to uint64) span {
 	t.Helper()
 	ctx := context.Background()
 	s, err := js.Stream(ctx, stream)
@@ -313,7 +327,8 @@ func streamSpan(t *testing.T, js jetstream.JetStream, stream string, from uint64
 		t.Fatal(err)
 	}
 	var sp span
-	if info.State.LastSeq < from {
+	last := min(info.State.LastSeq, to-1)
+	if last < from {
 		return sp
 	}
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
@@ -338,7 +353,7 @@ func streamSpan(t *testing.T, js jetstream.JetStream, stream string, from uint64
 			}
 			sp.last = md.Timestamp
 			sp.n++
-			if md.Sequence.Stream >= info.State.LastSeq {
+			if md.Sequence.Stream >= last {
 				return sp
 			}
 		}
