@@ -163,11 +163,16 @@ func TestSecurityScorerRole(t *testing.T) {
 	}
 	refused(stderr.String())
 
-	// Left out of the role: cancelling (request-stream reads and deletes).
+	// Left out of the role: cancelling (request-stream reads and deletes),
+	// tried while the stream holds a request (of a model no worker serves).
+	ajs, _ := jetstream.New(admin)
+	if _, err := ajs.Publish(context.Background(), wire.RequestSubject(wire.DefaultPrefix, "other"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
 	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ccancel()
 	if err := run(cctx, []string{"jobs", "-nats", url, "cancel", "x"}, &stdout, &stderr); err == nil {
-		t.Error("jobs cancel succeeded as the scorer; the role grants no request-stream access")
+		t.Error("jobs cancel succeeded as the scorer; the role grants no reads or deletes of stored requests")
 	}
 	// ... and reading stored results by sequence.
 	nc, err := nats.Connect(url, nats.UserInfo("scorer", "pw-scorer"), nats.CustomInboxPrefix("_INBOX_scorer"))

@@ -169,6 +169,12 @@ func floats(b []byte) []float32 {
 // startWorker runs a digits worker on ONNX Runtime in this process.
 func startWorker(t testing.TB, nc *nats.Conn) {
 	t.Helper()
+	startWorkerWith(t, nc, worker.Config{Model: "digits"})
+}
+
+// startWorkerWith starts a worker of the digits model with cfg.
+func startWorkerWith(t testing.TB, nc *nats.Conn, cfg worker.Config) {
+	t.Helper()
 	lib, err := onnxrt.FindLibrary(os.Getenv("JETINFER_ORT_LIBRARY"))
 	if err != nil {
 		t.Skipf("ONNX Runtime library not available (%v); run `make ort`", err)
@@ -181,7 +187,7 @@ func startWorker(t testing.TB, nc *nats.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(nc, eng, worker.Config{Model: "digits"})
+	w, err := worker.New(nc, eng, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -690,5 +696,140 @@ func TestRunRecordsWhereResultsResume(t *testing.T) {
 			t.Errorf("request %d (not finished at the interrupt) has a result at %d, before ResultsFrom %d",
 				seq, first[seq], rec.ResultsFrom)
 		}
+	}
+}
+
+// TestRunLeavesQueuedRequestsQueued interrupts a job whose requests no
+// worker has taken yet, waits past the duplicate window and resumes it:
+// the requests still queued are not published again (the server would
+// store them twice and the worker run them twice), the others are, and
+// every request is answered once and handed on once, in order.
+func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	cfg := worker.Config{Model: "digits", DuplicateWindow: time.Second}
+	cons, err := worker.EnsureStreams(context.Background(), js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A request held and not acked passes the live-worker check while
+	// no worker takes the job's requests.
+	if _, err := c.Publish(context.Background(), client.Request{ID: "hold-0", Job: "hold", Body: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	held, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hold jetstream.Msg
+	for m := range held.Messages() {
+		hold = m
+	}
+	if hold == nil {
+		t.Fatalf("holding a request: %v", held.Error())
+	}
+	reqs, _ := js.Stream(context.Background(), wire.DefaultRequestStream)
+	streamState := func() jetstream.StreamState {
+		info, err := reqs.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State
+	}
+
+	bodies, _, _ := digitsBodies(t, 7)
+	bodies = bodies[:12]
+	rows := make([]int, len(bodies))
+	for i := range rows {
+		rows[i] = 7
+	}
+	const job, window = "queued", 8
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		// The run publishes a window of requests and waits: interrupt it
+		// once they are stored (and their PubAcks had time to come).
+		for streamState().Msgs < 1+window {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+		cancel()
+	}()
+	_, err = c.Run(ctx, client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: window}, client.Bodies(bodies, rows),
+		func(seq int, _ client.Part, _ client.Result) error {
+			return fmt.Errorf("request %d answered with no worker", seq)
+		})
+	if !errors.Is(err, client.ErrInterrupted) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	rec, err := c.LoadJob(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Queued) != window {
+		t.Fatalf("record after the interrupt keeps %d queued requests (%v), want the %d published", len(rec.Queued), rec.Queued, window)
+	}
+
+	time.Sleep(2 * cfg.DuplicateWindow) // the server forgets the requests' ids
+	before := streamState().LastSeq
+	var handed []int
+	var st client.Stats
+	ran := make(chan error, 1)
+	go func() {
+		// A window wider than the queued requests: the others are
+		// published before any result comes.
+		st, err = c.Run(context.Background(), client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: 2 * window},
+			client.Bodies(bodies, rows), func(seq int, _ client.Part, r client.Result) error {
+				handed = append(handed, seq)
+				res, err := r.Decode(codec.DefaultLimits())
+				if err != nil {
+					return fmt.Errorf("request %d: %s %q: %w", seq, r.Status, r.Error, err)
+				}
+				res.Release()
+				return nil
+			})
+		ran <- err
+	}()
+	// The resumed run has found its queued requests still there and
+	// published the others: now a worker may take them.
+	for streamState().Msgs < uint64(1+len(bodies)) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := hold.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	startWorkerWith(t, nc, cfg)
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+	if want := ascending(0, len(bodies)); !slices.Equal(handed, want) {
+		t.Fatalf("resumed run handed %v, want %v", handed, want)
+	}
+	if st.Queued != window || st.Published != len(bodies)-window {
+		t.Errorf("resumed run: %d requests left queued, %d published; want %d and %d", st.Queued, st.Published, window, len(bodies)-window)
+	}
+	if stored := int(streamState().LastSeq - before); stored != len(bodies)-window {
+		t.Errorf("the request stream stored %d requests during the resumed run, want the %d not queued before", stored, len(bodies)-window)
+	}
+	res, _ := js.Stream(context.Background(), wire.DefaultResultStream)
+	info, err := res.Info(context.Background(), jetstream.WithSubjectFilter(wire.ModelResultPrefix(wire.DefaultPrefix, "digits")+job+".>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.State.Subjects) != len(bodies) {
+		t.Errorf("results stored for %d requests, want %d", len(info.State.Subjects), len(bodies))
+	}
+	for subj, n := range info.State.Subjects {
+		if n != 1 {
+			t.Errorf("%s: %d results stored: a request ran more than once", subj, n)
+		}
+	}
+	if rec, err := c.LoadJob(context.Background(), job); err != nil || len(rec.Queued) != 0 || rec.State != client.StateDone {
+		t.Errorf("record after the resumed run: %+v, %v; want done, nothing queued", rec, err)
 	}
 }

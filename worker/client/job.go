@@ -11,6 +11,7 @@ import (
 	"maps"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -127,6 +128,7 @@ type Stats struct {
 	OKRows      int64              // rows of successful results
 	FailedRows  int64              // rows of error results
 	Published   int                // requests published by this run
+	Queued      int                // requests an earlier run published that were still queued: not published again
 	ResumedRows int64              // rows whose results were stored before this run
 	TotalRows   int64              // Job.Rows
 	Errors      map[codec.Code]int // error results by code
@@ -266,25 +268,37 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	if err != nil {
 		return st, fmt.Errorf("opening result stream %s: %w", c.cfg.ResultStream, err)
 	}
+	// Which of the requests an earlier run stored are still queued, read
+	// before the stored results: a request taken off the queue since has
+	// its result stored by then (workers store the result, then ack).
+	waiting := c.stillQueued(ctx, rec.Queued, job.Carried.Requests)
 	done, err := c.storedResults(ctx, resStream, job.Name)
 	if err != nil {
 		return st, err
 	}
 
 	r := &run{c: c, job: job, done: done, st: &st, sink: sink, kv: jobs, rec: &rec, saved: time.Now(),
-		firstSeen: map[int]uint64{},
-		slots:     make(chan struct{}, job.Window),
-		pending:   make(chan pending, job.Window),
-		acks:      make(chan inflight, job.Window),
-		arrived:   make(chan Result, min(job.Window, 16)),
-		unacked:   semaphore.NewWeighted(int64(job.UnackedBytes)),
-		held:      semaphore.NewWeighted(int64(job.HeldBytes)),
-		ready:     map[int]Result{},
-		total:     -1,
+		firstSeen: map[int]uint64{}, waiting: map[int]bool{}, stored: map[int]uint64{},
+		slots:   make(chan struct{}, job.Window),
+		pending: make(chan pending, job.Window),
+		acks:    make(chan inflight, job.Window),
+		arrived: make(chan Result, min(job.Window, 16)),
+		unacked: semaphore.NewWeighted(int64(job.UnackedBytes)),
+		held:    semaphore.NewWeighted(int64(job.HeldBytes)),
+		ready:   map[int]Result{},
+		total:   -1,
 	}
 	if job.Carried.Requests > 0 && job.Carried.Requests == rec.DoneRequests {
 		// The results of the carried requests are not needed again.
 		r.from = rec.ResultsFrom
+	}
+	for seq, at := range waiting {
+		if done[seq] == 0 {
+			r.waiting[seq], r.stored[seq] = true, at
+		}
+	}
+	if len(r.waiting) > 0 {
+		c.log.Info("requests of an earlier run are still queued: not publishing them again", "job", job.Name, "requests", len(r.waiting))
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	r.recycler, _ = src.(Recycler)
@@ -301,7 +315,7 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	rec.Requests, rec.DoneRequests, rec.DoneRows = st.TotalReqs, st.Requests, st.Rows
-	rec.ResultsFrom = r.resultsFrom()
+	rec.ResultsFrom, rec.Queued = r.resultsFrom(), r.queued()
 	r.keepResume()
 	rec.FailedRows, rec.Updated = st.FailedRows, time.Now().UTC()
 	switch {
@@ -326,18 +340,71 @@ func countOrUnknown(n int) string {
 	return strconv.Itoa(n)
 }
 
+// maxDeletedDetails bounds the interior deletes of the request stream
+// that stillQueued lists to tell which requests are still there.
+const maxDeletedDetails = 10000
+
+// stillQueued returns which of queued (request → its sequence in the
+// request stream, JobRecord.Queued) from request first on the request
+// stream still holds. A request still there is not published again: past
+// the duplicate window the server would store it twice and a worker run
+// it twice. Requests leave the stream when a worker has stored their
+// result (or `jobs cancel` removes them), so one that is gone either has
+// a stored result or is published again. When the stream cannot say
+// (no right to read its state, more interior deletes than
+// maxDeletedDetails) the answer is none: every request without a stored
+// result is published again, as the server deduplicates within its
+// window.
+func (c *Client) stillQueued(ctx context.Context, queued map[int]uint64, first int) map[int]uint64 {
+	if len(queued) == 0 {
+		return nil
+	}
+	fail := func(why string, args ...any) map[int]uint64 {
+		c.log.Info("publishing an earlier run's unanswered requests again: "+why, args...)
+		return nil
+	}
+	s, err := c.js.Stream(ctx, c.cfg.RequestStream)
+	if err != nil {
+		return fail("cannot read the request stream", "stream", c.cfg.RequestStream, "err", err)
+	}
+	state := s.CachedInfo().State
+	gone := map[uint64]bool{}
+	if state.NumDeleted > 0 {
+		if state.NumDeleted > maxDeletedDetails {
+			return fail("too many interior deletes to list", "stream", c.cfg.RequestStream, "deleted", state.NumDeleted)
+		}
+		info, err := s.Info(ctx, jetstream.WithDeletedDetails(true))
+		if err != nil {
+			return fail("cannot list the request stream's interior deletes", "stream", c.cfg.RequestStream, "err", err)
+		}
+		state = info.State
+		for _, seq := range state.Deleted {
+			gone[seq] = true
+		}
+	}
+	out := map[int]uint64{}
+	for req, at := range queued {
+		if req >= first && at >= state.FirstSeq && at <= state.LastSeq && !gone[at] {
+			out[req] = at
+		}
+	}
+	return out
+}
+
 // errFinished ends the errgroup when every result has been collected.
 var errFinished = errors.New("finished")
 
 type pending struct {
 	seq     int
 	part    Part
-	resumed bool
+	resumed bool // its result was stored before the run
+	waiting bool // an earlier run's request, still queued: not published again
 }
 
 // inflight is a request published asynchronously whose PubAck confirm
 // has not seen yet.
 type inflight struct {
+	seq int // the request's number in the job
 	req Request
 	fut jetstream.PubAckFuture
 }
@@ -372,6 +439,24 @@ type run struct {
 	firstSeen map[int]uint64
 	lastSeen  uint64
 	noSeq     bool
+	// waiting: requests an earlier run stored in the request stream that
+	// are still there, with no result yet; publish leaves them out.
+	waiting map[int]bool
+	// stored is where each request stored and not handed on yet lies in
+	// the request stream (JobRecord.Queued): confirm adds, collect
+	// removes.
+	storedMu sync.Mutex
+	stored   map[int]uint64
+}
+
+// queued returns a copy of r.stored for the job record.
+func (r *run) queued() map[int]uint64 {
+	r.storedMu.Lock()
+	defer r.storedMu.Unlock()
+	if len(r.stored) == 0 {
+		return nil
+	}
+	return maps.Clone(r.stored)
 }
 
 // resultsFrom is where a later run that carries over the requests handed
@@ -433,12 +518,12 @@ func (r *run) publish(ctx context.Context, src Source) error {
 		if err := r.held.Acquire(ctx, r.heldWeight(p)); err != nil {
 			return err
 		}
-		pd := pending{seq: seq, part: p, resumed: r.done[seq] > 0}
-		if !pd.resumed && p.Body == nil {
+		pd := pending{seq: seq, part: p, resumed: r.done[seq] > 0, waiting: r.done[seq] == 0 && r.waiting[seq]}
+		if !pd.resumed && !pd.waiting && p.Body == nil {
 			return fmt.Errorf("request %d has no body and no stored result: it was finished in an earlier run and its result is gone from stream %s (start the job again under another name)",
 				seq, r.c.cfg.ResultStream)
 		}
-		if pd.resumed {
+		if pd.resumed || pd.waiting {
 			r.recycle(p.Body)
 		} else {
 			req := Request{
@@ -455,7 +540,7 @@ func (r *run) publish(ctx context.Context, src Source) error {
 				r.c.log.Debug("asynchronous publish failed", "request_id", req.ID, "err", err)
 			}
 			select {
-			case r.acks <- inflight{req: req, fut: fut}:
+			case r.acks <- inflight{seq: seq, req: req, fut: fut}:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -476,11 +561,12 @@ func (r *run) publish(ctx context.Context, src Source) error {
 func (r *run) confirm(ctx context.Context) error {
 	for in := range r.acks {
 		var err error
+		var ack *jetstream.PubAck
 		if in.fut == nil {
 			err = errors.New("not sent")
 		} else {
 			select {
-			case <-in.fut.Ok():
+			case ack = <-in.fut.Ok():
 			case err = <-in.fut.Err():
 			case <-ctx.Done():
 				return ctx.Err()
@@ -488,10 +574,13 @@ func (r *run) confirm(ctx context.Context) error {
 		}
 		if err != nil {
 			r.c.log.Debug("publish retry", "request_id", in.req.ID, "err", err)
-			if _, err := r.c.Publish(ctx, in.req); err != nil {
+			if ack, err = r.c.Publish(ctx, in.req); err != nil {
 				return err
 			}
 		}
+		r.storedMu.Lock()
+		r.stored[in.seq] = ack.Sequence
+		r.storedMu.Unlock()
 		r.unacked.Release(r.unackedWeight(in.req.Body))
 		r.recycle(in.req.Body)
 	}
@@ -693,11 +782,17 @@ func (r *run) hand(ctx context.Context, p pending, res Result) error {
 	delete(r.firstSeen, p.seq)
 	st.Requests++
 	st.Rows += int64(p.part.Rows)
-	if p.resumed {
+	switch {
+	case p.resumed:
 		st.ResumedRows += int64(p.part.Rows)
-	} else {
+	case p.waiting:
+		st.Queued++
+	default:
 		st.Published++
 	}
+	r.storedMu.Lock()
+	delete(r.stored, p.seq)
+	r.storedMu.Unlock()
 	if res.OK() {
 		st.OKRows += int64(p.part.Rows)
 	} else {
@@ -723,7 +818,7 @@ func (r *run) hand(ctx context.Context, p pending, res Result) error {
 	if now := time.Now(); now.Sub(r.saved) >= recordEvery {
 		r.saved = now
 		r.rec.DoneRequests, r.rec.DoneRows, r.rec.FailedRows, r.rec.Updated = st.Requests, st.Rows, st.FailedRows, now.UTC()
-		r.rec.ResultsFrom = r.resultsFrom()
+		r.rec.ResultsFrom, r.rec.Queued = r.resultsFrom(), r.queued()
 		r.keepResume()
 		if err := r.c.putRecord(ctx, r.kv, *r.rec); err != nil {
 			r.c.log.Warn("saving job progress", "job", r.job.Name, "err", err)

@@ -47,6 +47,12 @@ type JobRecord struct {
 	// run that carries the first DoneRequests requests over starts
 	// reading results there instead of reading the finished ones again.
 	ResultsFrom uint64 `json:"results_from,omitempty"`
+	// Queued is where the requests after DoneRequests that were stored in
+	// the request stream and not handed on lie in it: request → stream
+	// sequence. A later run does not publish again those still there
+	// (their results come all the same), so that past the duplicate
+	// window no request is stored, and run, twice.
+	Queued map[int]uint64 `json:"queued,omitempty"`
 }
 
 func (c *Client) jobKey(name string) string { return c.cfg.Model + "." + name }
