@@ -753,11 +753,10 @@ func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
 	defer cancel()
 	go func() {
 		// The run publishes a window of requests and waits: interrupt it
-		// once they are stored (and their PubAcks had time to come).
+		// once they are stored (their PubAcks may still be on the way).
 		for streamState().Msgs < 1+window {
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond)
 		}
-		time.Sleep(200 * time.Millisecond)
 		cancel()
 	}()
 	_, err = c.Run(ctx, client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: window}, client.Bodies(bodies, rows),
@@ -831,5 +830,81 @@ func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
 	}
 	if rec, err := c.LoadJob(context.Background(), job); err != nil || len(rec.Queued) != 0 || rec.State != client.StateDone {
 		t.Errorf("record after the resumed run: %+v, %v; want done, nothing queued", rec, err)
+	}
+}
+
+// TestRunInterruptedRecordsEveryStoredRequest interrupts a job while its
+// requests are being published, no worker taking them: the job record
+// names every request the stream stored (where it lies), those whose
+// PubAcks were still on the way included.
+func TestRunInterruptedRecordsEveryStoredRequest(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	cons, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(context.Background(), client.Request{ID: "hold-0", Job: "hold", Body: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	held, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range held.Messages() {
+	}
+	few, _, _ := digitsBodies(t, 7)
+	var bodies [][]byte // enough that the interrupt comes while they are sent
+	for range 40 {
+		bodies = append(bodies, few...)
+	}
+	rows := make([]int, len(bodies))
+	for i := range rows {
+		rows[i] = 7
+	}
+	reqs, _ := js.Stream(context.Background(), wire.DefaultRequestStream)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for {
+			if info, err := reqs.Info(context.Background()); err == nil && info.State.Msgs >= 3 {
+				cancel()
+				return
+			}
+		}
+	}()
+	const job = "sent"
+	_, err = c.Run(ctx, client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: len(bodies)}, client.Bodies(bodies, rows),
+		func(seq int, _ client.Part, _ client.Result) error {
+			return fmt.Errorf("request %d answered with no worker", seq)
+		})
+	if !errors.Is(err, client.ErrInterrupted) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	rec, err := c.LoadJob(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := reqs.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := int(info.State.Msgs) - 1 // the held request
+	if len(rec.Queued) != stored || stored == len(bodies) {
+		t.Fatalf("the stream stored %d of the job's %d requests, the record names %d: %v", stored, len(bodies), len(rec.Queued), rec.Queued)
+	}
+	for seq, at := range rec.Queued {
+		m, err := reqs.GetMsg(context.Background(), at)
+		if err != nil {
+			t.Fatalf("request %d at %d: %v", seq, at, err)
+		}
+		if id := m.Header.Get(nats.MsgIdHdr); id != client.RequestID(job, seq) {
+			t.Errorf("the record puts request %d at %d, which holds %q", seq, at, id)
+		}
 	}
 }

@@ -539,10 +539,18 @@ func (r *run) publish(ctx context.Context, src Source) error {
 				// buffer): confirm publishes it again, with retries.
 				r.c.log.Debug("asynchronous publish failed", "request_id", req.ID, "err", err)
 			}
+			// acks holds Window requests, as many as may be published and
+			// not handed on: the send does not wait, also not after ctx
+			// ends, so that settle sees every request sent.
+			in := inflight{seq: seq, req: req, fut: fut}
 			select {
-			case r.acks <- inflight{seq: seq, req: req, fut: fut}:
-			case <-ctx.Done():
-				return ctx.Err()
+			case r.acks <- in:
+			default:
+				select {
+				case r.acks <- in:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
 		}
 		pd.part.Body = nil
@@ -569,6 +577,7 @@ func (r *run) confirm(ctx context.Context) error {
 			case ack = <-in.fut.Ok():
 			case err = <-in.fut.Err():
 			case <-ctx.Done():
+				r.settle(in)
 				return ctx.Err()
 			}
 		}
@@ -585,6 +594,33 @@ func (r *run) confirm(ctx context.Context) error {
 		r.recycle(in.req.Body)
 	}
 	return nil
+}
+
+// ackGrace is how long an interrupted run waits for the PubAcks of the
+// requests it sent, so that the job record says where they are.
+const ackGrace = time.Second
+
+// settle records where the requests sent before the run stopped were
+// stored (in, then the rest of acks) from the PubAcks that come within
+// ackGrace, without publishing anything again: a later run leaves them
+// queued instead of publishing them once more.
+func (r *run) settle(in inflight) {
+	grace := time.NewTimer(ackGrace)
+	defer grace.Stop()
+	for ok := true; ok; in, ok = <-r.acks {
+		if in.fut == nil {
+			continue
+		}
+		select {
+		case ack := <-in.fut.Ok():
+			r.storedMu.Lock()
+			r.stored[in.seq] = ack.Sequence
+			r.storedMu.Unlock()
+		case <-in.fut.Err():
+		case <-grace.C:
+			return
+		}
+	}
 }
 
 // heldWeight is what a part takes of Job.HeldBytes.
