@@ -583,6 +583,61 @@ func TestScoreFailsFastWithoutWorker(t *testing.T) {
 	}
 }
 
+// TestScoreWaitsForAPoolScaledToZero runs score -wait where the streams
+// and the model's consumer exist but no worker runs, as for a pool scaled
+// to zero: score publishes, so that the consumer's pending count (what
+// the scheduler and KEDA scale on) shows the backlog, says that it waits,
+// and finishes once a worker starts.
+func TestScoreWaitsForAPoolScaledToZero(t *testing.T) {
+	ns := startTestServer(t)
+	js, _ := jetstream.New(connectTest(t, ns.ClientURL()))
+	cons, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := loadDigitsTable(t)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.parquet"), filepath.Join(dir, "out.parquet")
+	ids := d.writeParquet(t, in, 1, 100)
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(context.Background(), scoreArgs(ns.ClientURL(), in, out, "-wait", "-rows-per-request", "64"), &stdout, &stderr)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ci, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.NumPending > 0 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("score -wait ended with no worker: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("score -wait published nothing while no worker pulled: a pool scaled to zero would never start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	startWorkerProcess(t, ns.ClientURL())
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("score: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("score did not finish after a worker started")
+	}
+	if !strings.Contains(stderr.String(), "no worker is pulling") {
+		t.Errorf("score did not say what it waited for:\n%s", stderr.String())
+	}
+	d.checkOutput(t, out, ids)
+}
+
 func sscanf(s, format string, args ...any) (int, error) { return fmt.Sscanf(s, format, args...) }
 
 // TestScoreSurvivesServerRestart restarts the JetStream server (same port,

@@ -85,8 +85,10 @@ type Job struct {
 	// (default DefaultReadyBytes); a result past it is read again by
 	// subject at its turn.
 	ReadyBytes int
-	// Wait makes Run wait for a live worker instead of failing after
-	// LiveTimeout.
+	// Wait makes Run wait for the model's stream and consumer instead of
+	// failing after LiveTimeout when no worker pulls: once the consumer
+	// exists it publishes, and the requests wait in the stream for a
+	// worker (a pool scaled to zero starts on that backlog).
 	Wait bool
 	// LiveTimeout is how long Run looks for a live worker before failing
 	// (default 5s).
@@ -181,6 +183,14 @@ func (c *Client) jobFilter(job string) string {
 // timeout, or, with wait, until ctx ends, telling waiting (if set) what it
 // waits for.
 func (c *Client) CheckWorker(ctx context.Context, timeout time.Duration, wait bool, waiting func(string)) error {
+	return c.awaitWorker(ctx, timeout, wait, waiting, false)
+}
+
+// awaitWorker is CheckWorker; with queueOnly, a consumer that exists is
+// enough: requests then wait in the stream for a worker, and the backlog
+// they make is what starts a pool scaled to zero (the scheduler and
+// KEDA's JetStream trigger read the consumer's pending count).
+func (c *Client) awaitWorker(ctx context.Context, timeout time.Duration, wait bool, waiting func(string), queueOnly bool) error {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	start := time.Now()
@@ -204,6 +214,12 @@ func (c *Client) CheckWorker(ctx context.Context, timeout time.Duration, wait bo
 				return nil
 			}
 			why = fmt.Sprintf("consumer %q on %s exists but no worker is pulling from it", c.cfg.Model, c.cfg.RequestStream)
+			if queueOnly {
+				if waiting != nil {
+					waiting(why + ": publishing; the requests wait in the stream, and their backlog starts a pool scaled to zero")
+				}
+				return nil
+			}
 		}
 		if !wait && time.Since(start) >= timeout {
 			return fmt.Errorf("%w for model %q: %s", ErrNoWorker, c.cfg.Model, why)
@@ -253,7 +269,10 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 		Requests: job.Carried.Requests, Rows: job.Carried.Rows, ResumedRows: job.Carried.Rows,
 		OKRows: job.Carried.Rows - job.Carried.FailedRows, FailedRows: job.Carried.FailedRows}
 	maps.Copy(st.Errors, job.Carried.Errors)
-	if err := c.CheckWorker(ctx, job.LiveTimeout, job.Wait, job.Waiting); err != nil {
+	// Waiting, a run publishes once the model's consumer exists, whether
+	// or not a worker pulls yet: its requests are the backlog that scales
+	// a pool up from zero.
+	if err := c.awaitWorker(ctx, job.LiveTimeout, job.Wait, job.Waiting, job.Wait); err != nil {
 		return st, err
 	}
 	jobs, err := c.jobs(ctx)
