@@ -278,6 +278,8 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 	case errors.Is(runErr, client.ErrInterrupted):
 		interrupted = true
 		fmt.Fprintf(term, "score: interrupted: %d rows written to %s (a partial file); resume with: jetinfer score -resume %s\n", w.Rows(), cfg.out, job)
+	case errors.Is(runErr, client.ErrNoWorker):
+		return errors.Join(fmt.Errorf("%w (with -wait, score publishes once the consumer exists and waits for a worker, as for a pool scaled to zero)", runErr), closeErr)
 	case runErr != nil:
 		return errors.Join(runErr, closeErr)
 	}

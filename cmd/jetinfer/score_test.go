@@ -578,8 +578,8 @@ func TestScoreFailsFastWithoutWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = run(context.Background(), scoreArgs(ns.ClientURL(), in, filepath.Join(dir, "o.parquet")), &stdout, &stderr)
-	if !errors.Is(err, client.ErrNoWorker) || !strings.Contains(err.Error(), "no worker is pulling") {
-		t.Fatalf("score without a worker = %v, want ErrNoWorker saying nobody pulls", err)
+	if !errors.Is(err, client.ErrNoWorker) || !strings.Contains(err.Error(), "no worker is pulling") || !strings.Contains(err.Error(), "-wait") {
+		t.Fatalf("score without a worker = %v, want ErrNoWorker saying nobody pulls and naming -wait", err)
 	}
 }
 
