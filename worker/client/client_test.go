@@ -908,3 +908,62 @@ func TestRunInterruptedRecordsEveryStoredRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestRunRecordsNoQueuedPastItsBound interrupts a run with more requests
+// stored and not handed on than a job record names: the record is still
+// saved, naming none (a later run publishes them again).
+func TestRunRecordsNoQueuedPastItsBound(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	nc := connect(t, ns.ClientURL())
+	js, _ := jetstream.New(nc)
+	cons, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(nc, client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(context.Background(), client.Request{ID: "hold-0", Job: "hold", Body: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	held, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range held.Messages() {
+	}
+	const n = 16400 // past the 16,384 a record names
+	body := []byte("x")
+	bodies, rows := make([][]byte, n), make([]int, n)
+	for i := range bodies {
+		bodies[i], rows[i] = body, 1
+	}
+	reqs, _ := js.Stream(context.Background(), wire.DefaultRequestStream)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for {
+			if info, err := reqs.Info(context.Background()); err == nil && info.State.Msgs >= 1+n {
+				cancel()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	const job = "wide"
+	_, err = c.Run(ctx, client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: n}, client.Bodies(bodies, rows),
+		func(seq int, _ client.Part, _ client.Result) error {
+			return fmt.Errorf("request %d answered with no worker", seq)
+		})
+	if !errors.Is(err, client.ErrInterrupted) || strings.Contains(err.Error(), "storing job record") {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	rec, err := c.LoadJob(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != client.StateInterrupted || len(rec.Queued) != 0 {
+		t.Fatalf("record: state %s, %d queued requests named; want interrupted, none", rec.State, len(rec.Queued))
+	}
+}

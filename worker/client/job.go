@@ -468,11 +468,16 @@ type run struct {
 	stored   map[int]uint64
 }
 
+// maxQueuedRecorded bounds JobRecord.Queued (the record is one KV value,
+// at most the server's max_payload): a run with more requests stored and
+// not handed on records none, and a later run publishes them again.
+const maxQueuedRecorded = 16384
+
 // queued returns a copy of r.stored for the job record.
 func (r *run) queued() map[int]uint64 {
 	r.storedMu.Lock()
 	defer r.storedMu.Unlock()
-	if len(r.stored) == 0 {
+	if len(r.stored) == 0 || len(r.stored) > maxQueuedRecorded {
 		return nil
 	}
 	return maps.Clone(r.stored)

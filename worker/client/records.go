@@ -51,7 +51,8 @@ type JobRecord struct {
 	// the request stream and not handed on lie in it: request → stream
 	// sequence. A later run does not publish again those still there
 	// (their results come all the same), so that past the duplicate
-	// window no request is stored, and run, twice.
+	// window no request is stored, and run, twice. Empty when more than
+	// 16,384 were (a window that wide): they are published again.
 	Queued map[int]uint64 `json:"queued,omitempty"`
 }
 
