@@ -699,6 +699,28 @@ func TestRunRecordsWhereResultsResume(t *testing.T) {
 	}
 }
 
+// holdRequest publishes a request of another job and takes it from the
+// model's consumer without acking it: a request held by a "worker" passes
+// Run's live-worker check while no worker takes the job's requests.
+func holdRequest(t *testing.T, c *client.Client, cons jetstream.Consumer) jetstream.Msg {
+	t.Helper()
+	if _, err := c.Publish(context.Background(), client.Request{ID: "hold-0", Job: "hold", Body: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	held, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hold jetstream.Msg
+	for m := range held.Messages() {
+		hold = m
+	}
+	if hold == nil {
+		t.Fatalf("holding a request: %v", held.Error())
+	}
+	return hold
+}
+
 // TestRunLeavesQueuedRequestsQueued interrupts a job whose requests no
 // worker has taken yet, waits past the duplicate window and resumes it:
 // the requests still queued are not published again (the server would
@@ -717,22 +739,7 @@ func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A request held and not acked passes the live-worker check while
-	// no worker takes the job's requests.
-	if _, err := c.Publish(context.Background(), client.Request{ID: "hold-0", Job: "hold", Body: []byte("b")}); err != nil {
-		t.Fatal(err)
-	}
-	held, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var hold jetstream.Msg
-	for m := range held.Messages() {
-		hold = m
-	}
-	if hold == nil {
-		t.Fatalf("holding a request: %v", held.Error())
-	}
+	hold := holdRequest(t, c, cons)
 	reqs, _ := js.Stream(context.Background(), wire.DefaultRequestStream)
 	streamState := func() jetstream.StreamState {
 		info, err := reqs.Info(context.Background())
@@ -849,15 +856,7 @@ func TestRunInterruptedRecordsEveryStoredRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Publish(context.Background(), client.Request{ID: "hold-0", Job: "hold", Body: []byte("b")}); err != nil {
-		t.Fatal(err)
-	}
-	held, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range held.Messages() {
-	}
+	holdRequest(t, c, cons)
 	few, _, _ := digitsBodies(t, 7)
 	var bodies [][]byte // enough that the interrupt comes while they are sent
 	for range 40 {
@@ -924,15 +923,7 @@ func TestRunRecordsNoQueuedPastItsBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Publish(context.Background(), client.Request{ID: "hold-0", Job: "hold", Body: []byte("b")}); err != nil {
-		t.Fatal(err)
-	}
-	held, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range held.Messages() {
-	}
+	holdRequest(t, c, cons)
 	const n = 16400 // past the 16,384 a record names
 	body := []byte("x")
 	bodies, rows := make([][]byte, n), make([]int, n)
