@@ -699,26 +699,87 @@ func TestRunRecordsWhereResultsResume(t *testing.T) {
 	}
 }
 
-// holdRequest publishes a request of another job and takes it from the
-// model's consumer without acking it: a request held by a "worker" passes
-// Run's live-worker check while no worker takes the job's requests.
-func holdRequest(t *testing.T, c *client.Client, cons jetstream.Consumer) jetstream.Msg {
+// idleQueue is a server whose digits streams and consumer exist, with
+// one request of another job taken from the consumer and not acked: a
+// request held by a "worker" passes Run's live-worker check while no
+// worker takes the job's requests.
+type idleQueue struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	c    *client.Client
+	reqs jetstream.Stream // the request stream
+	hold jetstream.Msg    // the held request
+}
+
+func newIdleQueue(t *testing.T, cfg worker.Config) *idleQueue {
 	t.Helper()
-	if _, err := c.Publish(context.Background(), client.Request{ID: "hold-0", Job: "hold", Body: []byte("b")}); err != nil {
+	ns := startServer(t, -1, t.TempDir())
+	q := &idleQueue{nc: connect(t, ns.ClientURL())}
+	q.js, _ = jetstream.New(q.nc)
+	cons, err := worker.EnsureStreams(context.Background(), q.js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.c, err = client.New(q.nc, client.Config{Model: cfg.Model}); err != nil {
+		t.Fatal(err)
+	}
+	if q.reqs, err = q.js.Stream(context.Background(), wire.DefaultRequestStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.c.Publish(context.Background(), client.Request{ID: "hold-0", Job: "hold", Body: []byte("b")}); err != nil {
 		t.Fatal(err)
 	}
 	held, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hold jetstream.Msg
 	for m := range held.Messages() {
-		hold = m
+		q.hold = m
 	}
-	if hold == nil {
+	if q.hold == nil {
 		t.Fatalf("holding a request: %v", held.Error())
 	}
-	return hold
+	return q
+}
+
+// state returns the request stream's state.
+func (q *idleQueue) state(t *testing.T) jetstream.StreamState {
+	t.Helper()
+	info, err := q.reqs.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State
+}
+
+// interrupt runs job over bodies with window, interrupts it once the
+// request stream holds msgs messages (the held one included), and
+// returns the job's record.
+func (q *idleQueue) interrupt(t *testing.T, job string, window int, bodies [][]byte, rows []int, msgs uint64) client.JobRecord {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if info, err := q.reqs.Info(context.Background()); err == nil && info.State.Msgs >= msgs {
+				cancel()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	_, err := q.c.Run(ctx, client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: window}, client.Bodies(bodies, rows),
+		func(seq int, _ client.Part, _ client.Result) error {
+			return fmt.Errorf("request %d answered with no worker", seq)
+		})
+	if !errors.Is(err, client.ErrInterrupted) || strings.Contains(err.Error(), "storing job record") {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	rec, err := q.c.LoadJob(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }
 
 // TestRunLeavesQueuedRequestsQueued interrupts a job whose requests no
@@ -727,27 +788,9 @@ func holdRequest(t *testing.T, c *client.Client, cons jetstream.Consumer) jetstr
 // store them twice and the worker run them twice), the others are, and
 // every request is answered once and handed on once, in order.
 func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
-	ns := startServer(t, -1, t.TempDir())
-	nc := connect(t, ns.ClientURL())
-	js, _ := jetstream.New(nc)
 	cfg := worker.Config{Model: "digits", DuplicateWindow: time.Second}
-	cons, err := worker.EnsureStreams(context.Background(), js, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(nc, client.Config{Model: "digits"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hold := holdRequest(t, c, cons)
-	reqs, _ := js.Stream(context.Background(), wire.DefaultRequestStream)
-	streamState := func() jetstream.StreamState {
-		info, err := reqs.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State
-	}
+	q := newIdleQueue(t, cfg)
+	c := q.c
 
 	bodies, _, _ := digitsBodies(t, 7)
 	bodies = bodies[:12]
@@ -756,39 +799,22 @@ func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
 		rows[i] = 7
 	}
 	const job, window = "queued", 8
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		// The run publishes a window of requests and waits: interrupt it
-		// once they are stored (their PubAcks may still be on the way).
-		for streamState().Msgs < 1+window {
-			time.Sleep(5 * time.Millisecond)
-		}
-		cancel()
-	}()
-	_, err = c.Run(ctx, client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: window}, client.Bodies(bodies, rows),
-		func(seq int, _ client.Part, _ client.Result) error {
-			return fmt.Errorf("request %d answered with no worker", seq)
-		})
-	if !errors.Is(err, client.ErrInterrupted) {
-		t.Fatalf("interrupted run: %v", err)
-	}
-	rec, err := c.LoadJob(context.Background(), job)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The run publishes a window of requests and waits: interrupt it once
+	// they are stored (their PubAcks may still be on the way).
+	rec := q.interrupt(t, job, window, bodies, rows, 1+window)
 	if len(rec.Queued) != window {
 		t.Fatalf("record after the interrupt keeps %d queued requests (%v), want the %d published", len(rec.Queued), rec.Queued, window)
 	}
 
 	time.Sleep(2 * cfg.DuplicateWindow) // the server forgets the requests' ids
-	before := streamState().LastSeq
+	before := q.state(t).LastSeq
 	var handed []int
 	var st client.Stats
 	ran := make(chan error, 1)
 	go func() {
 		// A window wider than the queued requests: the others are
 		// published before any result comes.
+		var err error
 		st, err = c.Run(context.Background(), client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: 2 * window},
 			client.Bodies(bodies, rows), func(seq int, _ client.Part, r client.Result) error {
 				handed = append(handed, seq)
@@ -803,13 +829,13 @@ func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
 	}()
 	// The resumed run has found its queued requests still there and
 	// published the others: now a worker may take them.
-	for streamState().Msgs < uint64(1+len(bodies)) {
+	for q.state(t).Msgs < uint64(1+len(bodies)) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := hold.Ack(); err != nil {
+	if err := q.hold.Ack(); err != nil {
 		t.Fatal(err)
 	}
-	startWorkerWith(t, nc, cfg)
+	startWorkerWith(t, q.nc, cfg)
 	if err := <-ran; err != nil {
 		t.Fatal(err)
 	}
@@ -819,10 +845,10 @@ func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
 	if st.Queued != window || st.Published != len(bodies)-window {
 		t.Errorf("resumed run: %d requests left queued, %d published; want %d and %d", st.Queued, st.Published, window, len(bodies)-window)
 	}
-	if stored := int(streamState().LastSeq - before); stored != len(bodies)-window {
+	if stored := int(q.state(t).LastSeq - before); stored != len(bodies)-window {
 		t.Errorf("the request stream stored %d requests during the resumed run, want the %d not queued before", stored, len(bodies)-window)
 	}
-	res, _ := js.Stream(context.Background(), wire.DefaultResultStream)
+	res, _ := q.js.Stream(context.Background(), wire.DefaultResultStream)
 	info, err := res.Info(context.Background(), jetstream.WithSubjectFilter(wire.ModelResultPrefix(wire.DefaultPrefix, "digits")+job+".>"))
 	if err != nil {
 		t.Fatal(err)
@@ -845,18 +871,7 @@ func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
 // names every request the stream stored (where it lies), those whose
 // PubAcks were still on the way included.
 func TestRunInterruptedRecordsEveryStoredRequest(t *testing.T) {
-	ns := startServer(t, -1, t.TempDir())
-	nc := connect(t, ns.ClientURL())
-	js, _ := jetstream.New(nc)
-	cons, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(nc, client.Config{Model: "digits"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	holdRequest(t, c, cons)
+	q := newIdleQueue(t, worker.Config{Model: "digits"})
 	few, _, _ := digitsBodies(t, 7)
 	var bodies [][]byte // enough that the interrupt comes while they are sent
 	for range 40 {
@@ -866,39 +881,14 @@ func TestRunInterruptedRecordsEveryStoredRequest(t *testing.T) {
 	for i := range rows {
 		rows[i] = 7
 	}
-	reqs, _ := js.Stream(context.Background(), wire.DefaultRequestStream)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		for {
-			if info, err := reqs.Info(context.Background()); err == nil && info.State.Msgs >= 3 {
-				cancel()
-				return
-			}
-		}
-	}()
 	const job = "sent"
-	_, err = c.Run(ctx, client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: len(bodies)}, client.Bodies(bodies, rows),
-		func(seq int, _ client.Part, _ client.Result) error {
-			return fmt.Errorf("request %d answered with no worker", seq)
-		})
-	if !errors.Is(err, client.ErrInterrupted) {
-		t.Fatalf("interrupted run: %v", err)
-	}
-	rec, err := c.LoadJob(context.Background(), job)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := reqs.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stored := int(info.State.Msgs) - 1 // the held request
+	rec := q.interrupt(t, job, len(bodies), bodies, rows, 3)
+	stored := int(q.state(t).Msgs) - 1 // the held request
 	if len(rec.Queued) != stored || stored == len(bodies) {
 		t.Fatalf("the stream stored %d of the job's %d requests, the record names %d: %v", stored, len(bodies), len(rec.Queued), rec.Queued)
 	}
 	for seq, at := range rec.Queued {
-		m, err := reqs.GetMsg(context.Background(), at)
+		m, err := q.reqs.GetMsg(context.Background(), at)
 		if err != nil {
 			t.Fatalf("request %d at %d: %v", seq, at, err)
 		}
@@ -912,48 +902,14 @@ func TestRunInterruptedRecordsEveryStoredRequest(t *testing.T) {
 // stored and not handed on than a job record names: the record is still
 // saved, naming none (a later run publishes them again).
 func TestRunRecordsNoQueuedPastItsBound(t *testing.T) {
-	ns := startServer(t, -1, t.TempDir())
-	nc := connect(t, ns.ClientURL())
-	js, _ := jetstream.New(nc)
-	cons, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(nc, client.Config{Model: "digits"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	holdRequest(t, c, cons)
+	q := newIdleQueue(t, worker.Config{Model: "digits"})
 	const n = 16400 // past the 16,384 a record names
 	body := []byte("x")
 	bodies, rows := make([][]byte, n), make([]int, n)
 	for i := range bodies {
 		bodies[i], rows[i] = body, 1
 	}
-	reqs, _ := js.Stream(context.Background(), wire.DefaultRequestStream)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		for {
-			if info, err := reqs.Info(context.Background()); err == nil && info.State.Msgs >= 1+n {
-				cancel()
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	const job = "wide"
-	_, err = c.Run(ctx, client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: n}, client.Bodies(bodies, rows),
-		func(seq int, _ client.Part, _ client.Result) error {
-			return fmt.Errorf("request %d answered with no worker", seq)
-		})
-	if !errors.Is(err, client.ErrInterrupted) || strings.Contains(err.Error(), "storing job record") {
-		t.Fatalf("interrupted run: %v", err)
-	}
-	rec, err := c.LoadJob(context.Background(), job)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := q.interrupt(t, "wide", n, bodies, rows, 1+n)
 	if rec.State != client.StateInterrupted || len(rec.Queued) != 0 {
 		t.Fatalf("record: state %s, %d queued requests named; want interrupted, none", rec.State, len(rec.Queued))
 	}

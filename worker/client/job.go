@@ -459,13 +459,22 @@ type run struct {
 	lastSeen  uint64
 	noSeq     bool
 	// waiting: requests an earlier run stored in the request stream that
-	// are still there, with no result yet; publish leaves them out.
+	// are still there, with no result yet; publish leaves them out
+	// (read-only once running).
 	waiting map[int]bool
 	// stored is where each request stored and not handed on yet lies in
 	// the request stream (JobRecord.Queued): confirm adds, collect
 	// removes.
 	storedMu sync.Mutex
 	stored   map[int]uint64
+}
+
+// storedAt records that request seq lies at sequence at of the request
+// stream.
+func (r *run) storedAt(seq int, at uint64) {
+	r.storedMu.Lock()
+	r.stored[seq] = at
+	r.storedMu.Unlock()
 }
 
 // maxQueuedRecorded bounds JobRecord.Queued (the record is one KV value,
@@ -542,7 +551,7 @@ func (r *run) publish(ctx context.Context, src Source) error {
 		if err := r.held.Acquire(ctx, r.heldWeight(p)); err != nil {
 			return err
 		}
-		pd := pending{seq: seq, part: p, resumed: r.done[seq] > 0, waiting: r.done[seq] == 0 && r.waiting[seq]}
+		pd := pending{seq: seq, part: p, resumed: r.done[seq] > 0, waiting: r.waiting[seq]}
 		if !pd.resumed && !pd.waiting && p.Body == nil {
 			return fmt.Errorf("request %d has no body and no stored result: it was finished in an earlier run and its result is gone from stream %s (start the job again under another name)",
 				seq, r.c.cfg.ResultStream)
@@ -611,9 +620,7 @@ func (r *run) confirm(ctx context.Context) error {
 				return err
 			}
 		}
-		r.storedMu.Lock()
-		r.stored[in.seq] = ack.Sequence
-		r.storedMu.Unlock()
+		r.storedAt(in.seq, ack.Sequence)
 		r.unacked.Release(r.unackedWeight(in.req.Body))
 		r.recycle(in.req.Body)
 	}
@@ -637,9 +644,7 @@ func (r *run) settle(in inflight) {
 		}
 		select {
 		case ack := <-in.fut.Ok():
-			r.storedMu.Lock()
-			r.stored[in.seq] = ack.Sequence
-			r.storedMu.Unlock()
+			r.storedAt(in.seq, ack.Sequence)
 		case <-in.fut.Err():
 		case <-grace.C:
 			return
