@@ -17,8 +17,10 @@ import (
 const ActiveAlias = "active"
 
 // Alias names for a version besides the active one (e.g. "stable",
-// "canary"); a request or worker may ask for a model by alias.
-var aliasRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
+// "canary"); a request or worker may ask for a model by alias. Lengths
+// are checked apart: a bounded repeat such as {0,63} compiles into that
+// many copies, which every jetinfer command would pay for at start.
+var aliasRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
 
 // aliasRecord is the value of <model>.alias.<alias>.
 type aliasRecord struct {
@@ -30,7 +32,7 @@ func aliasKey(model, alias string) string { return model + ".alias." + alias }
 // CheckAlias validates an alias name: 1-64 of a-z 0-9 _ -, starting with
 // a letter. "active" is valid and means the active version.
 func CheckAlias(alias string) error {
-	if !aliasRE.MatchString(alias) {
+	if len(alias) > 64 || !aliasRE.MatchString(alias) {
 		return fmt.Errorf("alias %q: want a lower-case name of a-z 0-9 _ -, starting with a letter", alias)
 	}
 	return nil

@@ -217,17 +217,18 @@ func (r *Repository) ChunkSize() uint32 { return r.chunk }
 // CacheDir returns this node's artifact cache directory.
 func (r *Repository) CacheDir() string { return r.cfg.CacheDir }
 
+// Name patterns; their lengths are checked apart (see aliasRE).
 var (
-	modelRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	modelRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	// Versions may hold dots ("1.2.0") but not empty tokens.
 	versionRE  = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
-	artifactRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$`)
+	artifactRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9_.-]*$`)
 )
 
 // CheckName validates a model name and, when version is not empty, a
 // version: they become KV keys and object names.
 func CheckName(model, version string) error {
-	if !modelRE.MatchString(model) {
+	if len(model) > 128 || !modelRE.MatchString(model) {
 		return fmt.Errorf("model name %q: want 1-128 of A-Z a-z 0-9 _ -", model)
 	}
 	if version != "" && (len(version) > 128 || !versionRE.MatchString(version)) {
@@ -286,7 +287,7 @@ func (r *Repository) Push(ctx context.Context, model, version string, uploads []
 		names[a.Name] = true
 	}
 	add := func(it item) error {
-		if !artifactRE.MatchString(it.art.Name) {
+		if len(it.art.Name) > 255 || !artifactRE.MatchString(it.art.Name) {
 			return fmt.Errorf("artifact name %q: want a file name of A-Z a-z 0-9 _ . -", it.art.Name)
 		}
 		if names[it.art.Name] {
