@@ -196,15 +196,15 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 			prev = &rec
 		}
 	}
-	var resume *resumePoint
+	var resume, sent *resumePoint
 	if prev != nil && prev.Fingerprint == fp {
-		resume = parseResume(prev.Resume)
+		resume, sent = parseResume(prev.Resume), parseResume(prev.Sent)
 	}
-	rd, err := newScoreSource(files, opts, resume)
+	rd, err := newScoreSource(files, opts, resume, sent, log)
 	if err != nil && resume != nil {
 		log.Warn("reading the input from its start: cannot go on from the job's resume point", "err", err)
 		resume = nil
-		rd, err = newScoreSource(files, opts, nil)
+		rd, err = newScoreSource(files, opts, nil, nil, log)
 	}
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/jetinfer/jetinfer/codec"
@@ -174,25 +175,35 @@ func readErrorsFile(path string, requests int) (map[codec.Code]int, int64, error
 	return errs, failed, nil
 }
 
-// scoreSource is score's client.Source: the finished requests before a
-// resume point first (row counts from the point, kept columns from their
-// own Reader, no body), then the requests the Reader cuts from the
-// point's position (or from the start), each with the resume point that
-// follows it.
+// scoreSource is score's client.Source: the requests that need no body
+// first — the finished requests before a resume point and, when the run
+// says so (NeedBodies), those an earlier run stored up to its sent point —
+// with row counts from the point, kept columns from their own Reader and
+// no body; then the requests the Reader cuts from the point's position
+// (or from the start), each with the resume point that follows it.
 type scoreSource struct {
 	rd     *table.Reader
 	files  []string
-	keepOp *table.Options // for keep, opened at the first finished request; nil when nothing is kept
-	keep   *table.Reader  // kept columns of the finished requests
-	prefix []int          // rows of each finished request before rd's start
+	opts   table.Options  // rd's options
+	keepOp *table.Options // for keep, opened at the first request without a body; nil when nothing is kept
+	keep   *table.Reader  // kept columns of the requests without a body
+	prefix []int          // rows of each request before rd's start
 	cuts   cutLog
 	seq    int
+	from   *table.Position // where the request after the finished ones starts (nil: the input's start)
+	sent   *resumePoint    // an earlier run's sent point past the resume point (nil: none)
+	log    *slog.Logger
 }
 
 // newScoreSource reads files from the start, or from after the finished
-// requests of resume (nil: none).
-func newScoreSource(files []string, opts table.Options, resume *resumePoint) (*scoreSource, error) {
-	s := &scoreSource{files: files}
+// requests of resume (nil: none); sent is the job's sent point (nil:
+// none), used if the run says that no request before it needs a body.
+func newScoreSource(files []string, opts table.Options, resume, sent *resumePoint, log *slog.Logger) (*scoreSource, error) {
+	s := &scoreSource{files: files, log: log}
+	if len(opts.Keep) > 0 {
+		// A Reader of the kept columns only: they are what it sends.
+		s.keepOp = &table.Options{Columns: opts.Keep, Keep: opts.Keep, RowsPerRequest: opts.RowsPerRequest, MaxBytes: opts.MaxBytes, Mem: opts.Mem}
+	}
 	if resume != nil {
 		for _, c := range resume.Cuts {
 			for range c.Count {
@@ -200,19 +211,75 @@ func newScoreSource(files []string, opts table.Options, resume *resumePoint) (*s
 				s.cuts.add(c.Rows)
 			}
 		}
-		if len(opts.Keep) > 0 {
-			// A Reader of the kept columns only: they are what it sends.
-			s.keepOp = &table.Options{Columns: opts.Keep, Keep: opts.Keep, RowsPerRequest: opts.RowsPerRequest, MaxBytes: opts.MaxBytes, Mem: opts.Mem}
-		}
 		start := resume.Position
-		opts.Start = &start
+		opts.Start, s.from = &start, &start
+	}
+	if sent != nil && sent.extends(resume) {
+		s.sent = sent
 	}
 	rd, err := table.Open(files, opts)
 	if err != nil {
 		return nil, err
 	}
-	s.rd = rd
+	s.rd, s.opts = rd, opts
 	return s, nil
+}
+
+// extends reports whether p lies past resume (nil: the input's start) on
+// the same cuts.
+func (p *resumePoint) extends(resume *resumePoint) bool {
+	if resume == nil {
+		return true
+	}
+	if p.Requests <= resume.Requests || len(p.Cuts) < len(resume.Cuts) {
+		return false
+	}
+	last := len(resume.Cuts) - 1
+	for i, c := range resume.Cuts {
+		if c.Rows != p.Cuts[i].Rows || (i < last && c.Count != p.Cuts[i].Count) || (i == last && c.Count > p.Cuts[i].Count) {
+			return false
+		}
+	}
+	return true
+}
+
+// NeedBodies (client.BodyFilter) moves the Reader to the sent point when
+// no request before it needs a body: their kept columns come from the
+// kept-columns Reader and their rows are not decoded for bodies nobody
+// sends.
+func (s *scoreSource) NeedBodies(needed func(seq int) bool) {
+	p := s.sent
+	if p == nil || s.seq > 0 && s.seq != len(s.prefix) {
+		return
+	}
+	for seq := s.seq; seq < p.Requests; seq++ {
+		if needed(seq) {
+			return
+		}
+	}
+	opts := s.opts
+	start := p.Position
+	opts.Start = &start
+	rd, err := table.Open(s.files, opts)
+	if err != nil {
+		s.log.Info("reading the input from the job's resume point", "why", err)
+		return
+	}
+	_ = s.rd.Close()
+	s.rd = rd
+	s.prefix, s.cuts = s.prefix[:0], cutLog{}
+	for _, c := range p.Cuts {
+		for range c.Count {
+			s.prefix = append(s.prefix, c.Rows)
+			s.cuts.add(c.Rows)
+		}
+	}
+	if s.keepOp != nil && s.seq > 0 {
+		keep := *s.keepOp
+		keep.Start = s.from
+		s.keepOp = &keep
+	}
+	s.log.Info("requests stored by an earlier run are read without their bodies", "requests", p.Requests-s.seq, "from_request", s.seq)
 }
 
 // leaveOutFinished makes the first unfinished request the first part:
@@ -239,14 +306,14 @@ func (s *scoreSource) Next(ctx context.Context) (client.Part, error) {
 		if s.keep == nil && s.keepOp != nil {
 			k, err := table.Open(s.files, *s.keepOp)
 			if err != nil {
-				return client.Part{}, fmt.Errorf("kept columns of finished requests: %w", err)
+				return client.Part{}, fmt.Errorf("kept columns of requests without a body: %w", err)
 			}
 			s.keep = k
 		}
 		if s.keep != nil {
 			c, err := s.keep.NextRows(ctx, n)
 			if err != nil {
-				return client.Part{}, fmt.Errorf("kept columns of finished request %d: %w", s.seq-1, err)
+				return client.Part{}, fmt.Errorf("kept columns of request %d: %w", s.seq-1, err)
 			}
 			p.Keep, p.Held = c.Keep, table.RecordBytes(c.Keep)
 		}

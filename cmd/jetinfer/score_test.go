@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -677,4 +678,74 @@ func TestScoreSurvivesServerRestart(t *testing.T) {
 		t.Fatalf("score across a server restart: %v\n%s", err, stderr.String())
 	}
 	d.checkOutput(t, out, ids)
+}
+
+// TestScoreResumeReadsQueuedRequestsWithoutBodies interrupts a job whose
+// first requests wait in the stream for a pool scaled to zero, then
+// resumes it with a worker: the stored requests are not read for bodies
+// again (their kept columns are), the rest are read from where the
+// interrupted run stopped sending, every request is stored once, and the
+// output holds every row once.
+func TestScoreResumeReadsQueuedRequestsWithoutBodies(t *testing.T) {
+	ns := startTestServer(t)
+	js, _ := jetstream.New(connectTest(t, ns.ClientURL()))
+	cons, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := loadDigitsTable(t)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.parquet"), filepath.Join(dir, "out.parquet")
+	// Row groups of 100 rows, requests of 64: the sent point lies inside
+	// a row group.
+	ids := d.writeParquet(t, in, 10, 100)
+	const window, rowsPer = 20, 64
+	requests := (len(ids) + rowsPer - 1) / rowsPer
+	args := scoreArgs(ns.ClientURL(), in, out, "-wait", "-rows-per-request", strconv.Itoa(rowsPer), "-window", strconv.Itoa(window))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, &stdout, &stderr) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ci, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.NumPending >= window {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("score stored %d requests, want a window of %d\n%s", ci.NumPending, window, stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, client.ErrInterrupted) {
+		t.Fatalf("interrupted score = %v, want ErrInterrupted\n%s", err, stderr.String())
+	}
+
+	startWorkerProcess(t, ns.ClientURL())
+	stdout.Reset()
+	stderr.Reset()
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("resumed score: %v\n%s", err, stderr.String())
+	}
+	if log := stderr.String(); !strings.Contains(log, "read without their bodies") || !strings.Contains(log, fmt.Sprintf("requests=%d", window)) {
+		t.Errorf("the resumed run did not read the %d stored requests without bodies:\n%s", window, log)
+	}
+	var rows, ok, failed, resumed int
+	if _, err := fmtSscan(stdout.String(), &rows, &ok, &failed, &resumed); err != nil || rows != len(ids) || ok != len(ids) {
+		t.Errorf("summary %q (%v): want %d rows, all ok", stdout.String(), err, len(ids))
+	}
+	d.checkOutput(t, out, ids)
+	rs, err := js.Stream(context.Background(), wire.DefaultRequestStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := rs.CachedInfo().State; st.LastSeq != uint64(requests) {
+		t.Errorf("the request stream stored %d requests, want each of the %d once", st.LastSeq, requests)
+	}
 }

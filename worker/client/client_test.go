@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -768,7 +769,7 @@ func (q *idleQueue) interrupt(t *testing.T, job string, window int, bodies [][]b
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	_, err := q.c.Run(ctx, client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: window}, client.Bodies(bodies, rows),
+	_, err := q.c.Run(ctx, client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: window}, &markedSource{client.Bodies(bodies, rows), 0},
 		func(seq int, _ client.Part, _ client.Result) error {
 			return fmt.Errorf("request %d answered with no worker", seq)
 		})
@@ -780,6 +781,22 @@ func (q *idleQueue) interrupt(t *testing.T, job string, window int, bodies [][]b
 		t.Fatal(err)
 	}
 	return rec
+}
+
+// markedSource gives each part the number of requests up to it as its
+// Resume.
+type markedSource struct {
+	client.Source
+	n int
+}
+
+func (s *markedSource) Next(ctx context.Context) (client.Part, error) {
+	p, err := s.Source.Next(ctx)
+	if err == nil {
+		s.n++
+		p.Resume = s.n
+	}
+	return p, err
 }
 
 // TestRunLeavesQueuedRequestsQueued interrupts a job whose requests no
@@ -869,7 +886,8 @@ func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
 // TestRunInterruptedRecordsEveryStoredRequest interrupts a job while its
 // requests are being published, no worker taking them: the job record
 // names every request the stream stored (where it lies), those whose
-// PubAcks were still on the way included.
+// PubAcks were still on the way included, and as its sent point the
+// Resume of the last of them.
 func TestRunInterruptedRecordsEveryStoredRequest(t *testing.T) {
 	q := newIdleQueue(t, worker.Config{Model: "digits"})
 	few, _, _ := digitsBodies(t, 7)
@@ -886,6 +904,11 @@ func TestRunInterruptedRecordsEveryStoredRequest(t *testing.T) {
 	stored := int(q.state(t).Msgs) - 1 // the held request
 	if len(rec.Queued) != stored || stored == len(bodies) {
 		t.Fatalf("the stream stored %d of the job's %d requests, the record names %d: %v", stored, len(bodies), len(rec.Queued), rec.Queued)
+	}
+	// Every request up to the last one stored is stored: the record's
+	// sent point is the Resume of that one.
+	if got, want := string(rec.Sent), strconv.Itoa(stored); got != want {
+		t.Errorf("the record's sent point is %q, want %s: the Resume of the last stored request", got, want)
 	}
 	for seq, at := range rec.Queued {
 		m, err := q.reqs.GetMsg(context.Background(), at)

@@ -44,6 +44,17 @@ type Source interface {
 	Next(ctx context.Context) (Part, error)
 }
 
+// BodyFilter may be implemented by a Source that reads faster when it
+// knows which requests need no body. Run calls NeedBodies once, before
+// the first Next, with needed reporting whether request seq must be
+// published: false for a request whose result is stored or that an
+// earlier run left waiting in the request stream (JobRecord.Queued), and
+// for the requests Job.Carried covers. Parts for which needed is false
+// may come without a Body.
+type BodyFilter interface {
+	NeedBodies(needed func(seq int) bool)
+}
+
 // Recycler may be implemented by a Source that reuses request bodies: Run
 // calls Recycle with a Part's Body once it no longer needs it (the
 // request is stored, or was not sent because its result was). Recycle is
@@ -319,6 +330,9 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	if len(r.waiting) > 0 {
 		c.log.Info("requests of an earlier run are still queued: not publishing them again", "job", job.Name, "requests", len(r.waiting))
 	}
+	if f, ok := src.(BodyFilter); ok {
+		f.NeedBodies(func(seq int) bool { return seq >= job.Carried.Requests && done[seq] == 0 && !r.waiting[seq] })
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	r.recycler, _ = src.(Recycler)
 	g.Go(func() error { return r.publish(gctx, src) })
@@ -336,6 +350,7 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	rec.Requests, rec.DoneRequests, rec.DoneRows = st.TotalReqs, st.Requests, st.Rows
 	rec.ResultsFrom, rec.Queued = r.resultsFrom(), r.queued()
 	r.keepResume()
+	r.keepSent(&rec)
 	rec.FailedRows, rec.Updated = st.FailedRows, time.Now().UTC()
 	switch {
 	case err == nil:
@@ -423,9 +438,10 @@ type pending struct {
 // inflight is a request published asynchronously whose PubAck confirm
 // has not seen yet.
 type inflight struct {
-	seq int // the request's number in the job
-	req Request
-	fut jetstream.PubAckFuture
+	seq    int // the request's number in the job
+	req    Request
+	fut    jetstream.PubAckFuture
+	resume any // the part's Resume
 }
 
 // run is the state of one Run. publish, confirm, notify and collect each
@@ -464,17 +480,50 @@ type run struct {
 	waiting map[int]bool
 	// stored is where each request stored and not handed on yet lies in
 	// the request stream (JobRecord.Queued): confirm adds, collect
-	// removes.
+	// removes. sent is the Resume of the last request confirmed stored
+	// with every one before it stored or not needed (JobRecord.Sent);
+	// gap says that a request's PubAck was missed, so sent stays put.
 	storedMu sync.Mutex
 	stored   map[int]uint64
+	sent     any
+	gap      bool
 }
 
-// storedAt records that request seq lies at sequence at of the request
-// stream.
-func (r *run) storedAt(seq int, at uint64) {
+// storedAt records that request in lies at sequence at of the request
+// stream. Requests are confirmed in order, so every request before it is
+// stored too, unless a PubAck was missed (missed).
+func (r *run) storedAt(in inflight, at uint64) {
 	r.storedMu.Lock()
-	r.stored[seq] = at
+	r.stored[in.seq] = at
+	if in.resume != nil && !r.gap {
+		r.sent = in.resume
+	}
 	r.storedMu.Unlock()
+}
+
+// missed records that request in may not be stored: the sent point no
+// longer moves.
+func (r *run) missed() {
+	r.storedMu.Lock()
+	r.gap = true
+	r.storedMu.Unlock()
+}
+
+// keepSent puts the sent point into the job record, when this run has
+// one (else the record keeps an earlier run's).
+func (r *run) keepSent(rec *JobRecord) {
+	r.storedMu.Lock()
+	sent := r.sent
+	r.storedMu.Unlock()
+	if sent == nil {
+		return
+	}
+	b, err := json.Marshal(sent)
+	if err != nil {
+		r.c.log.Warn("encoding the job's sent point", "job", r.job.Name, "err", err)
+		return
+	}
+	rec.Sent = b
 }
 
 // maxQueuedRecorded bounds JobRecord.Queued (the record is one KV value,
@@ -575,7 +624,7 @@ func (r *run) publish(ctx context.Context, src Source) error {
 			// acks holds Window requests, as many as may be published and
 			// not handed on: the send does not wait, also not after ctx
 			// ends, so that settle sees every request sent.
-			in := inflight{seq: seq, req: req, fut: fut}
+			in := inflight{seq: seq, req: req, fut: fut, resume: p.Resume}
 			select {
 			case r.acks <- in:
 			default:
@@ -620,7 +669,7 @@ func (r *run) confirm(ctx context.Context) error {
 				return err
 			}
 		}
-		r.storedAt(in.seq, ack.Sequence)
+		r.storedAt(in, ack.Sequence)
 		r.unacked.Release(r.unackedWeight(in.req.Body))
 		r.recycle(in.req.Body)
 	}
@@ -640,13 +689,16 @@ func (r *run) settle(in inflight) {
 	defer grace.Stop()
 	for ok := true; ok; in, ok = <-r.acks {
 		if in.fut == nil {
+			r.missed()
 			continue
 		}
 		select {
 		case ack := <-in.fut.Ok():
-			r.storedAt(in.seq, ack.Sequence)
+			r.storedAt(in, ack.Sequence)
 		case <-in.fut.Err():
+			r.missed()
 		case <-grace.C:
+			r.missed()
 			return
 		}
 	}
@@ -885,6 +937,7 @@ func (r *run) hand(ctx context.Context, p pending, res Result) error {
 		r.rec.DoneRequests, r.rec.DoneRows, r.rec.FailedRows, r.rec.Updated = st.Requests, st.Rows, st.FailedRows, now.UTC()
 		r.rec.ResultsFrom, r.rec.Queued = r.resultsFrom(), r.queued()
 		r.keepResume()
+		r.keepSent(r.rec)
 		if err := r.c.putRecord(ctx, r.kv, *r.rec); err != nil {
 			r.c.log.Warn("saving job progress", "job", r.job.Name, "err", err)
 		}

@@ -54,6 +54,12 @@ type JobRecord struct {
 	// window no request is stored, and run, twice. Empty when more than
 	// 16,384 were (a window that wide): they are published again.
 	Queued map[int]uint64 `json:"queued,omitempty"`
+	// Sent is the Part.Resume, as JSON, of the last request a run stored
+	// in the request stream with every request before it stored too or
+	// finished (nil: none yet). A later run whose requests up to there
+	// all have a stored result or still wait in the stream can read the
+	// input for the requests it publishes from there (BodyFilter).
+	Sent json.RawMessage `json:"sent,omitempty"`
 }
 
 func (c *Client) jobKey(name string) string { return c.cfg.Model + "." + name }
