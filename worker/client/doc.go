@@ -19,8 +19,11 @@
 // window has passed. A Source may say where it can start again after a
 // part (Part.Resume): the record keeps the last such point handed on, so
 // that a later run can skip what came before it (parts without a Body,
-// for requests whose results are stored). Requests are published without waiting for each
-// PubAck; the PubAcks are awaited in order on another goroutine, and a
+// for requests whose results are stored). The record also keeps the
+// point after the last request stored in the request stream (Sent), and
+// a Source that implements BodyFilter is told which requests need no body
+// (a stored result, still queued), so that it can skip reading them.
+// Requests are published without waiting for each PubAck; the PubAcks are awaited in order on another goroutine, and a
 // request whose publish failed or was not acknowledged in Config.Timeout
 // is published again (Publish: same Nats-Msg-Id, backoff); request bodies
 // awaiting their PubAck are bounded by Job.UnackedBytes. Results, those
