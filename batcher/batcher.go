@@ -167,6 +167,7 @@ type Batcher struct {
 	table    [][][]float64 // [profile][class][n] predicted ns for n real rows; +Inf when the profile cannot run it
 	maxN     []int         // per class: most rows any profile runs at that class
 	bp       []bool        // per row count: a grid batch size or profile limit (cost slope may change)
+	breaks   []int         // the row counts bp marks, ascending
 	ideal    []float64     // per class: cheapest ns per row at that class
 	idealMax []float64     // per class k: the largest ideal of classes 0..k
 	swBuf    []float64     // switch cost from the last plan's profile, per profile
@@ -281,6 +282,14 @@ func (b *Batcher) buildTables() {
 			b.table[p][k] = row
 		}
 	}
+	// Row counts where some profile's cost may change slope: its grid
+	// batch sizes and limits (bp), the feasible range's ends included.
+	b.breaks = b.breaks[:0]
+	for n := 1; n < len(b.bp); n++ {
+		if b.bp[n] {
+			b.breaks = append(b.breaks, n)
+		}
+	}
 	b.idealMax = make([]float64, K)
 	for k := range b.idealMax {
 		b.idealMax[k] = b.ideal[k]
@@ -295,16 +304,33 @@ func (b *Batcher) buildTables() {
 // class top that carries the a anchor rows of ideal cost sum anchorIdeal:
 // fill rows cost at most idealMax[top] each, and no window of n rows costs
 // less than its cheapest profile (switch included).
+//
+// Between two consecutive breaks (see buildTables) every profile's cost is
+// linear in the row count, so the ratio, a linear function over a linear
+// one, is monotone there: its largest value over n ≥ a lies at a, at a
+// break or at the class's largest batch, and only those are evaluated,
+// each profile apart (the cheapest profile gives the largest ratio).
 func (b *Batcher) ratioBound(top, a int, anchorIdeal float64) float64 {
 	bound := 0.0
-	for n := max(a, 1); n <= b.maxN[top]; n++ {
-		c := math.Inf(1)
+	last := b.maxN[top]
+	at := func(n int) {
 		for q := range b.l.profiles {
-			c = min(c, b.table[q][top][n]+b.swBuf[q])
+			if c := b.table[q][top][n] + b.swBuf[q]; !math.IsInf(c, 1) && c > 0 {
+				bound = max(bound, (anchorIdeal+float64(n-a)*b.idealMax[top])/c)
+			}
 		}
-		if !math.IsInf(c, 1) && c > 0 {
-			bound = max(bound, (anchorIdeal+float64(n-a)*b.idealMax[top])/c)
-		}
+	}
+	first := max(a, 1)
+	if first > last {
+		return bound
+	}
+	at(first)
+	i, _ := slices.BinarySearch(b.breaks, first+1)
+	for ; i < len(b.breaks) && b.breaks[i] < last; i++ {
+		at(b.breaks[i])
+	}
+	if last > first {
+		at(last)
 	}
 	return bound
 }
