@@ -205,12 +205,7 @@ func newScoreSource(files []string, opts table.Options, resume, sent *resumePoin
 		s.keepOp = &table.Options{Columns: opts.Keep, Keep: opts.Keep, RowsPerRequest: opts.RowsPerRequest, MaxBytes: opts.MaxBytes, Mem: opts.Mem}
 	}
 	if resume != nil {
-		for _, c := range resume.Cuts {
-			for range c.Count {
-				s.prefix = append(s.prefix, c.Rows)
-				s.cuts.add(c.Rows)
-			}
-		}
+		s.before(resume)
 		start := resume.Position
 		opts.Start, s.from = &start, &start
 	}
@@ -223,6 +218,18 @@ func newScoreSource(files []string, opts table.Options, resume, sent *resumePoin
 	}
 	s.rd, s.opts = rd, opts
 	return s, nil
+}
+
+// before makes the requests before p the ones read without a body: their
+// rows, and the cuts the resume points after them extend.
+func (s *scoreSource) before(p *resumePoint) {
+	s.prefix, s.cuts = s.prefix[:0], cutLog{}
+	for _, c := range p.Cuts {
+		for range c.Count {
+			s.prefix = append(s.prefix, c.Rows)
+			s.cuts.add(c.Rows)
+		}
+	}
 }
 
 // extends reports whether p lies past resume (nil: the input's start) on
@@ -267,13 +274,7 @@ func (s *scoreSource) NeedBodies(needed func(seq int) bool) {
 	}
 	_ = s.rd.Close()
 	s.rd = rd
-	s.prefix, s.cuts = s.prefix[:0], cutLog{}
-	for _, c := range p.Cuts {
-		for range c.Count {
-			s.prefix = append(s.prefix, c.Rows)
-			s.cuts.add(c.Rows)
-		}
-	}
+	s.before(p)
 	if s.keepOp != nil && s.seq > 0 {
 		keep := *s.keepOp
 		keep.Start = s.from

@@ -589,13 +589,44 @@ func TestScoreFailsFastWithoutWorker(t *testing.T) {
 // to zero: score publishes, so that the consumer's pending count (what
 // the scheduler and KEDA scale on) shows the backlog, says that it waits,
 // and finishes once a worker starts.
-func TestScoreWaitsForAPoolScaledToZero(t *testing.T) {
+// startPoolAtZero starts a server with the streams and the digits
+// model's consumer, and no worker: a pool scaled to zero.
+func startPoolAtZero(t *testing.T) (*server.Server, jetstream.JetStream, jetstream.Consumer) {
+	t.Helper()
 	ns := startTestServer(t)
 	js, _ := jetstream.New(connectTest(t, ns.ClientURL()))
 	cons, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ns, js, cons
+}
+
+// awaitPending waits up to 20 s for cons to have n requests pending and
+// returns how many it has; it fails the test if the run reporting on
+// done ends first.
+func awaitPending(t *testing.T, cons jetstream.Consumer, n uint64, done <-chan error) uint64 {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ci, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.NumPending >= n || time.Now().After(deadline) {
+			return ci.NumPending
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("score ended with %d of %d requests pending and no worker: %v", ci.NumPending, n, err)
+		default:
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestScoreWaitsForAPoolScaledToZero(t *testing.T) {
+	ns, _, cons := startPoolAtZero(t)
 	d := loadDigitsTable(t)
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in.parquet"), filepath.Join(dir, "out.parquet")
@@ -605,24 +636,8 @@ func TestScoreWaitsForAPoolScaledToZero(t *testing.T) {
 	go func() {
 		done <- run(context.Background(), scoreArgs(ns.ClientURL(), in, out, "-wait", "-rows-per-request", "64"), &stdout, &stderr)
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ci, err := cons.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ci.NumPending > 0 {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("score -wait ended with no worker: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("score -wait published nothing while no worker pulled: a pool scaled to zero would never start")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if n := awaitPending(t, cons, 1, done); n < 1 {
+		t.Fatal("score -wait published nothing while no worker pulled: a pool scaled to zero would never start")
 	}
 	startWorkerProcess(t, ns.ClientURL())
 	select {
@@ -687,12 +702,7 @@ func TestScoreSurvivesServerRestart(t *testing.T) {
 // interrupted run stopped sending, every request is stored once, and the
 // output holds every row once.
 func TestScoreResumeReadsQueuedRequestsWithoutBodies(t *testing.T) {
-	ns := startTestServer(t)
-	js, _ := jetstream.New(connectTest(t, ns.ClientURL()))
-	cons, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, js, cons := startPoolAtZero(t)
 	d := loadDigitsTable(t)
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in.parquet"), filepath.Join(dir, "out.parquet")
@@ -708,19 +718,8 @@ func TestScoreResumeReadsQueuedRequestsWithoutBodies(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, &stdout, &stderr) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ci, err := cons.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ci.NumPending >= window {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("score stored %d requests, want a window of %d\n%s", ci.NumPending, window, stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if n := awaitPending(t, cons, window, done); n < window {
+		t.Fatalf("score stored %d requests, want a window of %d\n%s", n, window, stderr.String())
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, client.ErrInterrupted) {

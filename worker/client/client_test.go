@@ -645,15 +645,7 @@ func TestRunRecordsWhereResultsResume(t *testing.T) {
 	var handed []int
 	job2 := client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: 8, Carried: carry}
 	st, err := c.Run(context.Background(), job2, client.Bodies(bodies[carry.Requests:], rows[carry.Requests:]),
-		func(seq int, _ client.Part, r client.Result) error {
-			handed = append(handed, seq)
-			res, err := r.Decode(codec.DefaultLimits())
-			if err != nil {
-				return fmt.Errorf("request %d: %s %q: %w", seq, r.Status, r.Error, err)
-			}
-			res.Release()
-			return nil
-		})
+		decodeEach(&handed))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -783,6 +775,20 @@ func (q *idleQueue) interrupt(t *testing.T, job string, window int, bodies [][]b
 	return rec
 }
 
+// decodeEach is a Sink that decodes every result and appends its
+// request's number to handed.
+func decodeEach(handed *[]int) client.Sink {
+	return func(seq int, _ client.Part, r client.Result) error {
+		*handed = append(*handed, seq)
+		res, err := r.Decode(codec.DefaultLimits())
+		if err != nil {
+			return fmt.Errorf("request %d: %s %q: %w", seq, r.Status, r.Error, err)
+		}
+		res.Release()
+		return nil
+	}
+}
+
 // markedSource gives each part the number of requests up to it as its
 // Resume.
 type markedSource struct {
@@ -833,15 +839,7 @@ func TestRunLeavesQueuedRequestsQueued(t *testing.T) {
 		// published before any result comes.
 		var err error
 		st, err = c.Run(context.Background(), client.Job{Name: job, Fingerprint: "f", Rows: -1, Window: 2 * window},
-			client.Bodies(bodies, rows), func(seq int, _ client.Part, r client.Result) error {
-				handed = append(handed, seq)
-				res, err := r.Decode(codec.DefaultLimits())
-				if err != nil {
-					return fmt.Errorf("request %d: %s %q: %w", seq, r.Status, r.Error, err)
-				}
-				res.Release()
-				return nil
-			})
+			client.Bodies(bodies, rows), decodeEach(&handed))
 		ran <- err
 	}()
 	// The resumed run has found its queued requests still there and
