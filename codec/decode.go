@@ -234,6 +234,10 @@ func (d Decoder) decode(b []byte) (rows int, cols []Column, ids arrow.Array, err
 	seen := make(map[string]bool, len(fields))
 	var needNodes, needBuffers int
 	for i := range fields {
+		if fields[i].name == "" {
+			// No engine input or id column has an empty name.
+			return 0, nil, nil, invalidf("", "column %d has no name", i)
+		}
 		if seen[fields[i].name] {
 			return 0, nil, nil, invalidf(fields[i].name, "duplicate column name")
 		}

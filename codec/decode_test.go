@@ -629,3 +629,16 @@ func TestDecodeDuplicateColumn(t *testing.T) {
 	_, err := codec.DecodeRequest(writeStream(t, schema, rec), codec.Limits{})
 	wantCode(t, err, codec.CodeInvalidArgument, "v", "duplicate")
 }
+
+// TestDecodeUnnamedColumn: a column with an empty name names no engine
+// input; the fuzzer found one that decoded and could not be encoded again.
+func TestDecodeUnnamedColumn(t *testing.T) {
+	mem := checkedAlloc(t)
+	v := fslFloat32(mem, 1, []float32{1})
+	defer v.Release()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "", Type: v.DataType()}}, nil)
+	rec := array.NewRecordBatch(schema, []arrow.Array{v}, 1)
+	defer rec.Release()
+	_, err := codec.DecodeRequest(writeStream(t, schema, rec), codec.Limits{})
+	wantCode(t, err, codec.CodeInvalidArgument, "", "column 0 has no name")
+}
