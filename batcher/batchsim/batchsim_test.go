@@ -1,6 +1,7 @@
 package batchsim
 
 import (
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -244,5 +245,40 @@ func TestBucketedSplitsByBucketAndBatchesIdenticalShapes(t *testing.T) {
 	}
 	if err := bk.Add(ep, &Request{ID: 2, Lens: []int{65}}); err == nil {
 		t.Fatal("a row longer than the largest bucket was accepted")
+	}
+}
+
+// TestCeilingBoundsEveryPolicy checks Ceiling: on rows of one length it
+// is the engine's rows/s in full 64-row batches, and at saturation no
+// policy's rows per second of engine time exceeds it.
+func TestCeilingBoundsEveryPolicy(t *testing.T) {
+	spec, cost := testSpec(), testCost(t)
+	ep := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	same := []Request{{ID: 1, Lens: slices.Repeat([]int{48}, 10)}, {ID: 2, Lens: []int{48}}}
+	perRow := (10_000 + 80*64*48) / 64.0 // ns: testCost's latency at b=64, s=48, per row
+	if got, want := Ceiling(spec, cost, same), 1e9/perRow; math.Abs(got-want) > 1e-6*want {
+		t.Fatalf("ceiling of 48-long rows %.1f rows/s, want %.1f", got, want)
+	}
+
+	ideal := IdealRowsPerSec(spec, cost, testTrace(1, 0, 0).SeqSampler(seqRNG()), 2000)
+	trace, err := Generate(testTrace(4, time.Second, 1.5*ideal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ceiling := Ceiling(spec, cost, trace)
+	jet, err := NewJetinfer(spec, cost, batcher.Config{MaxDelay: 2 * time.Millisecond, Masks: []string{"mask"}, MaxQueueRows: 1 << 24}, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := TritonConfig{MaxBatch: 64, PreferredSizes: []int{16, 32, 64}, MaxQueueDelay: 2 * time.Millisecond}
+	for _, p := range []Policy{jet, NewBucketed("bucketed-32", spec, MultipleBuckets(32, 512), cfg, ep), NewTriton(spec, cfg, ep)} {
+		r, err := Simulate(trace, p, Engine{Cost: cost, Seed: 1}, spec, ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := r.Capacity(); c <= 0 || c > ceiling {
+			t.Fatalf("%s: %.0f rows per engine-second, ceiling %.0f", r.Policy, c, ceiling)
+		}
+		t.Logf("%s: %.0f rows per engine-second = %.2f of the ceiling", r.Policy, r.Capacity(), r.Capacity()/ceiling)
 	}
 }

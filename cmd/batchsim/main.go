@@ -18,7 +18,10 @@
 // y the ratio of their p99 request latencies at the -load run (half load
 // by default) and z jetinfer's padding waste there. Planning time (the
 // CPU time of each Next call that returns a batch, measured here) is charged to the engine
-// for every policy unless -charge-planning=false.
+// for every policy unless -charge-planning=false. The line before it gives
+// the saturated trace's ceiling (batchsim.Ceiling): the rows/s of an engine
+// that ran every row in a batch of rows of its exact length, which bounds
+// every policy's speedup on this cost model.
 package main
 
 import (
@@ -146,14 +149,14 @@ func run() error {
 		}
 		preferred = append(preferred, n)
 	}
-	half, err := scenario(spec, cost, f, preferred, f.load, f.duration, batcher.DefaultMaxQueueRows)
+	half, _, err := scenario(spec, cost, f, preferred, f.load, f.duration, batcher.DefaultMaxQueueRows)
 	if err != nil {
 		return err
 	}
 	// At saturation the backlog grows for the whole window: the harness
 	// raises jetinfer's MaxQueueRows (default 65536) so that nothing is
 	// refused; Triton's queues are unbounded.
-	sat, err := scenario(spec, cost, f, preferred, f.satLoad, f.satDuration, 1<<24)
+	sat, ceiling, err := scenario(spec, cost, f, preferred, f.satLoad, f.satDuration, 1<<24)
 	if err != nil {
 		return err
 	}
@@ -172,13 +175,16 @@ func run() error {
 	}
 	j, p := sat[0], sat[best]
 	fmt.Printf("strongest peer: %s\n", p.Policy)
+	fmt.Printf("ceiling: %.0f rows/s = ×%.2f of %s, ×%.2f of jetinfer (saturated trace, every row in a batch of its exact length at the cheapest size: no batcher's speedup can exceed it)\n",
+		ceiling, ceiling/p.RowsPerSec, p.Policy, ceiling/j.RowsPerSec)
 	fmt.Printf("batcher: speedup_vs_bucketed_triton=%.2f p99_ratio=%.3g padding=%.3f\n",
 		j.RowsPerSec/p.RowsPerSec, float64(half[0].P99)/float64(half[best].P99), half[0].Padding)
 	return nil
 }
 
-// scenario simulates every policy on one trace at the given load.
-func scenario(spec trt.Spec, cost *batcher.CostModel, f flags, preferred []int, load float64, duration time.Duration, maxQueue int) ([]batchsim.Result, error) {
+// scenario simulates every policy on one trace at the given load. It
+// also returns the trace's ceiling (batchsim.Ceiling).
+func scenario(spec trt.Spec, cost *batcher.CostModel, f flags, preferred []int, load float64, duration time.Duration, maxQueue int) ([]batchsim.Result, float64, error) {
 	tc := batchsim.TraceConfig{
 		Seed: f.seed, Duration: duration,
 		BurstEvery: f.burstEvery, BurstLen: f.burstLen, BurstFactor: f.burstFactor,
@@ -191,7 +197,7 @@ func scenario(spec trt.Spec, cost *batcher.CostModel, f flags, preferred []int, 
 	tc.RowsPerSec = load * ideal
 	trace, err := batchsim.Generate(tc)
 	if err != nil {
-		return nil, fmt.Errorf("generating trace: %w", err)
+		return nil, 0, fmt.Errorf("generating trace: %w", err)
 	}
 	rows, dl := 0, 0
 	for _, r := range trace {
@@ -208,7 +214,7 @@ func scenario(spec trt.Spec, cost *batcher.CostModel, f flags, preferred []int, 
 	jet, err := batchsim.NewJetinfer(spec, cost, batcher.Config{MaxDelay: f.maxDelay, PadMultiple: f.padMultiple, BucketRatio: f.bucketRatio,
 		MaxPadding: f.maxPadding, MaxQueueRows: maxQueue, Masks: maskInputs(spec)}, epoch)
 	if err != nil {
-		return nil, fmt.Errorf("creating batcher: %w", err)
+		return nil, 0, fmt.Errorf("creating batcher: %w", err)
 	}
 	tcfg := batchsim.TritonConfig{MaxBatch: f.maxBatch, PreferredSizes: preferred, MaxQueueDelay: f.maxDelay}
 	policies := []batchsim.Policy{
@@ -224,12 +230,12 @@ func scenario(spec trt.Spec, cost *batcher.CostModel, f flags, preferred []int, 
 		start := time.Now()
 		r, err := batchsim.Simulate(trace, p, eng, spec, epoch)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		fmt.Printf("%v  [simulated in %v]\n", r, time.Since(start).Round(time.Millisecond))
 		results = append(results, r)
 	}
-	return results, nil
+	return results, batchsim.Ceiling(spec, cost, trace), nil
 }
 
 // costModel loads the cost model from -cost, or measures it on the ONNX
