@@ -98,7 +98,8 @@ type item struct {
 
 	remaining int
 	mark      []bool // scratch: rows pre-placed in the anchored window
-	cmax      int    // largest class among remaining rows; -1 when stale
+	cmax      int    // largest class among remaining rows; -1 before it is first known
+	cstale    bool   // rows were taken since cmax was found: it may be lower now
 	gone      bool   // fully planned, expired or removed
 
 	hpos  [1]int // position in the expiry heap; -1 when absent
@@ -509,10 +510,22 @@ func (b *Batcher) forget(x *item) {
 	}
 }
 
-// maxClass returns the largest class among x's remaining rows.
+// maxClass returns the largest class among x's remaining rows, from
+// x's rows the first time. After rows of an item of more than a batch's
+// rows are taken it comes from the class lists, downward from the last
+// value (taking rows never raises it), so that a large request is not
+// rescanned for every batch taken from it.
 func (b *Batcher) maxClass(x *item) int {
-	if x.cmax >= 0 {
+	switch {
+	case x.cmax >= 0 && !x.cstale:
 		return x.cmax
+	case x.cmax >= 0 && x.rows > 64:
+		k := x.cmax
+		for k > 0 && !b.holds(k, x) {
+			k--
+		}
+		x.cmax, x.cstale = k, false
+		return k
 	}
 	m := 0
 	if x.cls != nil {
@@ -524,6 +537,32 @@ func (b *Batcher) maxClass(x *item) int {
 	}
 	x.cmax = m
 	return m
+}
+
+// holds reports whether class k's list has a row of x. Every row of x
+// not yet taken is in its class's list, and x's rows are adjacent there.
+func (b *Batcher) holds(k int, x *item) bool {
+	l := &b.classes[k]
+	c := l.search(rowRef{it: x})
+	return l.valid(c) && l.at(c).it == x
+}
+
+// firstRows appends to dst x's first n queued rows of class k, in row
+// order: the front of x's run in that class's list. Only the rows it
+// returns are read, however many rows x has.
+func (b *Batcher) firstRows(dst []rowRef, x *item, k, n int) []rowRef {
+	l := &b.classes[k]
+	for c := l.search(rowRef{it: x}); l.valid(c) && n > 0; c = l.next(c) {
+		r := l.at(c)
+		if r.it != x {
+			break
+		}
+		if !x.taken[r.row] {
+			dst = append(dst, r)
+			n--
+		}
+	}
+	return dst
 }
 
 // finishNS is the least predicted time to run rows rows at class k alone,
@@ -1039,12 +1078,7 @@ func (b *Batcher) scan(a *acc, top, monoBelow int, x, d1 *item, visit func(*acc)
 // longest queued rows at or below each candidate class.
 func (b *Batcher) anchored(x *item, pr *pressure) window {
 	ja := b.maxClass(x)
-	pre := b.buf[:0]
-	for r := range x.rows {
-		if !x.taken[r] && len(pre) < b.maxN[ja] && x.ref(r).class() == ja {
-			pre = append(pre, x.ref(r))
-		}
-	}
+	pre := b.firstRows(b.buf[:0], x, ja, b.maxN[ja])
 	b.buf = pre
 	if x.mark == nil {
 		x.mark = make([]bool, x.rows)
@@ -1125,11 +1159,7 @@ func (b *Batcher) build(w window) Plan {
 	ja := -1
 	if x != nil {
 		ja = b.maxClass(x)
-		for r := range x.rows {
-			if !x.taken[r] && len(rows) < b.maxN[ja] && x.ref(r).class() == ja {
-				rows = append(rows, x.ref(r))
-			}
-		}
+		rows = b.firstRows(rows, x, ja, b.maxN[ja])
 		for _, r := range rows {
 			x.taken[r.row] = true // excluded from the fill below
 		}
@@ -1198,7 +1228,7 @@ func (b *Batcher) build(w window) Plan {
 			b.dlOps++
 		}
 		it.amort = amort
-		it.cmax = -1
+		it.cstale = true
 		b.queued--
 		if bi+1 < len(rows) && rows[bi+1].it == it {
 			continue

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/jetinfer/jetinfer/trt"
 )
 
 // BenchmarkGather copies the ragged x input ([64, seq, 16] float32) of a
@@ -125,5 +127,67 @@ func benchNext(b *testing.B, deadlines bool, depth int) {
 	b.ReportMetric(float64(b.Elapsed())/float64(predicted), "plan_share")
 	if cpu := processCPU() - cpu0; cpu0 > 0 && cpu > 0 {
 		b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
+	}
+}
+
+// BenchmarkNextLargeRequests plans 64-row batches out of large requests
+// (rows=4096 is a 1 MiB request of the digits model, 65536 the worker's
+// default MaxRequestRows), two requests queued at a time, on a model
+// without a sequence dimension and on the sequence encoder (row lengths
+// drawn per row). Taking a batch must not rescan the rows of its request
+// already taken, so ns/op should not grow with rows.
+func BenchmarkNextLargeRequests(b *testing.B) {
+	flat := trt.Spec{
+		Inputs:  []trt.TensorDesc{{Name: "pixels", DType: trt.Float32, Shape: trt.Shape{-1, 8, 8}}},
+		Outputs: []trt.TensorDesc{{Name: "logits", DType: trt.Float32, Shape: trt.Shape{-1, 10}}},
+		Profiles: []trt.Profile{{
+			Min: map[string]trt.Shape{"pixels": {1, 8, 8}},
+			Max: map[string]trt.Shape{"pixels": {64, 8, 8}},
+		}},
+	}
+	for _, model := range []string{"flat", "seq"} {
+		for _, rows := range []int{64, 4096, 65536} {
+			b.Run(fmt.Sprintf("model=%s/rows=%d", model, rows), func(b *testing.B) {
+				spec := flat
+				if model == "seq" {
+					spec = seqSpec([4]int64{1, 64, 1, 512})
+				}
+				bt, err := New(spec, syntheticCost(b, spec, 200*time.Microsecond, 5*time.Microsecond, 100*time.Nanosecond, 0),
+					Config{MaxQueueRows: 2 * rows})
+				if err != nil {
+					b.Fatal(err)
+				}
+				rng := rand.New(rand.NewPCG(5, 6))
+				id, now := uint64(0), t0
+				add := func() {
+					id++
+					it := Item{ID: id, Rows: rows}
+					if model == "seq" {
+						it.SeqLens = make([]int, rows)
+						for i := range it.SeqLens {
+							it.SeqLens[i] = min(512, 8+int(rng.ExpFloat64()*60))
+						}
+					}
+					if err := bt.Add(now, it); err != nil {
+						b.Fatal(err)
+					}
+				}
+				add()
+				add()
+				for b.Loop() {
+					now = now.Add(100 * time.Microsecond)
+					p, ok := bt.Next(now)
+					if !ok {
+						p, ok = bt.Flush(now)
+					}
+					if !ok || len(p.Slots) == 0 {
+						b.Fatal("no plan from a full queue")
+					}
+					if _, q := bt.Len(); q <= rows {
+						add()
+					}
+				}
+			})
+		}
 	}
 }
