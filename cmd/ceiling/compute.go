@@ -77,12 +77,16 @@ func measureCompute(rt *onnxrt.Runtime, n int, set settings) (float64, error) {
 			return 0, err
 		}
 		start := time.Now()
+		p := newPublisher(js, "compute")
 		for i := range per {
 			h := nats.Header{}
 			h.Set(wire.HeaderJob, job)
-			if err := publishAsync(js, &nats.Msg{Subject: wire.RequestSubject(wire.DefaultPrefix, "mlp"), Header: h, Data: body}, fmt.Sprintf("%s-%d", job, i)); err != nil {
+			if err := p.publish(&nats.Msg{Subject: wire.RequestSubject(wire.DefaultPrefix, "mlp"), Header: h, Data: body}, fmt.Sprintf("%s-%d", job, i)); err != nil {
 				return 0, err
 			}
+		}
+		if err := p.close(); err != nil {
+			return 0, err
 		}
 		if err := read(); err != nil {
 			return 0, err

@@ -57,12 +57,14 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/trt"
 	"github.com/jetinfer/jetinfer/trt/backend"
 	"github.com/jetinfer/jetinfer/trt/onnxrt"
 	"github.com/jetinfer/jetinfer/worker"
+	"github.com/jetinfer/jetinfer/worker/client"
 	"github.com/jetinfer/jetinfer/worker/wire"
 )
 
@@ -280,17 +282,13 @@ func measure(s size, eng *onnxrt.Engine, pixels []byte, set settings) (ratio, pa
 
 	// publish
 	pub := func(prefix string) error {
+		p := newPublisher(js, s.name+" publish")
 		for i := range s.n {
-			if err := publishAsync(js, &nats.Msg{Subject: reqSubject, Data: bodies[i%len(bodies)]}, fmt.Sprintf("%s-%d", prefix, i)); err != nil {
+			if err := p.publish(&nats.Msg{Subject: reqSubject, Data: bodies[i%len(bodies)]}, fmt.Sprintf("%s-%d", prefix, i)); err != nil {
 				return err
 			}
 		}
-		select {
-		case <-js.PublishAsyncComplete():
-			return nil
-		case <-time.After(5 * time.Minute):
-			return errors.New("publishes not acknowledged after 5 min")
-		}
+		return p.close()
 	}
 	start := time.Now()
 	if err := pub("base"); err != nil {
@@ -323,10 +321,14 @@ func measure(s size, eng *onnxrt.Engine, pixels []byte, set settings) (ratio, pa
 		return 0, 0, err
 	}
 	start = time.Now()
+	rp := newPublisher(js, s.name+" result publish")
 	for i := range s.n {
-		if err := publishAsync(js, &nats.Msg{Subject: resSubject, Data: result}, fmt.Sprintf("base-%d/result", i)); err != nil {
+		if err := rp.publish(&nats.Msg{Subject: resSubject, Data: result}, fmt.Sprintf("base-%d/result", i)); err != nil {
 			return 0, 0, err
 		}
+	}
+	if err := rp.close(); err != nil {
+		return 0, 0, err
 	}
 	if err := read(); err != nil {
 		return 0, 0, err
@@ -353,13 +355,17 @@ func measure(s size, eng *onnxrt.Engine, pixels []byte, set settings) (ratio, pa
 	}
 	start = time.Now()
 	go func() {
+		p := newPublisher(js, s.name+" jetinfer")
 		for i := range s.n {
 			h := nats.Header{}
 			h.Set(wire.HeaderJob, "e2e")
-			if err := publishAsync(js, &nats.Msg{Subject: reqSubject, Header: h, Data: bodies[i%len(bodies)]}, fmt.Sprintf("e2e-%d", i)); err != nil {
-				fmt.Fprintln(os.Stderr, "ceiling: publishing:", err)
-				return
+			if err := p.publish(&nats.Msg{Subject: reqSubject, Header: h, Data: bodies[i%len(bodies)]}, fmt.Sprintf("e2e-%d", i)); err != nil {
+				fmt.Fprintln(os.Stderr, "ceiling:", err)
+				break
 			}
+		}
+		if err := p.close(); err != nil {
+			fmt.Fprintln(os.Stderr, "ceiling:", err)
 		}
 	}()
 	if err := read(); err != nil {
@@ -406,16 +412,99 @@ func startWorker(ctx context.Context, nc *nats.Conn, eng worker.Engine, cfg work
 	return stop, nil
 }
 
-// publishAsync publishes msg with a Nats-Msg-Id, waiting while too many
-// PubAcks are outstanding.
-func publishAsync(js jetstream.JetStream, msg *nats.Msg, id string) error {
-	for {
-		_, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			return err
-		}
-		time.Sleep(time.Millisecond)
+// publisher publishes asynchronously with a Nats-Msg-Id and checks every
+// PubAck in order, as jetinfer's client does: at most 256 messages and
+// client.DefaultUnackedBytes (16 MiB) of bodies await their PubAck, and a
+// message the server refused or did not acknowledge is published again
+// under the same id until it is stored. The server refuses publishes (429,
+// too many requests) while a stream's ingest queue is full, which 256
+// outstanding 1 MiB requests did on two cores: those requests were lost and
+// the legs that waited for them never ended. Retries count in the leg's
+// time, and refusals are reported.
+type publisher struct {
+	js      jetstream.JetStream
+	name    string
+	unacked *semaphore.Weighted
+	sent    chan sentMsg
+	done    chan error
+	refused atomic.Int64
+}
+
+type sentMsg struct {
+	fut jetstream.PubAckFuture
+	msg *nats.Msg
+	id  string
+}
+
+func newPublisher(js jetstream.JetStream, name string) *publisher {
+	p := &publisher{js: js, name: name, unacked: semaphore.NewWeighted(unackedBytes),
+		sent: make(chan sentMsg, 1024), done: make(chan error, 1)}
+	go p.confirm()
+	return p
+}
+
+// unackedBytes bounds the bodies awaiting their PubAck, as in jetinfer's
+// client.
+const unackedBytes = client.DefaultUnackedBytes
+
+// weight is what msg takes of unackedBytes (a larger body goes alone).
+func weight(msg *nats.Msg) int64 { return min(int64(len(msg.Data)), unackedBytes) }
+
+// publish sends msg, waiting while too many PubAcks are outstanding.
+func (p *publisher) publish(msg *nats.Msg, id string) error {
+	if err := p.unacked.Acquire(context.Background(), weight(msg)); err != nil {
+		return err
 	}
+	for {
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("publishing %s: %w", id, err)
+		}
+		p.sent <- sentMsg{f, msg, id}
+		return nil
+	}
+}
+
+// confirm waits for each PubAck and publishes a refused message again.
+func (p *publisher) confirm() {
+	var first error
+	for m := range p.sent {
+		var err error
+		select {
+		case <-m.fut.Ok():
+		case err = <-m.fut.Err():
+		}
+		if err == nil {
+			p.unacked.Release(weight(m.msg))
+			continue
+		}
+		p.refused.Add(1)
+		for attempt := 0; err != nil && first == nil; attempt++ {
+			if attempt == 20 {
+				first = fmt.Errorf("publishing %s: %w", m.id, err)
+				break
+			}
+			time.Sleep(time.Duration(1<<min(attempt, 6)) * time.Millisecond)
+			_, err = p.js.PublishMsg(context.Background(), m.msg, jetstream.WithMsgID(m.id))
+		}
+		p.unacked.Release(weight(m.msg))
+	}
+	p.done <- first
+}
+
+// close waits until every message published is stored and returns the
+// first message that could not be.
+func (p *publisher) close() error {
+	close(p.sent)
+	err := <-p.done
+	if n := p.refused.Load(); n > 0 {
+		fmt.Fprintf(os.Stderr, "ceiling: %s: the server refused %d publishes (first answer, e.g. 429 too many requests); each was sent again until stored\n", p.name, n)
+	}
+	return err
 }
 
 // passThrough measures the three legs running at once: a producer
@@ -490,11 +579,15 @@ func passThrough(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, con
 	}()
 	start := time.Now()
 	go func() {
+		p := newPublisher(js, "pass-through")
 		for i := range n {
-			if err := publishAsync(js, &nats.Msg{Subject: reqSubject, Data: bodies[i%len(bodies)]}, fmt.Sprintf("pass-%d", i)); err != nil {
+			if err := p.publish(&nats.Msg{Subject: reqSubject, Data: bodies[i%len(bodies)]}, fmt.Sprintf("pass-%d", i)); err != nil {
 				fail(err)
-				return
+				break
 			}
+		}
+		if err := p.close(); err != nil {
+			fail(err)
 		}
 	}()
 	readErr := make(chan error, 1)
