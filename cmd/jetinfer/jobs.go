@@ -25,7 +25,7 @@ func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: jetinfer jobs [flags]             list jobs with their progress\n"+
-			"       jetinfer jobs [flags] cancel JOB  remove the job's requests no worker has taken\n\nFlags:\n")
+			"       jetinfer jobs [flags] cancel JOB  remove the job's requests no worker has taken (a score running it stops)\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.NATSURL, "nats", cfg.NATSURL, "NATS server URL (JETINFER_NATS_URL)")

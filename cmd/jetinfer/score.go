@@ -278,6 +278,9 @@ func scoreCmd(ctx context.Context, name string, args []string, stdout, stderr io
 	case errors.Is(runErr, client.ErrInterrupted):
 		interrupted = true
 		fmt.Fprintf(term, "score: interrupted: %d rows written to %s (a partial file); resume with: jetinfer score -resume %s\n", w.Rows(), cfg.out, job)
+	case errors.Is(runErr, client.ErrJobCancelled):
+		interrupted = true
+		fmt.Fprintf(term, "score: job %s was cancelled (jetinfer jobs cancel): %d rows written to %s (a partial file)\n", job, w.Rows(), cfg.out)
 	case errors.Is(runErr, client.ErrNoWorker):
 		return errors.Join(fmt.Errorf("%w (with -wait, score publishes once the consumer exists and waits for a worker, as for a pool scaled to zero)", runErr), closeErr)
 	case runErr != nil:

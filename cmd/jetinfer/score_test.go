@@ -748,3 +748,50 @@ func TestScoreResumeReadsQueuedRequestsWithoutBodies(t *testing.T) {
 		t.Errorf("the request stream stored %d requests, want each of the %d once", st.LastSeq, requests)
 	}
 }
+
+// TestScoreStopsWhenItsJobIsCancelled runs `jetinfer jobs cancel` while
+// score waits for a pool scaled to zero: score stops with ErrJobCancelled
+// and says so, instead of waiting for the results of requests that are
+// gone, and nothing of the job is left queued.
+func TestScoreStopsWhenItsJobIsCancelled(t *testing.T) {
+	ns, _, cons := startPoolAtZero(t)
+	d := loadDigitsTable(t)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.parquet"), filepath.Join(dir, "out.parquet")
+	d.writeParquet(t, in, 2, 100)
+	const window = 8
+	args := scoreArgs(ns.ClientURL(), in, out, "-wait", "-rows-per-request", "64", "-window", strconv.Itoa(window))
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- run(context.Background(), args, &stdout, &stderr) }()
+	if n := awaitPending(t, cons, window, done); n < window {
+		t.Fatalf("score stored %d requests, want a window of %d", n, window)
+	}
+	c, err := client.New(connectTest(t, ns.ClientURL()), client.Config{Model: "digits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := c.Jobs(context.Background())
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("jobs = %v, %v; want the one score runs", jobs, err)
+	}
+	var jout, jerr bytes.Buffer
+	if err := run(context.Background(), []string{"jobs", "-nats", ns.ClientURL(), "cancel", jobs[0].Name}, &jout, &jerr); err != nil {
+		t.Fatalf("jobs cancel: %v\n%s", err, jerr.String())
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, client.ErrJobCancelled) {
+			t.Fatalf("score of a cancelled job = %v, want ErrJobCancelled\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second): // a hang guard
+		t.Fatal("score still running 30 s after its job was cancelled")
+	}
+	if msg := "was cancelled (jetinfer jobs cancel)"; !strings.Contains(stderr.String(), msg) {
+		t.Errorf("score did not say %q:\n%s", msg, stderr.String())
+	}
+	ci, err := cons.Info(context.Background())
+	if err != nil || ci.NumPending != 0 {
+		t.Fatalf("%d requests still pending after the cancel (%v)", ci.NumPending, err)
+	}
+}

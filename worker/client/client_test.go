@@ -935,3 +935,52 @@ func TestRunRecordsNoQueuedPastItsBound(t *testing.T) {
 		t.Fatalf("record: state %s, %d queued requests named; want interrupted, none", rec.State, len(rec.Queued))
 	}
 }
+
+// TestCancelJobStopsItsRun cancels a job while a run of it waits for
+// results no worker will produce: the run stops with ErrJobCancelled
+// instead of waiting, hands nothing on, its requests leave the stream and
+// its record stays cancelled.
+func TestCancelJobStopsItsRun(t *testing.T) {
+	q := newIdleQueue(t, worker.Config{Model: "digits"})
+	bodies, _, _ := digitsBodies(t, 7)
+	bodies = bodies[:6]
+	rows := make([]int, len(bodies))
+	for i := range rows {
+		rows[i] = 7
+	}
+	const job = "stopped"
+	errc := make(chan error, 1)
+	go func() {
+		_, err := q.c.Run(context.Background(), client.Job{Name: job, Fingerprint: "f", Rows: -1}, client.Bodies(bodies, rows),
+			func(seq int, _ client.Part, _ client.Result) error {
+				return fmt.Errorf("request %d answered with no worker", seq)
+			})
+		errc <- err
+	}()
+	for q.state(t).Msgs < uint64(1+len(bodies)) {
+		select {
+		case err := <-errc:
+			t.Fatalf("run ended before its requests were stored: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	n, err := q.c.CancelJob(context.Background(), job)
+	if err != nil || n != len(bodies) {
+		t.Fatalf("CancelJob = %d, %v; want %d removed", n, err, len(bodies))
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, client.ErrJobCancelled) {
+			t.Fatalf("run of a cancelled job: %v, want ErrJobCancelled", err)
+		}
+	case <-time.After(30 * time.Second): // a hang guard, far above the ~ms it takes
+		t.Fatal("run still waiting 30 s after its job was cancelled")
+	}
+	rec, err := q.c.LoadJob(context.Background(), job)
+	if err != nil || rec.State != client.StateCancelled {
+		t.Fatalf("record after the cancel: state %q (%v), want %q", rec.State, err, client.StateCancelled)
+	}
+	if m := q.state(t).Msgs; m != 1 {
+		t.Fatalf("request stream holds %d, want only the held request", m)
+	}
+}

@@ -154,6 +154,11 @@ type Stats struct {
 // the Sink, and running the job again resumes it.
 var ErrInterrupted = errors.New("job interrupted")
 
+// ErrJobCancelled is returned when the job is cancelled (Client.CancelJob,
+// `jetinfer jobs cancel`) while Run runs it: the run stops at once, hands
+// nothing more to the Sink, and the job record stays cancelled.
+var ErrJobCancelled = errors.New("job cancelled")
+
 // ErrNoWorker is returned when no worker serves the model.
 var ErrNoWorker = errors.New("no live worker")
 
@@ -294,6 +299,13 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	if err != nil {
 		return st, err
 	}
+	// A cancel stops the run: its requests are gone, so it would wait
+	// for their results in vain.
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+	if err := c.watchCancel(runCtx, jobs, job.Name, stopRun); err != nil {
+		return st, err
+	}
 	resStream, err := c.js.Stream(ctx, c.cfg.ResultStream)
 	if err != nil {
 		return st, fmt.Errorf("opening result stream %s: %w", c.cfg.ResultStream, err)
@@ -333,7 +345,7 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	if f, ok := src.(BodyFilter); ok {
 		f.NeedBodies(func(seq int) bool { return seq >= job.Carried.Requests && done[seq] == 0 && !r.waiting[seq] })
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(runCtx)
 	r.recycler, _ = src.(Recycler)
 	g.Go(func() error { return r.publish(gctx, src) })
 	g.Go(func() error { return r.confirm(gctx) })
@@ -355,6 +367,9 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 	switch {
 	case err == nil:
 		rec.State = StateDone
+	case ctx.Err() == nil && errors.Is(context.Cause(runCtx), ErrJobCancelled):
+		rec.State = StateCancelled
+		err = fmt.Errorf("%w after %d of %s requests", ErrJobCancelled, st.Requests, countOrUnknown(st.TotalReqs))
 	case ctx.Err() != nil:
 		rec.State = StateInterrupted
 		err = fmt.Errorf("%w after %d of %s requests: %w", ErrInterrupted, st.Requests, countOrUnknown(st.TotalReqs), ctx.Err())
@@ -365,6 +380,35 @@ func (c *Client) Run(ctx context.Context, job Job, src Source, sink Sink) (Stats
 		err = errors.Join(err, perr)
 	}
 	return st, err
+}
+
+// watchCancel calls stop(ErrJobCancelled) once the job's record is
+// stored cancelled, until ctx ends.
+func (c *Client) watchCancel(ctx context.Context, kv jetstream.KeyValue, name string, stop context.CancelCauseFunc) error {
+	w, err := kv.Watch(ctx, c.jobKey(name), jetstream.UpdatesOnly())
+	if err != nil {
+		return fmt.Errorf("watching job record %s: %w", name, err)
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				var rec JobRecord
+				if e != nil && e.Operation() == jetstream.KeyValuePut &&
+					json.Unmarshal(e.Value(), &rec) == nil && rec.State == StateCancelled {
+					stop(ErrJobCancelled)
+					return
+				}
+			}
+		}
+	}()
+	return nil
 }
 
 func countOrUnknown(n int) string {

@@ -159,53 +159,68 @@ func (c *Client) Jobs(ctx context.Context) ([]JobRecord, error) {
 	return out, nil
 }
 
-// CancelJob removes the job's requests still waiting in the request
-// stream (workers have not taken them) and marks the job cancelled. It
-// returns the number of requests removed. A job without a record (its
-// requests published by other means) is cancelled all the same. Requests a worker holds are
-// answered as usual; a running `score` of the job is not stopped.
+// CancelJob marks the job cancelled and removes its requests still
+// waiting in the request stream (workers have not taken them). It returns
+// the number of requests removed. A job without a record (its requests
+// published by other means) is cancelled all the same. Requests a worker
+// holds are answered as usual; a Run of the job that is running stops with
+// ErrJobCancelled once it sees the record cancelled, which is why the
+// record is written first, and a second pass removes what such a run
+// published meanwhile.
 func (c *Client) CancelJob(ctx context.Context, name string) (int, error) {
 	kv, err := c.jobs(ctx)
 	if err != nil {
 		return 0, err
 	}
 	rec, err := c.record(ctx, kv, name)
-	hasRecord := err == nil
-	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	switch {
+	case err == nil:
+		rec.State, rec.Updated = StateCancelled, time.Now().UTC()
+		if err := c.putRecord(ctx, kv, rec); err != nil {
+			return 0, err
+		}
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return 0, err
 	}
 	s, err := c.js.Stream(ctx, c.cfg.RequestStream)
 	if err != nil {
 		return 0, fmt.Errorf("opening request stream %s: %w", c.cfg.RequestStream, err)
 	}
-	// A WorkQueue stream takes one consumer per subject, and the
-	// workers' consumer has this one: read the stored requests one by
-	// one instead, from the first sequence on.
+	removed, last, err := c.removeRequests(ctx, s, name, 0)
+	if err != nil {
+		return removed, err
+	}
+	more, _, err := c.removeRequests(ctx, s, name, last+1)
+	return removed + more, err
+}
+
+// removeRequests deletes the job's requests stored in the request stream
+// from sequence from on and returns how many it removed and the last
+// sequence it looked at. A WorkQueue stream takes one consumer per
+// subject, and the workers' consumer has this one: it reads the stored
+// requests one by one instead.
+func (c *Client) removeRequests(ctx context.Context, s jetstream.Stream, name string, from uint64) (int, uint64, error) {
 	info, err := s.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("reading request stream %s: %w", c.cfg.RequestStream, err)
+		return 0, from, fmt.Errorf("reading request stream %s: %w", c.cfg.RequestStream, err)
 	}
 	subject := wire.RequestSubject(c.cfg.Prefix, c.cfg.Model)
 	removed := 0
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+	for seq := max(from, info.State.FirstSeq); seq <= info.State.LastSeq && seq > 0; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
 		if err != nil {
-			return removed, fmt.Errorf("reading request %d: %w", seq, err)
+			return removed, seq, fmt.Errorf("reading request %d: %w", seq, err)
 		}
 		if m.Subject != subject || nats.Header(m.Header).Get(wire.HeaderJob) != name {
 			continue
 		}
 		if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return removed, fmt.Errorf("removing request %d: %w", seq, err)
+			return removed, seq, fmt.Errorf("removing request %d: %w", seq, err)
 		}
 		removed++
 	}
-	if !hasRecord {
-		return removed, nil
-	}
-	rec.State, rec.Updated = StateCancelled, time.Now().UTC()
-	return removed, c.putRecord(ctx, kv, rec)
+	return removed, info.State.LastSeq, nil
 }
