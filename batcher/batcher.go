@@ -510,8 +510,12 @@ func (b *Batcher) forget(x *item) {
 	}
 }
 
+// scanRows is the most rows maxClass scans again after rows of an item
+// were taken; a larger item's classes are looked up in the class lists.
+const scanRows = 64
+
 // maxClass returns the largest class among x's remaining rows, from
-// x's rows the first time. After rows of an item of more than a batch's
+// x's rows the first time. After rows of an item of more than scanRows
 // rows are taken it comes from the class lists, downward from the last
 // value (taking rows never raises it), so that a large request is not
 // rescanned for every batch taken from it.
@@ -519,7 +523,7 @@ func (b *Batcher) maxClass(x *item) int {
 	switch {
 	case x.cmax >= 0 && !x.cstale:
 		return x.cmax
-	case x.cmax >= 0 && x.rows > 64:
+	case x.cmax >= 0 && x.rows > scanRows:
 		k := x.cmax
 		for k > 0 && !b.holds(k, x) {
 			k--

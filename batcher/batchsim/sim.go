@@ -246,21 +246,13 @@ func fits(spec trt.Spec, p, n, s int) bool {
 
 // IdealRowsPerSec is the throughput the engine would reach if every row
 // ran in a full batch of rows of exactly its length: the reciprocal of the
-// mean best per-row cost over lengths drawn by sample.
+// mean best per-row cost (over batch sizes that are powers of two) over
+// lengths drawn by sample. It sets the simulations' offered load.
 func IdealRowsPerSec(spec trt.Spec, cost *batcher.CostModel, sample func() int, n int) float64 {
+	best := rowCosts(spec, cost, func(b int) int { return 2 * b })
 	var total float64
 	for range n {
-		s := sample()
-		best := math.Inf(1)
-		for p := range spec.Profiles {
-			for b := 1; b <= 4096; b *= 2 {
-				if !fits(spec, p, b, s) {
-					continue
-				}
-				best = min(best, float64(cost.Latency(p, b, s))/float64(b))
-			}
-		}
-		total += best
+		total += best(sample())
 	}
 	return float64(n) / (total / float64(time.Second))
 }
@@ -272,7 +264,7 @@ func IdealRowsPerSec(spec trt.Spec, cost *batcher.CostModel, sample func() int, 
 // not fall as rows get longer, so that padding a row never makes it
 // cheaper; jitter's mean adds a further 0.1 % (σ 0.05) to every policy.
 func Ceiling(spec trt.Spec, cost *batcher.CostModel, trace []Request) float64 {
-	best := rowCosts(spec, cost)
+	best := rowCosts(spec, cost, func(b int) int { return b + 1 })
 	var total float64
 	rows := 0
 	for i := range trace {
@@ -285,9 +277,10 @@ func Ceiling(spec trt.Spec, cost *batcher.CostModel, trace []Request) float64 {
 }
 
 // rowCosts returns the least engine time per row, in nanoseconds, of a row
-// of length s: the minimum over profiles and every batch size that fits of
-// the batch's latency over its size. Results are kept per length.
-func rowCosts(spec trt.Spec, cost *batcher.CostModel) func(s int) float64 {
+// of length s: the minimum over profiles and the batch sizes 1, next(1),
+// next(next(1)), … up to 4096 that fit of the batch's latency over its
+// size. Results are kept per length.
+func rowCosts(spec trt.Spec, cost *batcher.CostModel, next func(b int) int) func(s int) float64 {
 	seen := map[int]float64{}
 	return func(s int) float64 {
 		if c, ok := seen[s]; ok {
@@ -296,7 +289,7 @@ func rowCosts(spec trt.Spec, cost *batcher.CostModel) func(s int) float64 {
 		best := math.Inf(1)
 		for p := range spec.Profiles {
 			in := false // a profile's batch sizes are one range
-			for b := 1; b <= 4096; b++ {
+			for b := 1; b <= 4096; b = next(b) {
 				if !fits(spec, p, b, s) {
 					if in {
 						break

@@ -427,7 +427,7 @@ type publisher struct {
 	unacked *semaphore.Weighted
 	sent    chan sentMsg
 	done    chan error
-	refused atomic.Int64
+	refused int // written by confirm, read by close once confirm is done
 }
 
 type sentMsg struct {
@@ -482,7 +482,7 @@ func (p *publisher) confirm() {
 			p.unacked.Release(weight(m.msg))
 			continue
 		}
-		p.refused.Add(1)
+		p.refused++
 		for attempt := 0; err != nil && first == nil; attempt++ {
 			if attempt == 20 {
 				first = fmt.Errorf("publishing %s: %w", m.id, err)
@@ -501,7 +501,7 @@ func (p *publisher) confirm() {
 func (p *publisher) close() error {
 	close(p.sent)
 	err := <-p.done
-	if n := p.refused.Load(); n > 0 {
+	if n := p.refused; n > 0 {
 		fmt.Fprintf(os.Stderr, "ceiling: %s: the server refused %d publishes (first answer, e.g. 429 too many requests); each was sent again until stored\n", p.name, n)
 	}
 	return err
