@@ -15,7 +15,9 @@
 // Parquet list columns sent with a shape (and not kept) whose values are
 // float32, float64, int32 or int64 are read straight from their column
 // chunks into the tensor's FixedSizeList (directColumn), five times as
-// fast as pqarrow's list reader; pqarrow reads the other columns.
+// fast as pqarrow's list reader; pqarrow reads the other columns. Their
+// repetition levels are checked against the rows' pattern page by page,
+// run by run, as stored (repPages), not decoded level by level.
 //
 // A Writer writes result bodies, in the order given, with kept input
 // columns beside them, to a Parquet file (row groups of at most

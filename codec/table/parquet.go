@@ -260,10 +260,19 @@ type directColumn struct {
 	rg      int // row group of cr
 	end     int // the row group after the last one to read
 	cr      file.ColumnChunkReader
+	pages   *repPages // cr's pages, checking the repetition levels; nil: cr decodes them
+	lvl     int64     // levels of cr's chunk read
 	defs    []int16
 	reps    []int16
 	row     int64  // the file's row to read next, for errors
 	rowReps []byte // the repetition levels of a row, as bytes
+}
+
+// chunkPart is a run of a batch's levels read from one column chunk.
+type chunkPart struct {
+	pages *repPages
+	from  int64 // the chunk's level the run starts at
+	at, n int   // where in the batch, how many
 }
 
 // over returns a directColumn reading d's column in row groups
@@ -271,7 +280,7 @@ type directColumn struct {
 func (d *directColumn) over(first, end int, row int64) *directColumn {
 	c := *d
 	c.rg, c.end, c.row = first, end, row
-	c.cr, c.defs, c.reps, c.rowReps = nil, nil, nil, nil
+	c.cr, c.pages, c.lvl, c.defs, c.reps, c.rowReps = nil, nil, 0, nil, nil, nil
 	return &c
 }
 
@@ -335,6 +344,17 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 	}()
 	nulls := 0
 	got := 0
+	// The repetition levels come from d.pages (see repPages) where it
+	// checks them, and only when some are needed: levels fills reps with
+	// those of the batch read so far.
+	var parts []chunkPart
+	levels := func() {
+		for _, c := range parts {
+			if c.pages != nil {
+				c.pages.fill(reps[c.at:c.at+c.n], c.from)
+			}
+		}
+	}
 	for got < need {
 		if d.cr == nil || !d.cr.HasNext() {
 			if d.cr != nil {
@@ -348,22 +368,28 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 					// The rows go on in the next row group, which another
 					// directColumn reads: some row here is short. This is
 					// the error reading on would report.
+					levels()
 					return nil, d.rowError(reps[:got])
 				}
 				return nil, fmt.Errorf("column %q: %d of %d values at the end of the file (rows of other lengths?)", d.name, got, need)
 			}
-			cr, err := d.f.RowGroup(d.rg).Column(d.col)
-			if err != nil {
+			if err := d.openChunk(); err != nil {
 				return nil, fmt.Errorf("reading column %q: %w", d.name, err)
 			}
-			d.cr = cr
 			continue
 		}
 		lv, nv, err := d.read(need-got, vals.Bytes()[got*d.width:], defs[got:], reps[got:])
 		if err != nil {
 			return nil, fmt.Errorf("reading column %q: %w", d.name, err)
 		}
+		if k := len(parts) - 1; k >= 0 && parts[k].pages == d.pages && d.pages != nil && parts[k].from+int64(parts[k].n) == d.lvl {
+			parts[k].n += int(lv)
+		} else {
+			parts = append(parts, chunkPart{pages: d.pages, from: d.lvl, at: got, n: int(lv)})
+		}
+		d.lvl += lv
 		if nv < int(lv) {
+			levels() // spread names the row of a null or empty one
 			if validity == nil {
 				validity = memory.NewResizableBuffer(d.mem)
 				validity.Resize(int(bitutil.BytesForBits(int64(need))))
@@ -378,7 +404,15 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 		got += int(lv)
 	}
 	// Every row holds exactly k values: its repetition levels are 0 (a
-	// new row) and k-1 ones, compared as bytes.
+	// new row) and k-1 ones, compared as bytes; parts repPages checked
+	// whole need no comparing.
+	whole := true
+	for _, c := range parts {
+		whole = whole && c.pages != nil && c.pages.wholeRows(c.from, int64(c.n))
+	}
+	if !whole {
+		levels()
+	}
 	if d.rowReps == nil {
 		pattern := make([]int16, d.k)
 		for i := 1; i < d.k; i++ {
@@ -388,9 +422,15 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 	}
 	levelBytes := int16Bytes(reps)
 	for r := range int(n) {
+		if whole {
+			break
+		}
 		if !bytes.Equal(levelBytes[r*2*d.k:(r+1)*2*d.k], d.rowReps) {
 			return nil, d.rowError(reps)
 		}
+	}
+	if d.pages != nil {
+		d.pages.forget(d.lvl)
 	}
 	d.row += n
 	var bufs []*memory.Buffer
@@ -443,9 +483,30 @@ func (d *directColumn) finish(batchEnd bool) error {
 	return nil
 }
 
+// openChunk opens the column chunk of row group d.rg, with a repPages
+// under it unless its levels may be BIT_PACKED.
+func (d *directColumn) openChunk() error {
+	pages, err := newRepPages(d.f, d.rg, d.col, d.k)
+	if err != nil {
+		return err
+	}
+	d.pages, d.lvl = pages, 0
+	if pages == nil {
+		d.cr, err = d.f.RowGroup(d.rg).Column(d.col)
+		return err
+	}
+	// The allocator and buffer pool RowGroup(…).Column uses.
+	d.cr = file.NewColumnReader(d.f.MetaData().Schema.Column(d.col), pages, memory.DefaultAllocator, d.f.BufferPool())
+	return nil
+}
+
 // read reads up to levels levels into dst (values packed, nulls left
-// out) and the level slices.
+// out) and the level slices; the repetition levels only when d.pages
+// does not check them.
 func (d *directColumn) read(levels int, dst []byte, defs, reps []int16) (int64, int, error) {
+	if d.pages != nil {
+		reps = nil
+	}
 	switch cr := d.cr.(type) {
 	case *file.Float32ColumnChunkReader:
 		return cr.ReadBatch(int64(levels), arrow.Float32Traits.CastFromBytes(dst), defs, reps)
