@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -39,13 +40,35 @@ func TestRepPagesMatchArrowGo(t *testing.T) {
 							}
 							defer pf.Close()
 							for rg := range pf.NumRowGroups() {
-								checkChunk(t, pf, rg, k, bad)
+								checkChunk(t, pf, rg, 0, k, bad)
 							}
 						})
 					}
 				}
 			}
 		}
+	}
+}
+
+// TestRepPagesMatchArrowGoOnDuckDBFiles does the same on the files
+// another writer made (testdata/README.md): DuckDB's, one with a short
+// row.
+func TestRepPagesMatchArrowGoOnDuckDBFiles(t *testing.T) {
+	for _, name := range []string{"duckdb_pixels_v1.parquet", "duckdb_pixels_v2.parquet", "duckdb_pixels_short.parquet"} {
+		t.Run(name, func(t *testing.T) {
+			pf, err := file.OpenParquetFile(filepath.Join("..", "..", "testdata", name), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pf.Close()
+			col := pf.MetaData().Schema.ColumnIndexByName("pixels.list.element")
+			if col < 0 {
+				t.Fatalf("no column pixels.list.element in %s", pf.MetaData().Schema)
+			}
+			for rg := range pf.NumRowGroups() {
+				checkChunk(t, pf, rg, col, 64, strings.Contains(name, "short"))
+			}
+		})
 	}
 }
 
@@ -131,19 +154,19 @@ func readAll(t *testing.T, cr file.ColumnChunkReader, reps bool) ([]float32, []i
 	return vals, defs, rs
 }
 
-func checkChunk(t *testing.T, pf *file.Reader, rg, k int, bad bool) {
+func checkChunk(t *testing.T, pf *file.Reader, rg, col, k int, bad bool) {
 	t.Helper()
-	cr, err := pf.RowGroup(rg).Column(0)
+	cr, err := pf.RowGroup(rg).Column(col)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantVals, wantDefs, wantReps := readAll(t, cr, true)
 
-	pages, err := newRepPages(pf, rg, 0, k)
+	pages, err := newRepPages(pf, rg, col, k)
 	if err != nil || pages == nil {
 		t.Fatalf("row group %d: repPages %v, %v", rg, pages, err)
 	}
-	ours := file.NewColumnReader(pf.MetaData().Schema.Column(0), pages, memory.DefaultAllocator, pf.BufferPool())
+	ours := file.NewColumnReader(pf.MetaData().Schema.Column(col), pages, memory.DefaultAllocator, pf.BufferPool())
 	vals, defs, _ := readAll(t, ours, false)
 	if !slices.Equal(vals, wantVals) || !slices.Equal(defs, wantDefs) {
 		t.Fatalf("row group %d: values or definition levels differ from arrow-go's when repPages reads the repetition levels", rg)
@@ -153,12 +176,19 @@ func checkChunk(t *testing.T, pf *file.Reader, rg, k int, bad bool) {
 	if i := firstDiff(reps, wantReps); i >= 0 {
 		t.Fatalf("row group %d: level %d: repetition level %d, arrow-go decodes %d", rg, i, reps[i], wantReps[i])
 	}
-	// wholeRows over every range starting at a row boundary of the
-	// levels or one level after, in steps of rows.
+	// wholeRows over ranges of 1, 2 and 8 rows starting at every row
+	// boundary of the levels and one level after, and over every row.
 	for from := 0; from < len(reps); from += k {
 		for _, start := range []int{from, from + 1} {
-			for rows := 1; start+rows*k <= len(reps); rows *= 2 {
+			all := 0
+			if from == 0 {
+				all = len(reps) / k
+			}
+			for _, rows := range []int{1, 2, 8, all} {
 				n := rows * k
+				if rows == 0 || start+n > len(reps) {
+					continue
+				}
 				want := true
 				for i, v := range reps[start : start+n] {
 					want = want && (v == 0) == (i%k == 0) && v <= 1
