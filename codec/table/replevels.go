@@ -25,6 +25,7 @@ import (
 // it reports a wrong row exactly as before.
 type repPages struct {
 	file.PageReader
+	keep   int64 // the most levels of a page breaking the pattern it decodes and keeps
 	k      int
 	state  int   // values of the row being read after the pages seen (1..k; k: the next level starts a row; k+1: too many)
 	levels int64 // levels in the pages seen
@@ -43,6 +44,13 @@ type repPage struct {
 // errLevels reports a page whose repetition levels cannot be read.
 var errLevels = errors.New("corrupt repetition levels")
 
+// maxKeptLevels bounds the levels of one page that breaks a tensor's
+// rows that a repPages decodes and keeps (2 bytes each) so that the
+// directColumn can name the wrong row. A larger page is an error at once:
+// its level count comes from its header, and a few bytes of RLE can
+// claim billions of levels.
+const maxKeptLevels = 1 << 22
+
 // newRepPages returns the page reader of chunk column col of row group
 // rg, or nil when a page of it may hold levels in the deprecated
 // BIT_PACKED encoding (then the directColumn has arrow-go decode them).
@@ -58,7 +66,7 @@ func newRepPages(f *file.Reader, rg, col, k int) (*repPages, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &repPages{PageReader: pr, k: k, state: k}, nil
+	return &repPages{PageReader: pr, keep: maxKeptLevels, k: k, state: k}, nil
 }
 
 // Next moves to the next page and, for a data page, checks its levels.
@@ -93,6 +101,9 @@ func (p *repPages) Next() bool {
 	n := int64(p.PageReader.Page().NumValues())
 	page := repPage{start: p.levels, n: n, state: p.state}
 	state, ok, err := followsRows(levels, n, p.k, p.state)
+	if err == nil && !ok && n > p.keep {
+		err = fmt.Errorf("its %d levels hold rows of other lengths than %d values (too many levels to find which)", n, p.k)
+	}
 	if err == nil && !ok {
 		page.reps, err = decodeReps(levels, n)
 		state = p.state

@@ -72,6 +72,35 @@ func TestRepPagesMatchArrowGoOnDuckDBFiles(t *testing.T) {
 	}
 }
 
+// TestRepPagesBoundWhatTheyKeep checks that a page breaking the rows
+// with more levels than a repPages keeps is an error naming the page,
+// not levels decoded into memory, and that a page within the bound is
+// kept.
+func TestRepPagesBoundWhatTheyKeep(t *testing.T) {
+	path := writeListColumn(t, 8, true, false, true, 1<<20)
+	pf, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	for _, keep := range []int64{100, maxKeptLevels} {
+		p, err := newRepPages(pf, 0, 0, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.keep = keep
+		for p.Next() {
+		}
+		want := "levels hold rows of other lengths than 8 values"
+		if keep == 100 && (p.Err() == nil || !strings.Contains(p.Err().Error(), want)) {
+			t.Errorf("keep %d: error %v, want one saying %q", keep, p.Err(), want)
+		}
+		if keep == maxKeptLevels && (p.Err() != nil || len(p.pages) == 0 || p.pages[0].reps == nil) {
+			t.Errorf("keep %d: error %v, %d pages: want the breaking page's levels kept", keep, p.Err(), len(p.pages))
+		}
+	}
+}
+
 // writeListColumn writes 700 rows (row groups of 300) of a nullable list
 // of float32 column "v" whose rows hold k values, a few of them (when
 // bad) k-1, k+1, null or empty.
