@@ -54,9 +54,10 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 
 .PHONY: fuzz-smoke
-fuzz-smoke: ## run each codec fuzzer briefly (FUZZTIME=200000x executions)
+fuzz-smoke: ## run each decoder fuzzer briefly (FUZZTIME=200000x executions)
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=$(FUZZTIME) ./codec
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeResult$$' -fuzztime=$(FUZZTIME) ./codec
+	$(GO) test -run='^$$' -fuzz='^FuzzRepLevels$$' -fuzztime=$(FUZZTIME) ./codec/table
 
 .PHONY: bench
 bench: ort ## codec, engine and worker-overhead benchmarks
