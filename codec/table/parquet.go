@@ -404,29 +404,15 @@ func (d *directColumn) next(_ context.Context, n int64) (arrow.Array, error) {
 		got += int(lv)
 	}
 	// Every row holds exactly k values: its repetition levels are 0 (a
-	// new row) and k-1 ones, compared as bytes; parts repPages checked
-	// whole need no comparing.
+	// new row) and k-1 ones. Where repPages found them so there is
+	// nothing to compare; elsewhere they are compared as bytes.
 	whole := true
 	for _, c := range parts {
 		whole = whole && c.pages != nil && c.pages.wholeRows(c.from, int64(c.n))
 	}
 	if !whole {
-		levels()
-	}
-	if d.rowReps == nil {
-		pattern := make([]int16, d.k)
-		for i := 1; i < d.k; i++ {
-			pattern[i] = 1
-		}
-		d.rowReps = int16Bytes(pattern)
-	}
-	levelBytes := int16Bytes(reps)
-	for r := range int(n) {
-		if whole {
-			break
-		}
-		if !bytes.Equal(levelBytes[r*2*d.k:(r+1)*2*d.k], d.rowReps) {
-			return nil, d.rowError(reps)
+		if err := d.checkRows(reps, int(n), levels); err != nil {
+			return nil, err
 		}
 	}
 	if d.pages != nil {
@@ -483,6 +469,26 @@ func (d *directColumn) finish(batchEnd bool) error {
 	return nil
 }
 
+// checkRows fills reps (levels) and compares them with n rows of the
+// pattern.
+func (d *directColumn) checkRows(reps []int16, n int, levels func()) error {
+	levels()
+	if d.rowReps == nil {
+		pattern := make([]int16, d.k)
+		for i := 1; i < d.k; i++ {
+			pattern[i] = 1
+		}
+		d.rowReps = int16Bytes(pattern)
+	}
+	levelBytes := int16Bytes(reps)
+	for r := range n {
+		if !bytes.Equal(levelBytes[r*2*d.k:(r+1)*2*d.k], d.rowReps) {
+			return d.rowError(reps)
+		}
+	}
+	return nil
+}
+
 // openChunk opens the column chunk of row group d.rg, with a repPages
 // under it unless its levels may be BIT_PACKED.
 func (d *directColumn) openChunk() error {
@@ -495,7 +501,9 @@ func (d *directColumn) openChunk() error {
 		d.cr, err = d.f.RowGroup(d.rg).Column(d.col)
 		return err
 	}
-	// The allocator and buffer pool RowGroup(…).Column uses.
+	// The buffer pool RowGroup(…).Column uses, and the allocator of the
+	// reader properties openParquet sets (arrow-go does not free its
+	// decoders' buffers; the collector does).
 	d.cr = file.NewColumnReader(d.f.MetaData().Schema.Column(d.col), pages, memory.DefaultAllocator, d.f.BufferPool())
 	return nil
 }
