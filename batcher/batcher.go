@@ -176,17 +176,27 @@ type Batcher struct {
 	margin   float64 // 1 + Config.CostMargin
 	maxPad   float64 // Config.MaxPadding
 
-	classes  []sortedList[rowRef] // queued rows per class, sorted by rowLess
-	touched  []bool               // scratch: classes rows were taken from
-	items    map[uint64]*item
-	dl       sortedList[*item] // live items with a deadline, by deadline
-	dlAmort  float64           // Σ amort over dl (an upper bound of the deadline demand)
-	dlOps    int               // updates of dlAmort since it was last summed afresh
-	levels   []*level          // by priority, highest first
-	levelOf  map[int]*level    // by priority
-	expiry   itemHeap          // live deadline items by exp
-	promoted int64             // items due by then are in ready lists
-	queued   int               // queued rows
+	classes []sortedList[rowRef] // queued rows per class, sorted by rowLess
+	touched []bool               // scratch: classes rows were taken from
+	items   map[uint64]*item
+	dl      sortedList[*item] // live items with a deadline, by deadline
+	dlAmort float64           // Σ amort over dl (an upper bound of the deadline demand)
+	dlOps   int               // updates of dlAmort since it was last summed afresh
+	// dlFloor bounds from below, over the deadline items in dl order,
+	// deadline − margin·(Σ amort of the items up to it): every item's
+	// slack in the deadline-demand pass is at least dlFloor − now. Taking
+	// rows and removing items only raise that minimum; an insertion may
+	// lower the bound (Add); each pass sets it afresh (demand).
+	dlFloor   int64
+	dlFloorOK bool
+	// slackCap exceeds the engine time of any batch with its switch
+	// cost, with the margin: beyond it a larger slack changes no decision.
+	slackCap int64
+	levels   []*level       // by priority, highest first
+	levelOf  map[int]*level // by priority
+	expiry   itemHeap       // live deadline items by exp
+	promoted int64          // items due by then are in ready lists
+	queued   int            // queued rows
 	nextSeq  uint64
 
 	epoch     time.Time
@@ -291,6 +301,23 @@ func (b *Batcher) buildTables() {
 			b.breaks = append(b.breaks, n)
 		}
 	}
+	maxCost := 0.0
+	for _, byClass := range b.table {
+		for _, row := range byClass {
+			for _, v := range row {
+				if !math.IsInf(v, 1) {
+					maxCost = max(maxCost, v)
+				}
+			}
+		}
+	}
+	maxSwitch := 0.0
+	for from := range b.l.profiles {
+		for to := range b.l.profiles {
+			maxSwitch = max(maxSwitch, float64(b.cost.SwitchCost(from, to)))
+		}
+	}
+	b.slackCap = int64((maxCost+maxSwitch)*b.margin*(1+1e-6)) + 1000
 	b.idealMax = make([]float64, K)
 	for k := range b.idealMax {
 		b.idealMax[k] = b.ideal[k]
@@ -456,6 +483,12 @@ func (b *Batcher) Add(now time.Time, it Item) error {
 		b.dl.insert(x)
 		b.dlAmort += x.amort
 		b.dlOps++
+		if b.dlFloorOK {
+			// The items before x keep their sums; x and those after it
+			// have a deadline no earlier than x's and at most the whole
+			// demand before them.
+			b.dlFloor = min(b.dlFloor, x.deadline-int64(b.dlAmort*b.margin*(1+1e-6))-1000)
+		}
 		x.exp = x.deadline - int64(b.needNS(x))
 		b.expiry.push(x)
 	}
@@ -714,6 +747,40 @@ func (a *acc) add(b *Batcher, r rowRef, d1 *item) {
 	}
 }
 
+// demand runs the deadline-demand pass into pr and returns a new
+// dlFloor: the minimum it walked, and past where it stopped, the least
+// deadline there less the whole demand (bound).
+func (b *Batcher) demand(pr *pressure, bound int64) int64 {
+	floor := int64(math.MaxInt64)
+	var cum, all float64
+	for c := (cursor{}); b.dl.valid(c); c = b.dl.next(c) {
+		x := b.dl.at(c)
+		// No item can need more than all of them together: once a
+		// deadline lies that far beyond the least slack found, no later
+		// one can lower it (a small safety factor covers rounding in the
+		// running sum).
+		if pr.d1 != nil && x.deadline-b.now-bound >= pr.slack {
+			return min(floor, x.deadline-bound)
+		}
+		need := x.amort * b.margin
+		all += need
+		floor = min(floor, x.deadline-int64(all*(1+1e-6))-1000)
+		slack := x.deadline - b.now - int64(cum+need)
+		if slack < 0 {
+			// Cannot be met behind the earlier deadlines: reserve no time
+			// for it (it still runs if it gets the chance, and is
+			// reported by Expired once it cannot finish even alone).
+			continue
+		}
+		cum += need
+		if pr.d1 == nil {
+			pr.d1 = x
+		}
+		pr.slack = min(pr.slack, slack)
+	}
+	return floor
+}
+
 // pressure summarizes the queued deadline items served earliest deadline
 // first: d1 is the first of them and slack the least, over items i, of
 // deadline_i - now - (time items 1..i need), where an item needs the
@@ -781,10 +848,6 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 	if x := b.expiry.top(); x != nil {
 		wake = min(wake, x.exp+1) // when it would expire
 	}
-	var cum float64
-	// No item can need more than all of them together: once a deadline
-	// lies that far beyond the least slack found, no later one can lower
-	// it (a small safety factor covers rounding in the running sum).
 	if b.dlOps > max(1024, 4*b.dl.Len()) {
 		// Re-sum now and then, so that rounding in the running sum stays
 		// far below the safety margin below (amortized O(1) per update).
@@ -794,24 +857,14 @@ func (b *Batcher) decide(force, take bool) (Plan, bool) {
 		}
 	}
 	bound := int64(b.dlAmort*b.margin*(1+1e-6)) + 1000
-	for c := (cursor{}); b.dl.valid(c); c = b.dl.next(c) {
-		x := b.dl.at(c)
-		if pr.d1 != nil && x.deadline-b.now-bound >= pr.slack {
-			break
-		}
-		need := x.amort * b.margin
-		slack := x.deadline - b.now - int64(cum+need)
-		if slack < 0 {
-			// Cannot be met behind the earlier deadlines: reserve no time
-			// for it (it still runs if it gets the chance, and is
-			// reported by Expired once it cannot finish even alone).
-			continue
-		}
-		cum += need
-		if pr.d1 == nil {
-			pr.d1 = x
-		}
-		pr.slack = min(pr.slack, slack)
+	if b.dl.Len() > 0 && b.dlFloorOK && b.dlFloor-b.now >= b.slackCap {
+		// Every item can be met behind all those before it, with more
+		// slack than any batch takes: the pass below would take them all,
+		// d1 the first, and no decision depends on how much more slack
+		// there is (a wakeup set from the bound comes early, not late).
+		pr.d1, pr.slack = b.dl.at(cursor{}), b.dlFloor-b.now
+	} else {
+		b.dlFloor, b.dlFloorOK = b.demand(&pr, bound), true
 	}
 	// The most urgent item that is due, and the next due time.
 	b.promote()
