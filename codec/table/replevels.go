@@ -26,7 +26,7 @@ import (
 type repPages struct {
 	file.PageReader
 	keep   int64 // the most levels of a page breaking the pattern it decodes and keeps
-	k      int
+	k      int   // values per row
 	state  int   // values of the row being read after the pages seen (1..k; k: the next level starts a row; k+1: too many)
 	levels int64 // levels in the pages seen
 	pages  []repPage
