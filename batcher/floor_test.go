@@ -21,27 +21,12 @@ func TestDeadlineFloorBoundsTheDemandPass(t *testing.T) {
 		b := newTestBatcher(t, Config{})
 		rng := rand.New(rand.NewPCG(uint64(seed), 9))
 		now := t0
-		shared := t0.Add(time.Hour)
 		id := uint64(0)
 		for range 400 {
 			now = now.Add(time.Duration(rng.IntN(3000)) * time.Microsecond)
 			if rng.IntN(10) < 6 {
 				id++
-				n := 1 + rng.IntN(8)
-				ls := make([]int, n)
-				for i := range ls {
-					ls[i] = 8 + rng.IntN(200)
-				}
-				it := Item{ID: id, Rows: n, SeqLens: ls}
-				switch rng.IntN(5) {
-				case 0:
-					it.Deadline = now.Add(5*time.Millisecond + time.Duration(rng.Int64N(int64(45*time.Millisecond))))
-				case 1:
-					it.Deadline = now.Add(time.Second + time.Duration(rng.Int64N(int64(time.Second))))
-				case 2:
-					it.Deadline = shared
-				}
-				if err := b.Add(now, it); err != nil {
+				if err := b.Add(now, randomItem(rng, id, now)); err != nil {
 					t.Fatal(err)
 				}
 			} else {
@@ -92,24 +77,12 @@ func TestDeadlineFloorChangesNoPlan(t *testing.T) {
 		fast, full := newTestBatcher(t, Config{}), newTestBatcher(t, Config{})
 		rng := rand.New(rand.NewPCG(uint64(seed), 11))
 		now := t0
-		shared := t0.Add(time.Hour)
 		id := uint64(0)
 		for step := range 600 {
 			now = now.Add(time.Duration(rng.IntN(2000)) * time.Microsecond)
 			if rng.IntN(10) < 6 {
 				id++
-				n := 1 + rng.IntN(8)
-				ls := make([]int, n)
-				for i := range ls {
-					ls[i] = 8 + rng.IntN(200)
-				}
-				it := Item{ID: id, Rows: n, SeqLens: ls, Priority: rng.IntN(2)}
-				switch rng.IntN(4) {
-				case 0:
-					it.Deadline = now.Add(2*time.Millisecond + time.Duration(rng.Int64N(int64(30*time.Millisecond))))
-				case 1:
-					it.Deadline = shared
-				}
+				it := randomItem(rng, id, now)
 				for _, b := range []*Batcher{fast, full} {
 					if err := b.Add(now, it); err != nil {
 						t.Fatal(err)
@@ -137,4 +110,25 @@ func TestDeadlineFloorChangesNoPlan(t *testing.T) {
 		t.Fatal("no decision skipped the pass: the test does not reach the floor")
 	}
 	t.Logf("%d decisions could skip the pass", skips)
+}
+
+// randomItem returns an item of 1 to 8 rows of lengths 8 to 207, of
+// priority 0 or 1, with no deadline, one 2–50 ms or 1–2 s away, or the
+// deadline an hour after t0 that a scoring job's requests share.
+func randomItem(rng *rand.Rand, id uint64, now time.Time) Item {
+	n := 1 + rng.IntN(8)
+	ls := make([]int, n)
+	for i := range ls {
+		ls[i] = 8 + rng.IntN(200)
+	}
+	it := Item{ID: id, Rows: n, SeqLens: ls, Priority: rng.IntN(2)}
+	switch rng.IntN(5) {
+	case 0:
+		it.Deadline = now.Add(2*time.Millisecond + time.Duration(rng.Int64N(int64(48*time.Millisecond))))
+	case 1:
+		it.Deadline = now.Add(time.Second + time.Duration(rng.Int64N(int64(time.Second))))
+	case 2:
+		it.Deadline = t0.Add(time.Hour)
+	}
+	return it
 }

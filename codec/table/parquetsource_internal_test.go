@@ -79,13 +79,19 @@ func mixedTable(rows int, bad func(i int, t *array.ListBuilder) bool) arrow.Reco
 // rowGroup rows and returns its path.
 func writeRowGroups(t *testing.T, rec arrow.RecordBatch, rowGroup int64) string {
 	t.Helper()
+	return writeWith(t, rec, parquet.WithMaxRowGroupLength(rowGroup))
+}
+
+// writeWith writes rec to a Parquet file in a temporary directory with
+// the given writer properties and returns its path.
+func writeWith(t *testing.T, rec arrow.RecordBatch, props ...parquet.WriterProperty) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "in.parquet")
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := pqarrow.NewFileWriter(rec.Schema(), f, parquet.NewWriterProperties(parquet.WithMaxRowGroupLength(rowGroup)),
-		pqarrow.NewArrowWriterProperties())
+	w, err := pqarrow.NewFileWriter(rec.Schema(), f, parquet.NewWriterProperties(props...), pqarrow.NewArrowWriterProperties())
 	if err != nil {
 		t.Fatal(err)
 	}

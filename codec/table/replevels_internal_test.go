@@ -3,7 +3,6 @@ package table
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 )
 
 // TestRepPagesMatchArrowGo writes list columns of rows of k values with
@@ -136,24 +134,8 @@ func writeListColumn(t *testing.T, k int, bad, v2, dict bool, page int64) string
 	if v2 {
 		version = parquet.DataPageV2
 	}
-	path := filepath.Join(t.TempDir(), "lists.parquet")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := pqarrow.NewFileWriter(schema, f, parquet.NewWriterProperties(
-		parquet.WithMaxRowGroupLength(300), parquet.WithDataPageVersion(version),
-		parquet.WithDictionaryDefault(dict), parquet.WithDataPageSize(page)), pqarrow.NewArrowWriterProperties())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WriteBuffered(rec); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeWith(t, rec, parquet.WithMaxRowGroupLength(300), parquet.WithDataPageVersion(version),
+		parquet.WithDictionaryDefault(dict), parquet.WithDataPageSize(page))
 }
 
 // readAll reads every level of cr: values, definition levels and, when
