@@ -90,7 +90,8 @@ bench-ceiling: ort ## jetinfer's requests/s against JetStream's ceiling for its 
 	$(GO) run ./cmd/ceiling
 
 SCORE_ROWS ?= 2000000
-# 1: server and worker on CPU 0, score on CPU 1 (see TestBenchScore)
+# N: score on N CPUs (whole cores, from the end), server and worker on the rest;
+# on 2 CPUs, 1 puts them on CPU 0 and score on CPU 1 (see TestBenchScore)
 SCORE_SPLIT_CPUS ?=
 .PHONY: bench-score
 bench-score: ort ## offline scoring: a SCORE_ROWS-row Parquet file through `score` (interrupted once, resumed) vs the worker alone

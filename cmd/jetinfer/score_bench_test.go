@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sys/unix"
 
 	"github.com/jetinfer/jetinfer/codec"
 	"github.com/jetinfer/jetinfer/codec/table"
@@ -42,10 +44,14 @@ import (
 // run at default settings (max_payload 1 MiB).
 //
 // All processes share the machine's cores unless
-// JETINFER_BENCH_SCORE_SPLIT_CPUS=1: then the server (this process) and
-// the worker run on CPU 0 in both phases and score on CPU 1 (taskset),
-// so that the worker has the same share with and without score beside
-// it, as where score runs on another machine than the workers.
+// JETINFER_BENCH_SCORE_SPLIT_CPUS=N: then score runs on N of this
+// process's CPUs (whole physical cores where hyperthreads share one,
+// taken from the end) and the server (this process) and the worker on
+// the rest, in both phases (taskset), so that the worker has the same
+// share with and without score beside it, as where score runs on another
+// machine than the workers. The worker's defaults follow its CPUs
+// (GOMAXPROCS is the affinity mask's size). On 2 CPUs, N=1 puts the
+// server and worker on CPU 0 and score on CPU 1.
 //
 // For experiments with non-default settings (docs/benchmarks.md):
 // JETINFER_BENCH_SCORE_FLAGS appends score flags, JETINFER_BENCH_SCORE_ENV
@@ -56,7 +62,7 @@ func TestBenchScore(t *testing.T) {
 	if n <= 0 {
 		t.Skip("set JETINFER_BENCH_SCORE_ROWS (make bench-score)")
 	}
-	split := os.Getenv("JETINFER_BENCH_SCORE_SPLIT_CPUS") == "1"
+	split, _ := strconv.Atoi(os.Getenv("JETINFER_BENCH_SCORE_SPLIT_CPUS"))
 	logf := func(format string, args ...any) { fmt.Printf("bench-score: "+format+"\n", args...) }
 	ns := startTestServer(t)
 	url := ns.ClientURL()
@@ -69,12 +75,18 @@ func TestBenchScore(t *testing.T) {
 	st, _ := os.Stat(in)
 	logf("input %s: %d rows, %.0f MiB, written in %s", in, n, float64(st.Size())/(1<<20), time.Since(start).Round(time.Millisecond))
 
-	if split {
-		// Every thread of this process; the worker inherits the mask.
-		if out, err := exec.Command("taskset", "-a", "-p", "-c", "0", strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
-			t.Fatalf("pinning the server to CPU 0: %v: %s", err, out)
+	var scoreCPUs string
+	if split > 0 {
+		rest, own, err := splitCPUs(split)
+		if err != nil {
+			t.Fatal(err)
 		}
-		logf("cores: server and worker on CPU 0, score on CPU 1 (JETINFER_BENCH_SCORE_SPLIT_CPUS=1)")
+		// Every thread of this process; the worker inherits the mask.
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", rest, strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+			t.Fatalf("pinning the server to CPUs %s: %v: %s", rest, err, out)
+		}
+		scoreCPUs = own
+		logf("cores: server and worker on CPUs %s, score on CPUs %s (JETINFER_BENCH_SCORE_SPLIT_CPUS=%d)", rest, own, split)
 	} else {
 		logf("cores: all processes share the machine's %d", runtime.NumCPU())
 	}
@@ -237,8 +249,8 @@ func TestBenchScore(t *testing.T) {
 	var runStart [2]time.Time
 	for i, interrupt := range []bool{true, false} {
 		cmd := exec.Command(os.Args[0], args...)
-		if split {
-			cmd = exec.Command("taskset", append([]string{"-c", "1", os.Args[0]}, args...)...)
+		if scoreCPUs != "" {
+			cmd = exec.Command("taskset", append([]string{"-c", scoreCPUs, os.Args[0]}, args...)...)
 		}
 		hwm := filepath.Join(dir, fmt.Sprintf("hwm.%d", i+1))
 		cmd.Env = append(os.Environ(), "JETINFER_TEST_MAIN=1", "JETINFER_TEST_HWM_FILE="+hwm)
@@ -415,4 +427,80 @@ func benchCPU(t *testing.T, pid int) benchTimes {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return benchTimes{worker: (ut + st) / 100, self: self}
+}
+
+// splitCPUs divides this process's CPUs in two: n for score, taken from
+// the end as whole physical cores (all the hyperthreads of a core, as
+// Linux lists them in thread_siblings_list), and the rest, each as a
+// taskset list.
+func splitCPUs(n int) (rest, score string, err error) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return "", "", fmt.Errorf("reading the CPU affinity: %w", err)
+	}
+	var cpus []int
+	for c := range 1024 {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	taken := map[int]bool{}
+	var own []int
+	for i := len(cpus) - 1; i >= 0 && len(own) < n; i-- {
+		c := cpus[i]
+		if taken[c] {
+			continue
+		}
+		siblings := []int{c}
+		if b, err := os.ReadFile(fmt.Sprintf("/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list", c)); err == nil {
+			siblings = parseCPUList(strings.TrimSpace(string(b)))
+		}
+		for _, s := range siblings {
+			if set.IsSet(s) && !taken[s] {
+				taken[s] = true
+				own = append(own, s)
+			}
+		}
+	}
+	var others []int
+	for _, c := range cpus {
+		if !taken[c] {
+			others = append(others, c)
+		}
+	}
+	if len(own) < n || len(others) == 0 {
+		return "", "", fmt.Errorf("cannot give score %d of %d CPUs and keep one for the server and the worker", n, len(cpus))
+	}
+	return cpuList(others), cpuList(own), nil
+}
+
+// parseCPUList reads a Linux CPU list such as "3,11" or "0-3".
+func parseCPUList(s string) []int {
+	var out []int
+	for part := range strings.SplitSeq(s, ",") {
+		lo, hi, found := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			continue
+		}
+		b := a
+		if found {
+			if b, err = strconv.Atoi(hi); err != nil {
+				continue
+			}
+		}
+		for c := a; c <= b; c++ {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// cpuList writes CPUs as taskset's comma-separated list.
+func cpuList(cpus []int) string {
+	parts := make([]string, len(cpus))
+	for i, c := range slices.Sorted(slices.Values(cpus)) {
+		parts[i] = strconv.Itoa(c)
+	}
+	return strings.Join(parts, ",")
 }
