@@ -148,6 +148,11 @@ func TestBenchScore(t *testing.T) {
 		logf("%s: published ahead in %s", job, time.Since(start).Round(time.Millisecond))
 		wcmd := startWorkerProcess(t, url, env...)
 		cpu0 := benchCPU(t, wcmd.Process.Pid)
+		cons, err := js.Consumer(context.Background(), wire.DefaultRequestStream, "digits")
+		if err != nil {
+			t.Fatal(err)
+		}
+		heldSum, heldSamples := 0, 0 // requests the worker holds (ack-pending), sampled while it drains
 		for {
 			info, err := res.Info(context.Background())
 			if err != nil {
@@ -156,7 +161,11 @@ func TestBenchScore(t *testing.T) {
 			if info.State.LastSeq+1-from >= uint64(reqs) {
 				break
 			}
-			time.Sleep(50 * time.Millisecond)
+			if ci, err := cons.Info(context.Background()); err == nil && info.State.LastSeq >= from {
+				heldSum += ci.NumAckPending
+				heldSamples++
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 		sp := streamSpan(t, js, wire.DefaultResultStream, from, from+uint64(reqs))
 		span := sp.last.Sub(sp.first)
@@ -176,8 +185,8 @@ func TestBenchScore(t *testing.T) {
 		}
 		cpu1 := benchCPU(t, wcmd.Process.Pid)
 		logf("worker alone (%s): %.0f rows/s (%d results in %s, %d error results; first: %s)", job, rate, reqs, span.Round(time.Millisecond), failed, firstErr)
-		logf("worker alone (%s): CPU seconds: worker %.2f, server+harness %.2f (whole drain, reading the results back included)",
-			job, cpu1.worker-cpu0.worker, cpu1.self-cpu0.self)
+		logf("worker alone (%s): CPU seconds: worker %.2f, server+harness %.2f (whole drain, reading the results back included); held by the worker %.1f requests on average once results flowed",
+			job, cpu1.worker-cpu0.worker, cpu1.self-cpu0.self, float64(heldSum)/float64(max(1, heldSamples)))
 		if failed > 0 {
 			t.Fatalf("the worker answered %d of %d backlog requests with errors: its rows/s would be inflated by fast error results", failed, reqs)
 		}
@@ -211,6 +220,7 @@ func TestBenchScore(t *testing.T) {
 	// samples of the model consumer with no request waiting to be
 	// delivered (the worker may still hold some, ack-pending).
 	var samples, empty, idle int
+	var heldSum, heldMax, waitingSum int // requests ack-pending and waiting, over the samples
 	stopSampling := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -232,6 +242,9 @@ func TestBenchScore(t *testing.T) {
 				continue
 			}
 			samples++
+			heldSum += ci.NumAckPending
+			heldMax = max(heldMax, ci.NumAckPending)
+			waitingSum += int(ci.NumPending)
 			if ci.NumPending == 0 {
 				empty++
 				if ci.NumAckPending == 0 {
@@ -318,8 +331,8 @@ func TestBenchScore(t *testing.T) {
 	cpu3 := benchCPU(t, wcmd.Process.Pid)
 	close(stopSampling)
 	<-sampled
-	logf("score runs: request consumer sampled every 10ms: %d samples, %d with no request waiting, %d with none held by the worker either",
-		samples, empty, idle)
+	logf("score runs: request consumer sampled every 10ms: %d samples, %d with no request waiting, %d with none held by the worker either; held by the worker %.1f on average (at most %d), waiting %.1f",
+		samples, empty, idle, float64(heldSum)/float64(max(1, samples)), heldMax, float64(waitingSum)/float64(max(1, samples)))
 	logf("score runs: %s wall; CPU seconds: score %.2f, worker %.2f, server+harness %.2f", total.Round(time.Millisecond),
 		scoreCPU, cpu3.worker-cpu2.worker, cpu3.self-cpu2.self)
 	// The worker stops (writing its profile, if asked) and a new one
