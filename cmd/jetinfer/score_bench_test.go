@@ -56,7 +56,9 @@ import (
 // For experiments with non-default settings (docs/benchmarks.md):
 // JETINFER_BENCH_SCORE_FLAGS appends score flags, JETINFER_BENCH_SCORE_ENV
 // adds KEY=VALUE pairs (space-separated) to score's environment only, and
-// JETINFER_BENCH_SCORE_PROFILE writes CPU and allocation profiles.
+// JETINFER_BENCH_SCORE_PROFILE writes CPU and allocation profiles,
+// JETINFER_BENCH_SCORE_TRACE=PREFIX execution traces of the score runs
+// (PREFIX.1, PREFIX.2; go tool trace).
 func TestBenchScore(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("JETINFER_BENCH_SCORE_ROWS"))
 	if n <= 0 {
@@ -265,6 +267,9 @@ func TestBenchScore(t *testing.T) {
 		cmd.Env = append(os.Environ(), "JETINFER_TEST_MAIN=1", "JETINFER_TEST_HWM_FILE="+hwm)
 		// Environment for score alone (e.g. GOMAXPROCS), for experiments.
 		cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("JETINFER_BENCH_SCORE_ENV"))...)
+		if tr := os.Getenv("JETINFER_BENCH_SCORE_TRACE"); tr != "" {
+			cmd.Env = append(cmd.Env, fmt.Sprintf("JETINFER_TEST_TRACE=%s.%d", tr, i+1))
+		}
 		if prof := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prof != "" {
 			cmd.Env = append(cmd.Env, fmt.Sprintf("JETINFER_TEST_CPUPROFILE=%s.%d", prof, i+1),
 				fmt.Sprintf("JETINFER_TEST_MEMPROFILE=%s.%d.allocs", prof, i+1))

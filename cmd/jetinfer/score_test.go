@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,9 +49,17 @@ func TestMain(m *testing.M) {
 				defer pprof.StopCPUProfile()
 			}
 		}
+		if path := os.Getenv("JETINFER_TEST_TRACE"); path != "" {
+			// An execution trace (go tool trace): where goroutines wait.
+			if f, err := os.Create(path); err == nil {
+				_ = trace.Start(f)
+				defer trace.Stop()
+			}
+		}
 		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
 		pprof.StopCPUProfile()
+		trace.Stop()
 		if path := os.Getenv("JETINFER_TEST_MEMPROFILE"); path != "" {
 			// Allocations over the whole run (go tool pprof -sample_index=alloc_space).
 			if f, err := os.Create(path); err == nil {
