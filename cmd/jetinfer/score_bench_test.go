@@ -58,7 +58,8 @@ import (
 // adds KEY=VALUE pairs (space-separated) to score's environment only, and
 // JETINFER_BENCH_SCORE_PROFILE writes CPU and allocation profiles,
 // JETINFER_BENCH_SCORE_TRACE=PREFIX execution traces of the score runs
-// (PREFIX.1, PREFIX.2; go tool trace).
+// (PREFIX.1, PREFIX.2) and of the worker serving the first drain and the
+// score runs (PREFIX.worker; go tool trace).
 func TestBenchScore(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("JETINFER_BENCH_SCORE_ROWS"))
 	if n <= 0 {
@@ -193,6 +194,9 @@ func TestBenchScore(t *testing.T) {
 	var wenv []string
 	if prof := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prof != "" {
 		wenv = append(wenv, "JETINFER_TEST_CPUPROFILE="+prof+".worker")
+	}
+	if tr := os.Getenv("JETINFER_BENCH_SCORE_TRACE"); tr != "" {
+		wenv = append(wenv, "JETINFER_TEST_TRACE="+tr+".worker")
 	}
 	rateBefore, wcmd := workerAlone("baseline", wenv...)
 
