@@ -40,7 +40,11 @@ import (
 // printed, with the ratio to it), and the peak RSS of the score
 // processes. The worker's speed on a shared machine drifts by several
 // percent between drains a few seconds apart; measuring it on both sides
-// of the score runs keeps the drift out of the ratio. Server and worker
+// of the score runs keeps the drift out of the ratio. First it measures
+// the broker's pass-through for the same requests (published as score
+// publishes them while a plain pull consumer drains and acks them) and
+// prints score ÷ that too: score's requests cross the broker both ways,
+// which the worker-alone drain of stored requests does not pay for. Server and worker
 // run at default settings (max_payload 1 MiB).
 //
 // All processes share the machine's cores unless
@@ -198,6 +202,52 @@ func TestBenchScore(t *testing.T) {
 	if tr := os.Getenv("JETINFER_BENCH_SCORE_TRACE"); tr != "" {
 		wenv = append(wenv, "JETINFER_TEST_TRACE="+tr+".worker")
 	}
+	// The broker's own limit for the request leg, before any worker
+	// runs: the same requests published as score publishes them while a
+	// pull consumer on the model's consumer drains and acks them, with no
+	// decoding, engine or results.
+	passRate := func() float64 {
+		cons, err := js.Consumer(context.Background(), wire.DefaultRequestStream, "digits")
+		if err != nil {
+			t.Fatal(err)
+		}
+		it, err := cons.Messages(jetstream.PullMaxBytes(client.DefaultUnackedBytes))
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan time.Time, 1)
+		go func() {
+			for got := 0; got < reqs; got++ {
+				msg, err := it.Next()
+				if err != nil {
+					return
+				}
+				_ = msg.Ack()
+			}
+			done <- time.Now()
+		}()
+		start := time.Now()
+		publishAhead(t, pub, "passthrough", bodies)
+		var end time.Time
+		select {
+		case end = <-done:
+		case <-time.After(2 * time.Minute):
+			t.Fatal("the pass-through consumer did not receive every request in 2 minutes")
+		}
+		it.Stop()
+		for { // every ack in before a worker takes the consumer
+			ci, err := cons.Info(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ci.NumPending == 0 && ci.NumAckPending == 0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return float64(rows) / end.Sub(start).Seconds()
+	}()
+	logf("broker pass-through: %.0f rows/s (the same requests published as score does while a pull consumer drains and acks them; no decoding, engine or results)", passRate)
 	rateBefore, wcmd := workerAlone("baseline", wenv...)
 
 	// score, interrupted once midway, then the same command again.
@@ -354,6 +404,7 @@ func TestBenchScore(t *testing.T) {
 	logf("ratio: score %.0f rows/s ÷ worker alone %.0f (before the score runs: %.2f) and %.0f (after: %.2f), mean %.0f",
 		scoreRate, rateBefore, scoreRate/rateBefore, rateAfter, scoreRate/rateAfter, workerRate)
 	ratio := scoreRate / workerRate
+	logf("ratio: score ÷ broker pass-through %.2f", scoreRate/passRate)
 	fmt.Printf("score: rows=%d ok=%d ratio_vs_worker=%.2f rss_mib=%d resumed_rows=%d\n", gotRows, ok, ratio, rssKiB>>10, resumed)
 	if gotRows != n {
 		t.Errorf("score wrote %d rows, want %d", gotRows, n)
