@@ -63,7 +63,10 @@ import (
 // JETINFER_BENCH_SCORE_PROFILE writes CPU and allocation profiles,
 // JETINFER_BENCH_SCORE_TRACE=PREFIX execution traces of the score runs
 // (PREFIX.1, PREFIX.2) and of the worker serving the first drain and the
-// score runs (PREFIX.worker; go tool trace).
+// score runs (PREFIX.worker; go tool trace), and
+// JETINFER_BENCH_SCORE_PEAK_HEAP=PREFIX a heap profile of each score run
+// at its largest RSS (PREFIX.1, PREFIX.2, with memory statistics in
+// PREFIX.N.txt).
 func TestBenchScore(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("JETINFER_BENCH_SCORE_ROWS"))
 	if n <= 0 {
@@ -323,6 +326,9 @@ func TestBenchScore(t *testing.T) {
 		cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("JETINFER_BENCH_SCORE_ENV"))...)
 		if tr := os.Getenv("JETINFER_BENCH_SCORE_TRACE"); tr != "" {
 			cmd.Env = append(cmd.Env, fmt.Sprintf("JETINFER_TEST_TRACE=%s.%d", tr, i+1))
+		}
+		if heap := os.Getenv("JETINFER_BENCH_SCORE_PEAK_HEAP"); heap != "" {
+			cmd.Env = append(cmd.Env, fmt.Sprintf("JETINFER_TEST_PEAK_HEAP=%s.%d", heap, i+1))
 		}
 		if prof := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prof != "" {
 			cmd.Env = append(cmd.Env, fmt.Sprintf("JETINFER_TEST_CPUPROFILE=%s.%d", prof, i+1),

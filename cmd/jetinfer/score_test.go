@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
@@ -55,6 +56,9 @@ func TestMain(m *testing.M) {
 				_ = trace.Start(f)
 				defer trace.Stop()
 			}
+		}
+		if path := os.Getenv("JETINFER_TEST_PEAK_HEAP"); path != "" {
+			go writeHeapAtPeak(ctx, path)
 		}
 		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
@@ -802,5 +806,43 @@ func TestScoreStopsWhenItsJobIsCancelled(t *testing.T) {
 	ci, err := cons.Info(context.Background())
 	if err != nil || ci.NumPending != 0 {
 		t.Fatalf("%d requests still pending after the cancel (%v)", ci.NumPending, err)
+	}
+}
+
+// writeHeapAtPeak samples this process's RSS every 20 ms until ctx ends
+// and, each time it passes its highest so far by 4 MiB, writes a heap
+// profile to path and the runtime's memory statistics beside it
+// (path.txt): what was live when the process was largest.
+func writeHeapAtPeak(ctx context.Context, path string) {
+	var peak int64
+	tk := time.NewTicker(20 * time.Millisecond)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		b, err := os.ReadFile("/proc/self/statm")
+		if err != nil {
+			return
+		}
+		var size, resident int64
+		if _, err := fmt.Sscan(string(b), &size, &resident); err != nil {
+			return
+		}
+		rss := resident * int64(os.Getpagesize())
+		if rss < peak+4<<20 {
+			continue
+		}
+		peak = rss
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.Lookup("heap").WriteTo(f, 0)
+			_ = f.Close()
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		_ = os.WriteFile(path+".txt", fmt.Appendf(nil, "rss_mib=%d heap_inuse_mib=%d heap_idle_unreleased_mib=%d stack_mib=%d sys_mib=%d next_gc_mib=%d num_gc=%d\n",
+			rss>>20, ms.HeapInuse>>20, (ms.HeapIdle-ms.HeapReleased)>>20, ms.StackInuse>>20, ms.Sys>>20, ms.NextGC>>20, ms.NumGC), 0o600)
 	}
 }
