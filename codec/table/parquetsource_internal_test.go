@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -392,4 +393,95 @@ func TestParquetCloseMidway(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestParquetAheadCountsWhatBatchesHold lets two decoders read only
+// flat columns ahead of a reader that takes nothing, with score's
+// allocator and batch size, and checks that the memory they hold stays
+// within the budget plus what the decoders work on and the batch the
+// reader would take: pqarrow reserves room for twice a batch's rows and
+// shrinks the values when it hands them out; while the allocator kept the
+// whole reservation behind the shrunk buffers, the decoders held about
+// twice the budget.
+func TestParquetAheadCountsWhatBatchesHold(t *testing.T) {
+	rec := mixedTable(200000, nil)
+	path := writeRowGroups(t, rec, 20000)
+	rec.Release()
+	const budget = 1 << 20
+	mem := &capCounter{}
+	opts := Options{Columns: []string{"id", "x"}, RowsPerRequest: DefaultRowsPerRequest, Mem: mem, decoders: 2, aheadBytes: budget}
+	s, _, err := openParquet(path, opts, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	// The decoders stop when the budget is spent; wait until nothing
+	// more is allocated for a while.
+	last, still := -1, 0
+	for deadline := time.Now().Add(10 * time.Second); still < 20; {
+		if time.Now().After(deadline) {
+			t.Fatal("the decoders did not stop within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+		if n := mem.held(); n != last {
+			last, still = n, 0
+		} else {
+			still++
+		}
+	}
+	s.mu.Lock()
+	batch := 0 // the largest batch decoded
+	for _, task := range s.tasks {
+		for _, r := range task.ready {
+			batch = max(batch, RecordBytes(r))
+		}
+	}
+	s.mu.Unlock()
+	// Besides the budget: the batch the reader would take, and per
+	// decoder the batch it may start while under the budget and pqarrow's
+	// reservation for its next one (twice a batch).
+	if limit := budget + 7*batch; last > limit {
+		t.Errorf("decoded batches ahead hold %d bytes; want at most the budget %d plus seven batches of %d = %d", last, budget, batch, limit)
+	}
+	if last < budget/2 {
+		t.Errorf("decoded batches ahead hold %d bytes: the decoders stopped well short of the budget %d", last, budget)
+	}
+}
+
+// capCounter is score's pooling allocator, counting the capacity of the
+// buffers it has handed out and not taken back.
+type capCounter struct {
+	pool poolAllocator
+	mu   sync.Mutex
+	n    int
+}
+
+func (c *capCounter) add(d int) {
+	c.mu.Lock()
+	c.n += d
+	c.mu.Unlock()
+}
+
+func (c *capCounter) held() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+func (c *capCounter) Allocate(size int) []byte {
+	b := c.pool.Allocate(size)
+	c.add(cap(b))
+	return b
+}
+
+func (c *capCounter) Reallocate(size int, b []byte) []byte {
+	old := cap(b)
+	nb := c.pool.Reallocate(size, b)
+	c.add(cap(nb) - old)
+	return nb
+}
+
+func (c *capCounter) Free(b []byte) {
+	c.add(-cap(b))
+	c.pool.Free(b)
 }

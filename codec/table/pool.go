@@ -46,10 +46,15 @@ func alignedAlloc(size, capacity int) []byte {
 	return buf[shift : shift+size : shift+capacity]
 }
 
-// Reallocate grows b to size bytes, keeping its contents; b is freed when
-// it moves.
+// Reallocate grows or shrinks b to size bytes, keeping its contents; b is
+// freed when it moves. A buffer shrunk to half its capacity or less moves
+// to a smaller one: pqarrow reserves room for twice a batch's rows and
+// shrinks the values to the rows when it hands them out, and arrow-go
+// then sees only the shrunk length (memory.Buffer's Len and Cap), so the
+// memory kept behind it was counted nowhere: decoded batches held about
+// twice the budget meant to bound them (parquetAheadBytes).
 func (p *poolAllocator) Reallocate(size int, b []byte) []byte {
-	if cap(b) >= size {
+	if cap(b) >= size && (size > cap(b)/2 || cap(b) < 2<<poolMinShift) {
 		return b[:size]
 	}
 	nb := p.Allocate(size)

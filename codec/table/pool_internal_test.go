@@ -45,3 +45,30 @@ func TestPoolAllocatorReusesZeroedAligned(t *testing.T) {
 		t.Fatalf("reallocated address %#x not aligned", addr)
 	}
 }
+
+// TestPoolAllocatorShrinkGivesMemoryBack shrinks a buffer to half its
+// capacity and checks that it moves to a buffer of the smaller class with
+// its contents, and that a smaller shrink stays in place.
+func TestPoolAllocatorShrinkGivesMemoryBack(t *testing.T) {
+	var p poolAllocator
+	b := p.Allocate(64 << 10)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	small := p.Reallocate(40<<10, b)
+	if unsafe.SliceData(small) != unsafe.SliceData(b) || cap(small) != 64<<10 {
+		t.Fatalf("a shrink to more than half moved (cap %d)", cap(small))
+	}
+	g := p.Reallocate(32<<10, small) // exactly half: pqarrow's 2x reservation
+	if len(g) != 32<<10 || cap(g) != 32<<10 {
+		t.Fatalf("shrunk to 32 KiB: len %d cap %d, want a 32 KiB buffer", len(g), cap(g))
+	}
+	for i, v := range g {
+		if v != byte(i%251) {
+			t.Fatalf("byte %d is %d after the shrink, want %d", i, v, byte(i%251))
+		}
+	}
+	if addr := uintptr(unsafe.Pointer(unsafe.SliceData(g))); addr%poolAlign != 0 {
+		t.Fatalf("shrunk buffer's address %#x not aligned", addr)
+	}
+}
