@@ -358,3 +358,62 @@ func readBack(t *testing.T, path string) arrow.Table {
 	tbl.Release()
 	return array.NewTableFromRecords(fr.Schema(), []arrow.RecordBatch{rec})
 }
+
+// TestKeptColumnsHoldOnlyTheirRows reads a Parquet file whose requests
+// are cut smaller than the decoded batches (by bytes) and checks that each
+// request's kept columns own buffers of its rows alone, so that what the
+// client charges for them (RecordBytes) is what they hold: a slice of
+// the input batch would keep the whole batch's buffers for as long as the
+// request is in flight.
+func TestKeptColumnsHoldOnlyTheirRows(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+	defer mem.AssertSize(t, 0)
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "label", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "v", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32)},
+	}, nil)
+	b := array.NewRecordBuilder(mem, schema)
+	const rows = 2000
+	for i := range rows {
+		b.Field(0).(*array.Int64Builder).Append(int64(i))
+		b.Field(1).(*array.Int64Builder).Append(int64(i % 10))
+		lb := b.Field(2).(*array.ListBuilder)
+		lb.Append(true)
+		for j := range 64 {
+			lb.ValueBuilder().(*array.Float32Builder).Append(float32(i + j))
+		}
+	}
+	rec := b.NewRecordBatch()
+	b.Release()
+	path := filepath.Join(t.TempDir(), "in.parquet")
+	writeParquet(t, path, rec, 1000)
+	rec.Release()
+
+	const maxBytes = 40 << 10 // ≈ 140 rows of the 64-float tensor per request, of 512-row batches
+	r, err := table.Open([]string{path}, table.Options{Columns: []string{"id", "v"}, Keep: []string{"id", "label"},
+		Shapes: map[string][]int64{"v": {64}}, RowsPerRequest: 512, MaxBytes: maxBytes, Mem: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	next := int64(0)
+	for _, c := range readAll(t, r) {
+		if c.Rows >= 512 {
+			t.Fatalf("a request of %d rows: the test needs requests smaller than the input batches", c.Rows)
+		}
+		if got, want := table.RecordBytes(c.Keep), c.Rows*16; got != want {
+			t.Errorf("request of %d rows: its kept columns hold %d bytes of buffers, want %d (its rows' alone)", c.Rows, got, want)
+		}
+		for i, id := range c.Keep.Column(0).(*array.Int64).Int64Values() {
+			if id != next || c.Keep.Column(1).(*array.Int64).Value(i) != next%10 {
+				t.Fatalf("kept row %d: id %d label %d", next, id, c.Keep.Column(1).(*array.Int64).Value(i))
+			}
+			next++
+		}
+		c.Keep.Release()
+	}
+	if next != rows {
+		t.Fatalf("kept %d rows, want %d", next, rows)
+	}
+}
