@@ -317,6 +317,17 @@ func (s *scoreSource) Next(ctx context.Context) (client.Part, error) {
 				return client.Part{}, fmt.Errorf("kept columns of request %d: %w", s.seq-1, err)
 			}
 			p.Keep, p.Held = c.Keep, table.RecordBytes(c.Keep)
+			if s.seq == len(s.prefix) {
+				// The last request without a body: the kept-columns
+				// Reader would otherwise hold what it decoded ahead (up
+				// to its budget) until the run ends.
+				err := s.keep.Close()
+				s.keep, s.keepOp = nil, nil
+				if err != nil {
+					c.Keep.Release()
+					return client.Part{}, fmt.Errorf("closing the kept columns' reader: %w", err)
+				}
+			}
 		}
 		return p, nil
 	}

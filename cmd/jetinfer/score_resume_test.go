@@ -95,6 +95,9 @@ func TestScoreSourceReadsFromTheSentPoint(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if src.seq >= len(src.prefix) && src.keep != nil {
+				t.Fatalf("request %d: the kept-columns Reader is still open after the last request without a body (it holds what it decoded ahead)", src.seq-1)
+			}
 			w := want{rows: p.Rows, body: slices.Clone(p.Body)}
 			if k, _ := p.Keep.(arrow.RecordBatch); k != nil {
 				w.ids = slices.Clone(k.Column(0).(*array.Int64).Int64Values())
