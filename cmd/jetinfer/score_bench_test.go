@@ -44,8 +44,8 @@ import (
 // the broker's pass-through for the same requests (published as score
 // publishes them while a plain pull consumer drains and acks them) and
 // prints score ÷ that too: score's requests cross the broker both ways,
-// which the worker-alone drain of stored requests does not pay for. Server and worker
-// run at default settings (max_payload 1 MiB).
+// which the worker-alone drain of stored requests does not pay for.
+// Server and worker run at default settings (max_payload 1 MiB).
 //
 // All processes share the machine's cores unless
 // JETINFER_BENCH_SCORE_SPLIT_CPUS=N: then score runs on N of this
