@@ -10,9 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -42,9 +46,10 @@ import (
 // percent between drains a few seconds apart; measuring it on both sides
 // of the score runs keeps the drift out of the ratio. First it measures
 // the broker's pass-through for the same requests (published as score
-// publishes them while a plain pull consumer drains and acks them) and
-// prints score ÷ that too: score's requests cross the broker both ways,
-// which the worker-alone drain of stored requests does not pay for.
+// publishes them while a consumer pulls them as the worker does and acks
+// them) and prints score ÷ that too: score's requests cross the broker
+// both ways, which the worker-alone drain of stored requests does not
+// pay for.
 // Server and worker run at default settings (max_payload 1 MiB).
 //
 // All processes share the machine's cores unless
@@ -60,10 +65,15 @@ import (
 // For experiments with non-default settings (docs/benchmarks.md):
 // JETINFER_BENCH_SCORE_FLAGS appends score flags, JETINFER_BENCH_SCORE_ENV
 // adds KEY=VALUE pairs (space-separated) to score's environment only, and
-// JETINFER_BENCH_SCORE_PROFILE writes CPU and allocation profiles,
+// JETINFER_BENCH_SCORE_PROFILE=PREFIX writes CPU and allocation profiles
+// of the score runs and the worker, and CPU profiles of this process,
+// which embeds the server, during the pass-through and the score runs
+// (PREFIX.passthrough, PREFIX.server),
 // JETINFER_BENCH_SCORE_TRACE=PREFIX execution traces of the score runs
-// (PREFIX.1, PREFIX.2) and of the worker serving the first drain and the
-// score runs (PREFIX.worker; go tool trace), and
+// (PREFIX.1, PREFIX.2), of the worker serving the first drain and the
+// score runs (PREFIX.worker), and of this process, which embeds the
+// server, during the pass-through (PREFIX.passthrough) and the score runs
+// (PREFIX.server; go tool trace), and
 // JETINFER_BENCH_SCORE_PEAK_HEAP=PREFIX a heap profile of each score run
 // at its largest RSS (PREFIX.1, PREFIX.2, with memory statistics in
 // PREFIX.N.txt).
@@ -207,28 +217,34 @@ func TestBenchScore(t *testing.T) {
 	}
 	// The broker's own limit for the request leg, before any worker
 	// runs: the same requests published as score publishes them while a
-	// pull consumer on the model's consumer drains and acks them, with no
-	// decoding, engine or results.
+	// consumer pulls them as the worker does (two pullers, each fetching
+	// up to 1024 messages or 16 MiB) and acks each, with no decoding,
+	// engine or results.
 	passRate := func() float64 {
 		cons, err := js.Consumer(context.Background(), wire.DefaultRequestStream, "digits")
 		if err != nil {
 			t.Fatal(err)
 		}
-		it, err := cons.Messages(jetstream.PullMaxBytes(client.DefaultUnackedBytes))
-		if err != nil {
-			t.Fatal(err)
-		}
+		var got atomic.Int64
 		done := make(chan time.Time, 1)
-		go func() {
-			for got := 0; got < reqs; got++ {
-				msg, err := it.Next()
-				if err != nil {
-					return
+		var pullers sync.WaitGroup
+		for range 2 {
+			pullers.Go(func() {
+				for got.Load() < int64(reqs) {
+					batch, err := cons.Fetch(1024, jetstream.FetchMaxBytes(16<<20), jetstream.FetchMaxWait(time.Second))
+					if err != nil {
+						return
+					}
+					for msg := range batch.Messages() {
+						_ = msg.Ack()
+						if got.Add(1) == int64(reqs) {
+							done <- time.Now()
+						}
+					}
 				}
-				_ = msg.Ack()
-			}
-			done <- time.Now()
-		}()
+			})
+		}
+		stopTrace := watchSelf(t, "passthrough")
 		start := time.Now()
 		publishAhead(t, pub, "passthrough", bodies)
 		var end time.Time
@@ -237,8 +253,11 @@ func TestBenchScore(t *testing.T) {
 		case <-time.After(2 * time.Minute):
 			t.Fatal("the pass-through consumer did not receive every request in 2 minutes")
 		}
-		it.Stop()
-		for { // every ack in before a worker takes the consumer
+		stopTrace()
+		// No pull left open to take the worker's requests, and every ack
+		// in before a worker takes the consumer.
+		pullers.Wait()
+		for {
 			ci, err := cons.Info(context.Background())
 			if err != nil {
 				t.Fatal(err)
@@ -250,7 +269,7 @@ func TestBenchScore(t *testing.T) {
 		}
 		return float64(rows) / end.Sub(start).Seconds()
 	}()
-	logf("broker pass-through: %.0f rows/s (the same requests published as score does while a pull consumer drains and acks them; no decoding, engine or results)", passRate)
+	logf("broker pass-through: %.0f rows/s (the same requests published as score does while a consumer pulls them as the worker does and acks them; no decoding, engine or results)", passRate)
 	rateBefore, wcmd := workerAlone("baseline", wenv...)
 
 	// score, interrupted once midway, then the same command again.
@@ -315,6 +334,7 @@ func TestBenchScore(t *testing.T) {
 	var runFrom [3]uint64
 	var exits [2]time.Duration
 	var runStart [2]time.Time
+	stopTrace := watchSelf(t, "server")
 	for i, interrupt := range []bool{true, false} {
 		cmd := exec.Command(os.Args[0], args...)
 		if scoreCPUs != "" {
@@ -381,6 +401,7 @@ func TestBenchScore(t *testing.T) {
 		last = stdout.String()
 		exits[i] = took
 	}
+	stopTrace()
 	if end, err := res.Info(context.Background()); err == nil {
 		runFrom[2] = end.State.LastSeq + 1
 	}
@@ -414,6 +435,46 @@ func TestBenchScore(t *testing.T) {
 	fmt.Printf("score: rows=%d ok=%d ratio_vs_worker=%.2f rss_mib=%d resumed_rows=%d\n", gotRows, ok, ratio, rssKiB>>10, resumed)
 	if gotRows != n {
 		t.Errorf("score wrote %d rows, want %d", gotRows, n)
+	}
+}
+
+// watchSelf writes an execution trace of this process, which embeds the
+// server, to JETINFER_BENCH_SCORE_TRACE.name and a CPU profile to
+// JETINFER_BENCH_SCORE_PROFILE.name, each when its variable is set, until
+// the returned function is called.
+func watchSelf(t *testing.T, name string) (stop func()) {
+	var stops []func()
+	if prefix := os.Getenv("JETINFER_BENCH_SCORE_TRACE"); prefix != "" {
+		f, err := os.Create(prefix + "." + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			t.Fatalf("tracing the %s phase: %v", name, err)
+		}
+		stops = append(stops, func() { trace.Stop(); closeOrFail(t, f) })
+	}
+	if prefix := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prefix != "" {
+		f, err := os.Create(prefix + "." + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatalf("profiling the %s phase: %v", name, err)
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); closeOrFail(t, f) })
+	}
+	return func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}
+}
+
+// closeOrFail closes f, failing t when what was written is lost.
+func closeOrFail(t *testing.T, f *os.File) {
+	if err := f.Close(); err != nil {
+		t.Errorf("writing %s: %v", f.Name(), err)
 	}
 }
 
