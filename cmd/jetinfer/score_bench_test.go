@@ -76,7 +76,9 @@ import (
 // (PREFIX.server; go tool trace), and
 // JETINFER_BENCH_SCORE_PEAK_HEAP=PREFIX a heap profile of each score run
 // at its largest RSS (PREFIX.1, PREFIX.2, with memory statistics in
-// PREFIX.N.txt).
+// PREFIX.N.txt). JETINFER_BENCH_SCORE_MEMORY_STREAMS=1 keeps the request
+// and result streams in memory (the worker's MEMORY_STORAGE setting: not
+// durable), to show what the broker's file store costs.
 func TestBenchScore(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("JETINFER_BENCH_SCORE_ROWS"))
 	if n <= 0 {
@@ -114,7 +116,13 @@ func TestBenchScore(t *testing.T) {
 	// The requests score sends: same reader, same options, same size cap.
 	nc := connectTest(t, url)
 	js, _ := jetstream.New(nc)
-	if _, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits"}); err != nil {
+	memory := os.Getenv("JETINFER_BENCH_SCORE_MEMORY_STREAMS") != ""
+	var storageEnv []string // the worker's, matching the streams
+	if memory {
+		storageEnv = []string{"JETINFER_MEMORY_STORAGE=true"}
+		logf("streams in memory, not in files (JETINFER_BENCH_SCORE_MEMORY_STREAMS; not the default, not durable)")
+	}
+	if _, err := worker.EnsureStreams(context.Background(), js, worker.Config{Model: "digits", MemoryStorage: memory}); err != nil {
 		t.Fatal(err)
 	}
 	maxBytes := int(min(nc.MaxPayload(), int64(codec.DefaultLimits().MaxBodyBytes))) - 16<<10
@@ -208,7 +216,7 @@ func TestBenchScore(t *testing.T) {
 		}
 		return rate, wcmd
 	}
-	var wenv []string
+	wenv := slices.Clone(storageEnv)
 	if prof := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prof != "" {
 		wenv = append(wenv, "JETINFER_TEST_CPUPROFILE="+prof+".worker")
 	}
@@ -421,7 +429,7 @@ func TestBenchScore(t *testing.T) {
 	// drains the same requests again.
 	_ = wcmd.Process.Signal(os.Interrupt)
 	_ = wcmd.Wait()
-	rateAfter, _ := workerAlone("baseline-after")
+	rateAfter, _ := workerAlone("baseline-after", storageEnv...)
 	var gotRows, ok, bad, resumed int
 	if _, err := fmtSscan(last, &gotRows, &ok, &bad, &resumed); err != nil {
 		t.Fatalf("summary %q: %v", last, err)
