@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
-	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -451,38 +449,20 @@ func TestBenchScore(t *testing.T) {
 // JETINFER_BENCH_SCORE_PROFILE.name, each when its variable is set, until
 // the returned function is called.
 func watchSelf(t *testing.T, name string) (stop func()) {
-	var stops []func()
-	if prefix := os.Getenv("JETINFER_BENCH_SCORE_TRACE"); prefix != "" {
-		f, err := os.Create(prefix + "." + name)
-		if err != nil {
-			t.Fatal(err)
+	path := func(env string) string {
+		if prefix := os.Getenv(env); prefix != "" {
+			return prefix + "." + name
 		}
-		if err := trace.Start(f); err != nil {
-			t.Fatalf("tracing the %s phase: %v", name, err)
-		}
-		stops = append(stops, func() { trace.Stop(); closeOrFail(t, f) })
+		return ""
 	}
-	if prefix := os.Getenv("JETINFER_BENCH_SCORE_PROFILE"); prefix != "" {
-		f, err := os.Create(prefix + "." + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatalf("profiling the %s phase: %v", name, err)
-		}
-		stops = append(stops, func() { pprof.StopCPUProfile(); closeOrFail(t, f) })
+	end, err := observe(path("JETINFER_BENCH_SCORE_TRACE"), path("JETINFER_BENCH_SCORE_PROFILE"))
+	if err != nil {
+		t.Fatalf("watching the %s phase: %v", name, err)
 	}
 	return func() {
-		for _, stop := range stops {
-			stop()
+		if err := end(); err != nil {
+			t.Errorf("writing the %s phase's trace or profile: %v", name, err)
 		}
-	}
-}
-
-// closeOrFail closes f, failing t when what was written is lost.
-func closeOrFail(t *testing.T, f *os.File) {
-	if err := f.Close(); err != nil {
-		t.Errorf("writing %s: %v", f.Name(), err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -44,26 +45,15 @@ import (
 func TestMain(m *testing.M) {
 	if os.Getenv("JETINFER_TEST_MAIN") == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		if path := os.Getenv("JETINFER_TEST_CPUPROFILE"); path != "" {
-			if f, err := os.Create(path); err == nil {
-				_ = pprof.StartCPUProfile(f)
-				defer pprof.StopCPUProfile()
-			}
-		}
-		if path := os.Getenv("JETINFER_TEST_TRACE"); path != "" {
-			// An execution trace (go tool trace): where goroutines wait.
-			if f, err := os.Create(path); err == nil {
-				_ = trace.Start(f)
-				defer trace.Stop()
-			}
-		}
+		// An execution trace (go tool trace: where goroutines wait) and
+		// a CPU profile, when asked for; best effort.
+		endObserving, _ := observe(os.Getenv("JETINFER_TEST_TRACE"), os.Getenv("JETINFER_TEST_CPUPROFILE"))
 		if path := os.Getenv("JETINFER_TEST_PEAK_HEAP"); path != "" {
 			go writeHeapAtPeak(ctx, path)
 		}
 		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
-		pprof.StopCPUProfile()
-		trace.Stop()
+		_ = endObserving()
 		if path := os.Getenv("JETINFER_TEST_MEMPROFILE"); path != "" {
 			// Allocations over the whole run (go tool pprof -sample_index=alloc_space).
 			if f, err := os.Create(path); err == nil {
@@ -90,6 +80,42 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// observe starts an execution trace to tracePath and a CPU profile to
+// cpuPath, each when its path is not empty. end stops both and closes
+// their files; it is safe to call also after an error.
+func observe(tracePath, cpuPath string) (end func() error, err error) {
+	var stops []func() error
+	end = func() error {
+		var errs []error
+		for _, s := range stops {
+			errs = append(errs, s())
+		}
+		stops = nil
+		return errors.Join(errs...)
+	}
+	begin := func(path string, start func(io.Writer) error, stop func()) error {
+		if path == "" {
+			return nil
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := start(f); err != nil {
+			return errors.Join(fmt.Errorf("%s: %w", path, err), f.Close())
+		}
+		stops = append(stops, func() error { stop(); return f.Close() })
+		return nil
+	}
+	if err := begin(tracePath, trace.Start, trace.Stop); err != nil {
+		return end, err
+	}
+	if err := begin(cpuPath, pprof.StartCPUProfile, pprof.StopCPUProfile); err != nil {
+		return end, errors.Join(err, end())
+	}
+	return end, nil
 }
 
 // digitsTable is the test split with its PyTorch reference logits.
